@@ -1,0 +1,240 @@
+//! Command line and `TICKSTREAM_*` environment: one type, validated before anything starts.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::feed::sim::{DEFAULT_SYMBOLS, MAX_RATE};
+use crate::market::valid_symbol;
+
+#[derive(Debug, Parser)]
+#[command(name = "tickstream", version, about = "Real-time market data over WebSocket and REST")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum Command {
+    /// Serve market data (the default).
+    Serve,
+    /// Exit 0 when the local server's /readyz answers 200: a container health check without curl.
+    Healthcheck,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Every setting of the server. Flags win over `TICKSTREAM_*` variables, which win over defaults.
+#[derive(Debug, Clone, Parser)]
+pub struct Config {
+    /// Address to listen on [default: 0.0.0.0:$PORT, or 0.0.0.0:8080].
+    #[arg(long, env = "TICKSTREAM_LISTEN")]
+    pub listen: Option<SocketAddr>,
+
+    /// Symbols the simulator trades.
+    #[arg(long, env = "TICKSTREAM_SIM_SYMBOLS", value_delimiter = ',', default_value = DEFAULT_SYMBOLS)]
+    pub sim_symbols: Vec<String>,
+
+    /// Ticker updates per second per symbol (0: no events at all).
+    #[arg(long, env = "TICKSTREAM_SIM_RATE", default_value_t = 10)]
+    pub sim_rate: u32,
+
+    /// Simulator seed: the same seed gives the same market on every process.
+    #[arg(long, env = "TICKSTREAM_SIM_SEED", default_value_t = 42)]
+    pub sim_seed: u64,
+
+    /// Replay recorded events from an NDJSON file instead of simulating.
+    #[arg(long, env = "TICKSTREAM_REPLAY")]
+    pub replay: Option<PathBuf>,
+
+    /// Replay pace: 1 is as recorded, 10 ten times faster, 0 as fast as possible.
+    #[arg(long, env = "TICKSTREAM_REPLAY_SPEED", default_value_t = 1.0)]
+    pub replay_speed: f64,
+
+    #[arg(long, env = "TICKSTREAM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Updates kept per stream for resume (the resume window).
+    #[arg(long, env = "TICKSTREAM_HISTORY", default_value_t = 1024)]
+    pub history: usize,
+
+    /// Closed candles kept per symbol and interval for the REST API.
+    #[arg(long, env = "TICKSTREAM_CANDLE_HISTORY", default_value_t = 500)]
+    pub candle_history: usize,
+
+    /// WebSocket connections this process accepts at once.
+    #[arg(long, env = "TICKSTREAM_MAX_CONNECTIONS", default_value_t = 20_000)]
+    pub max_connections: usize,
+
+    /// Streams one connection may subscribe to.
+    #[arg(long, env = "TICKSTREAM_MAX_SUBSCRIPTIONS", default_value_t = 200)]
+    pub max_subscriptions: usize,
+
+    /// Largest client message in bytes; larger ones get `message_too_large`.
+    #[arg(long, env = "TICKSTREAM_MAX_MESSAGE_BYTES", default_value_t = 4096)]
+    pub max_message_bytes: usize,
+
+    /// Client messages per second (bursts of twice as many are allowed).
+    #[arg(long, env = "TICKSTREAM_MAX_MESSAGE_RATE", default_value_t = 10)]
+    pub max_message_rate: u32,
+
+    /// Frames queued per connection before it counts as a slow consumer.
+    #[arg(long, env = "TICKSTREAM_QUEUE_CAPACITY", default_value_t = 2048)]
+    pub queue_capacity: usize,
+
+    /// Heartbeat and ping interval.
+    #[arg(long, env = "TICKSTREAM_HEARTBEAT_INTERVAL", value_parser = humantime::parse_duration, default_value = "15s")]
+    pub heartbeat_interval: Duration,
+
+    /// A client silent (no pong, no message) this long is dropped.
+    #[arg(long, env = "TICKSTREAM_CLIENT_TIMEOUT", value_parser = humantime::parse_duration, default_value = "45s")]
+    pub client_timeout: Duration,
+
+    /// A write to a client that takes longer than this drops the client.
+    #[arg(long, env = "TICKSTREAM_WRITE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub write_timeout: Duration,
+
+    /// After SIGTERM, how long clients get to receive `reconnect` and close.
+    #[arg(long, env = "TICKSTREAM_DRAIN_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub drain_timeout: Duration,
+
+    /// Browser origins allowed to open /ws (empty: any).
+    #[arg(long, env = "TICKSTREAM_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// API keys for /ws and /api (empty: open). Sent as `Authorization: Bearer KEY` or `?token=KEY`.
+    #[arg(long, env = "TICKSTREAM_API_KEYS", value_delimiter = ',', hide_env_values = true)]
+    pub api_keys: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("--sim-rate must be 0..={MAX_RATE}, got {0}")]
+    Rate(u32),
+    #[error("--sim-symbols: {0:?} is not a symbol (A-Z, 0-9, '-', '.', '_'; 1-24 characters)")]
+    Symbol(String),
+    #[error("--sim-symbols: {0:?} appears twice")]
+    DuplicateSymbol(String),
+    #[error("--sim-symbols must name 1..=1000 symbols")]
+    SymbolCount,
+    #[error("--replay-speed must be a finite number >= 0, got {0}")]
+    ReplaySpeed(f64),
+    #[error("{flag} must be within {min}..={max}, got {value}")]
+    Range {
+        flag: &'static str,
+        min: u64,
+        max: u64,
+        value: u64,
+    },
+    #[error("PORT={0:?} is not a port number")]
+    Port(String),
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::parse_from(["tickstream"])
+    }
+}
+
+impl Config {
+    /// The listen address: the flag or variable, else `$PORT`, else 8080.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        if let Some(addr) = self.listen {
+            return Ok(addr);
+        }
+        let port = match std::env::var("PORT") {
+            Ok(p) => p.parse().map_err(|_| ConfigError::Port(p))?,
+            Err(_) => 8080,
+        };
+        Ok(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.sim_rate > MAX_RATE {
+            return Err(ConfigError::Rate(self.sim_rate));
+        }
+        if self.sim_symbols.is_empty() || self.sim_symbols.len() > 1000 {
+            return Err(ConfigError::SymbolCount);
+        }
+        let mut seen = std::collections::HashSet::new();
+        for s in &self.sim_symbols {
+            if !valid_symbol(s) {
+                return Err(ConfigError::Symbol(s.clone()));
+            }
+            if !seen.insert(s) {
+                return Err(ConfigError::DuplicateSymbol(s.clone()));
+            }
+        }
+        if !self.replay_speed.is_finite() || self.replay_speed < 0.0 {
+            return Err(ConfigError::ReplaySpeed(self.replay_speed));
+        }
+        let ranges: [(&'static str, usize, usize, usize); 6] = [
+            ("--history", self.history, 0, 100_000),
+            ("--candle-history", self.candle_history, 1, 100_000),
+            ("--max-connections", self.max_connections, 1, 1_000_000),
+            ("--max-subscriptions", self.max_subscriptions, 1, 100_000),
+            ("--max-message-bytes", self.max_message_bytes, 64, 65_536),
+            ("--queue-capacity", self.queue_capacity, 8, 1_000_000),
+        ];
+        for (flag, value, min, max) in ranges {
+            if !(min..=max).contains(&value) {
+                return Err(ConfigError::Range {
+                    flag,
+                    min: min as u64,
+                    max: max as u64,
+                    value: value as u64,
+                });
+            }
+        }
+        if !(1..=100_000).contains(&self.max_message_rate) {
+            return Err(ConfigError::Range {
+                flag: "--max-message-rate",
+                min: 1,
+                max: 100_000,
+                value: u64::from(self.max_message_rate),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        Config::parse_from(std::iter::once("tickstream").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::default();
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(c.sim_symbols.len(), 10);
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(15));
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        assert_eq!(parse(&["--sim-rate", "5000"]).validate(), Err(ConfigError::Rate(5000)));
+        assert_eq!(
+            parse(&["--sim-symbols", "AAPL,aapl"]).validate(),
+            Err(ConfigError::Symbol("aapl".into()))
+        );
+        assert_eq!(
+            parse(&["--sim-symbols", "AAPL,AAPL"]).validate(),
+            Err(ConfigError::DuplicateSymbol("AAPL".into()))
+        );
+        let err = parse(&["--max-message-bytes", "10"]).validate();
+        assert!(err.is_err_and(|e| e.to_string().contains("--max-message-bytes")));
+        assert!(Config::try_parse_from(["tickstream", "--heartbeat-interval", "soon"]).is_err());
+    }
+}

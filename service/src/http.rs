@@ -1,0 +1,134 @@
+//! REST snapshots, health, readiness and metrics.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::AppState;
+use crate::market::{Candle, Channel, Interval, Micros, Payload};
+use crate::ws::protocol::{ErrorCode, ServerMessage};
+
+/// Errors over HTTP have the same shape as WebSocket errors.
+pub fn error_response(status: StatusCode, code: ErrorCode, message: &str) -> Response {
+    let body = ServerMessage::error(None, code, message).to_json();
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn unknown_symbol(symbol: &str) -> Response {
+    let shown: String = symbol.chars().take(32).collect();
+    error_response(
+        StatusCode::NOT_FOUND,
+        ErrorCode::UnknownSymbol,
+        &format!("unknown symbol {shown:?}; GET /api/v1/symbols lists them"),
+    )
+}
+
+pub async fn symbols(State(state): State<AppState>) -> Response {
+    Json(json!({
+        "symbols": state.hub.symbols(),
+        "channels": Channel::ALL,
+        "epoch": state.hub.epoch(),
+    }))
+    .into_response()
+}
+
+#[derive(Debug, Serialize)]
+struct Snapshot<'a> {
+    symbol: &'a str,
+    seq: u64,
+    ts: Micros,
+    data: Payload,
+}
+
+pub async fn ticker(State(state): State<AppState>, Path(symbol): Path<String>) -> Response {
+    let Some(stream) = state.hub.stream(Channel::Ticker, &symbol) else {
+        return unknown_symbol(&symbol);
+    };
+    match state.hub.latest(stream) {
+        Some(e) => Json(Snapshot {
+            symbol: &symbol,
+            seq: e.seq,
+            ts: e.ts,
+            data: e.payload,
+        })
+        .into_response(),
+        None => error_response(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no ticker published yet"),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CandleQuery {
+    interval: Option<String>,
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+struct Candles<'a> {
+    symbol: &'a str,
+    interval: Interval,
+    candles: Vec<Candle>,
+}
+
+pub async fn candles(
+    State(state): State<AppState>,
+    Path(symbol): Path<String>,
+    Query(q): Query<CandleQuery>,
+) -> Response {
+    let interval_name = q.interval.as_deref().unwrap_or("1m");
+    let Some(interval) = Interval::parse(interval_name) else {
+        return error_response(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, "interval must be 1s or 1m");
+    };
+    let max = state.config.candle_history + 1;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=max).contains(&limit) {
+        let msg = format!("limit must be within 1..={max}");
+        return error_response(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, &msg);
+    }
+    match state.hub.candles(&symbol, interval, limit) {
+        Some(candles) => Json(Candles {
+            symbol: &symbol,
+            interval,
+            candles,
+        })
+        .into_response(),
+        None => unknown_symbol(&symbol),
+    }
+}
+
+pub async fn healthz() -> Response {
+    Json(json!({"status": "ok"})).into_response()
+}
+
+/// 503 until the feed is live, and again from the first moment of shutdown so the load
+/// balancer stops sending new clients.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    if state.shutdown.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "draining"}))).into_response()
+    } else if state.is_ready() {
+        Json(json!({"status": "ready"})).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "starting"}))).into_response()
+    }
+}
+
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+pub async fn index() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("index.html"),
+    )
+        .into_response()
+}

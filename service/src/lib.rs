@@ -1,0 +1,176 @@
+//! tickstream: real-time market data over WebSocket and REST.
+//!
+//! # Layout
+//! The data path reads top to bottom: [`feed`] turns the world (the simulator or a replay) into
+//! events; the [`hub`] numbers, keeps and fans them out, serializing each once; a [`ws`]
+//! connection owns one client with its subscriptions, bounded queue and limits. [`http`] serves
+//! snapshots, health, readiness and [`metrics`]. [`config`] is the one settings type.
+//!
+//! [`app`] builds the router (used by `main`, the tests and later the Lambda entry point) and
+//! [`run`] serves it on a listener until a shutdown future resolves, then drains.
+
+mod auth;
+pub mod config;
+pub mod feed;
+pub mod http;
+pub mod hub;
+pub mod market;
+pub mod metrics;
+pub mod probe;
+pub mod shutdown;
+pub mod telemetry;
+pub mod ws;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use config::Config;
+use feed::Feed;
+use hub::{Hub, HubLimits};
+use metrics::Metrics;
+
+pub use feed::replay::ReplayError;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Replay(#[from] ReplayError),
+}
+
+/// Everything a request handler may need. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub limits: Arc<ws::Limits>,
+    pub hub: Arc<Hub>,
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when shutdown begins: readiness fails, clients are told to reconnect.
+    pub shutdown: CancellationToken,
+    /// Upgraded WebSocket tasks, which axum's graceful shutdown does not wait for.
+    pub tracker: TaskTracker,
+    connections: Arc<AtomicUsize>,
+    next_id: Arc<AtomicU64>,
+    ready: Arc<AtomicBool>,
+    feed: Arc<Mutex<Option<Feed>>>,
+}
+
+impl AppState {
+    /// Validates the configuration and prepares the feed (a replay file is checked here).
+    pub fn new(config: Config) -> Result<Self, StartError> {
+        config.validate()?;
+        let feed = Feed::from_config(&config)?;
+        let metrics = Arc::new(Metrics::new());
+        let limits = HubLimits {
+            history: config.history,
+            candles: config.candle_history,
+        };
+        let hub = Arc::new(Hub::new(feed.symbols(), feed.epoch(), limits, metrics.clone()));
+        let ws_limits = ws::Limits {
+            max_connections: config.max_connections,
+            max_subscriptions: config.max_subscriptions,
+            max_message_bytes: config.max_message_bytes,
+            max_message_rate: config.max_message_rate,
+            queue_capacity: config.queue_capacity,
+            heartbeat_interval: config.heartbeat_interval,
+            client_timeout: config.client_timeout,
+            write_timeout: config.write_timeout,
+            allowed_origins: config.allowed_origins.clone(),
+        };
+        Ok(Self {
+            config: Arc::new(config),
+            limits: Arc::new(ws_limits),
+            hub,
+            metrics,
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            connections: Arc::new(AtomicUsize::new(0)),
+            next_id: Arc::new(AtomicU64::new(1)),
+            ready: Arc::new(AtomicBool::new(false)),
+            feed: Arc::new(Mutex::new(Some(feed))),
+        })
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !self.shutdown.is_cancelled()
+    }
+
+    /// WebSocket connections open now.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Acquire)
+    }
+
+    fn next_connection_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// The whole HTTP surface.
+pub fn app(state: AppState) -> Router {
+    let guarded = Router::new()
+        .route("/ws", get(ws::ws_handler))
+        .route("/api/v1/symbols", get(http::symbols))
+        .route("/api/v1/ticker/{symbol}", get(http::ticker))
+        .route("/api/v1/candles/{symbol}", get(http::candles))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_key));
+    Router::new()
+        .route("/", get(http::index))
+        .route("/healthz", get(http::healthz))
+        .route("/readyz", get(http::readyz))
+        .route("/metrics", get(http::metrics))
+        .merge(guarded)
+        .with_state(state)
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves; then readiness fails, every client
+/// gets `reconnect` and close code 1012, and the drain is bounded by the configured deadline.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let token = state.shutdown.clone();
+    let feed = state.feed.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(feed) = feed {
+        let ready = state.ready.clone();
+        let started = std::time::Instant::now();
+        tokio::spawn(feed.run(state.hub.clone(), token.clone(), move || {
+            ready.store(true, Ordering::Release);
+            tracing::info!(after_ms = started.elapsed().as_secs_f64() * 1e3, "feed live; ready");
+        }));
+    }
+    let watcher = token.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = shutdown => watcher.cancel(),
+            () = watcher.cancelled() => {}
+        }
+    });
+    let server = axum::serve(listener, app(state.clone()))
+        .with_graceful_shutdown(token.clone().cancelled_owned())
+        .into_future();
+    let server = tokio::spawn(server);
+    token.cancelled().await;
+    let drain = state.config.drain_timeout;
+    let deadline = tokio::time::Instant::now() + drain;
+    tracing::info!(connections = state.connections(), drain_ms = drain.as_millis() as u64, "shutting down");
+    state.tracker.close();
+    if tokio::time::timeout_at(deadline, state.tracker.wait()).await.is_err() {
+        tracing::warn!(connections = state.connections(), "drain deadline reached; closing the rest");
+    }
+    match tokio::time::timeout_at(deadline, server).await {
+        Ok(Ok(result)) => result?,
+        Ok(Err(join)) => tracing::error!(error = %join, "server task failed"),
+        Err(_) => tracing::warn!("HTTP requests still open at the drain deadline"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

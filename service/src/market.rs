@@ -1,0 +1,276 @@
+//! Market event types: what a feed produces and what clients receive.
+//!
+//! Prices and sizes are integers in units of `10^-scale` so that arithmetic is exact and
+//! the wire format is a decimal string (clients never see binary floating point).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize, Serializer};
+
+/// Event time: integer microseconds since the Unix epoch.
+pub type Micros = i64;
+
+/// A fixed-point decimal: `units * 10^-scale`. Serialized as a decimal string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Decimal {
+    pub units: i64,
+    pub scale: u8,
+}
+
+impl Decimal {
+    pub const fn new(units: i64, scale: u8) -> Self {
+        Self { units, scale }
+    }
+}
+
+impl fmt::Display for Decimal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sign = if self.units < 0 { "-" } else { "" };
+        let abs = self.units.unsigned_abs();
+        if self.scale == 0 {
+            return write!(f, "{sign}{abs}");
+        }
+        let pow = 10u64.pow(u32::from(self.scale));
+        write!(
+            f,
+            "{sign}{}.{:0width$}",
+            abs / pow,
+            abs % pow,
+            width = usize::from(self.scale)
+        )
+    }
+}
+
+impl Serialize for Decimal {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Decimal {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl std::str::FromStr for Decimal {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("invalid decimal string {s:?}");
+        let (neg, digits) = match s.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, s),
+        };
+        let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+        if int.is_empty() || frac.len() > 18 || !(int.chars().chain(frac.chars())).all(|c| c.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let scale = u8::try_from(frac.len()).map_err(|_| bad())?;
+        let units: i64 = format!("{int}{frac}").parse().map_err(|_| bad())?;
+        Ok(Self::new(if neg { -units } else { units }, scale))
+    }
+}
+
+/// The kinds of stream a symbol has. Each (channel, symbol) pair is one stream with its own `seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Channel {
+    #[serde(rename = "ticker")]
+    Ticker,
+    #[serde(rename = "trades")]
+    Trades,
+    #[serde(rename = "candles_1s")]
+    Candles1s,
+    #[serde(rename = "candles_1m")]
+    Candles1m,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 4] = [
+        Channel::Ticker,
+        Channel::Trades,
+        Channel::Candles1s,
+        Channel::Candles1m,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Channel::Ticker => "ticker",
+            Channel::Trades => "trades",
+            Channel::Candles1s => "candles_1s",
+            Channel::Candles1m => "candles_1m",
+        }
+    }
+
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Expands a client-facing channel name; `candles` is shorthand for both intervals.
+    pub fn parse_many(name: &str) -> Option<&'static [Channel]> {
+        match name {
+            "ticker" => Some(&[Channel::Ticker]),
+            "trades" => Some(&[Channel::Trades]),
+            "candles_1s" => Some(&[Channel::Candles1s]),
+            "candles_1m" => Some(&[Channel::Candles1m]),
+            "candles" => Some(&[Channel::Candles1s, Channel::Candles1m]),
+            _ => None,
+        }
+    }
+
+    /// The candle interval this channel carries, if it is a candle channel.
+    pub const fn interval(self) -> Option<Interval> {
+        match self {
+            Channel::Candles1s => Some(Interval::S1),
+            Channel::Candles1m => Some(Interval::M1),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Candle intervals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Interval {
+    #[serde(rename = "1s")]
+    S1,
+    #[serde(rename = "1m")]
+    M1,
+}
+
+impl Interval {
+    pub const fn micros(self) -> Micros {
+        match self {
+            Interval::S1 => 1_000_000,
+            Interval::M1 => 60_000_000,
+        }
+    }
+
+    pub const fn channel(self) -> Channel {
+        match self {
+            Interval::S1 => Channel::Candles1s,
+            Interval::M1 => Channel::Candles1m,
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "1s" => Some(Interval::S1),
+            "1m" => Some(Interval::M1),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    Buy,
+    Sell,
+}
+
+/// Best bid and offer, last trade price, and the day's change and volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ticker {
+    pub bid: Decimal,
+    pub ask: Decimal,
+    pub last: Decimal,
+    /// Price at the start of the UTC day.
+    pub open: Decimal,
+    /// `last - open`.
+    pub change: Decimal,
+    /// Traded size since the start of the UTC day.
+    pub volume: Decimal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trade {
+    pub price: Decimal,
+    pub size: Decimal,
+    pub side: Side,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Candle {
+    pub interval: Interval,
+    /// Start of the interval, microseconds since the Unix epoch.
+    pub start: Micros,
+    pub open: Decimal,
+    pub high: Decimal,
+    pub low: Decimal,
+    pub close: Decimal,
+    pub volume: Decimal,
+    pub trades: u32,
+    /// True on the last update of the interval: the candle will not change again.
+    pub closed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Payload {
+    Ticker(Ticker),
+    Trade(Trade),
+    Candle(Candle),
+}
+
+/// One event on one stream, as produced by a feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub channel: Channel,
+    pub symbol: u16,
+    pub seq: u64,
+    pub ts: Micros,
+    pub payload: Payload,
+}
+
+/// Symbol names are short, upper-case and URL-safe so they can appear in query strings.
+pub fn valid_symbol(name: &str) -> bool {
+    (1..=24).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.' | b'_'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_formats_and_parses() {
+        assert_eq!(Decimal::new(19012, 2).to_string(), "190.12");
+        assert_eq!(Decimal::new(5, 4).to_string(), "0.0005");
+        assert_eq!(Decimal::new(-105, 2).to_string(), "-1.05");
+        assert_eq!(Decimal::new(42, 0).to_string(), "42");
+        for s in ["190.12", "0.0005", "-1.05", "42"] {
+            assert_eq!(s.parse::<Decimal>().map(|d| d.to_string()), Ok(s.to_string()));
+        }
+        assert!("1.2.3".parse::<Decimal>().is_err());
+        assert!("".parse::<Decimal>().is_err());
+        assert!("1e5".parse::<Decimal>().is_err());
+    }
+
+    #[test]
+    fn channel_names_round_trip() {
+        for c in Channel::ALL {
+            assert_eq!(Channel::parse_many(c.as_str()), Some(&[c][..]));
+            assert_eq!(serde_json::to_string(&c).ok(), Some(format!("\"{c}\"")));
+        }
+        assert_eq!(Channel::parse_many("candles").map(<[_]>::len), Some(2));
+        assert_eq!(Channel::parse_many("orderbook"), None);
+    }
+
+    #[test]
+    fn symbol_names() {
+        assert!(valid_symbol("BTC-USD"));
+        assert!(valid_symbol("BRK.B"));
+        assert!(!valid_symbol("btc"));
+        assert!(!valid_symbol(""));
+        assert!(!valid_symbol("A B"));
+    }
+}

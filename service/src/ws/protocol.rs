@@ -1,0 +1,208 @@
+//! The WebSocket protocol: every message a client may send and every message the server sends.
+//! `docs/protocol.md` documents these types; keep the two in step.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::market::{Channel, Micros, Payload};
+
+/// Close code sent when the server shuts down or restarts: reconnect (to another task) now.
+pub const CLOSE_SERVICE_RESTART: u16 = 1012;
+/// The client message exceeded the hard frame limit; nothing of it was read.
+pub const CLOSE_MESSAGE_TOO_BIG: u16 = 1009;
+/// The client fell behind and its queue overflowed: reconnect with backoff and resume.
+pub const CLOSE_SLOW_CONSUMER: u16 = 4100;
+/// The client stopped answering pings.
+pub const CLOSE_HEARTBEAT_TIMEOUT: u16 = 4101;
+/// A write to the client did not complete in time.
+pub const CLOSE_WRITE_TIMEOUT: u16 = 4102;
+
+/// A message from the client. Unknown fields are rejected so typos surface as errors.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientMessage {
+    Subscribe(SubscribeRequest),
+    Unsubscribe(UnsubscribeRequest),
+    Ping {
+        #[serde(default)]
+        id: Option<Value>,
+    },
+    List {
+        #[serde(default)]
+        id: Option<Value>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscribeRequest {
+    #[serde(default)]
+    pub id: Option<Value>,
+    pub symbols: Vec<String>,
+    /// Defaults to `["ticker"]`.
+    #[serde(default)]
+    pub channels: Option<Vec<String>>,
+    /// The last `seq` the client holds per stream, keyed `channel:symbol`.
+    #[serde(default)]
+    pub resume: BTreeMap<String, u64>,
+    /// The epoch the resume positions belong to; a different epoch means they cannot be honoured.
+    #[serde(default)]
+    pub epoch: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnsubscribeRequest {
+    #[serde(default)]
+    pub id: Option<Value>,
+    pub symbols: Vec<String>,
+    #[serde(default)]
+    pub channels: Option<Vec<String>>,
+}
+
+/// Machine-readable error codes, shared by WebSocket errors and HTTP error bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    UnknownSymbol,
+    UnknownChannel,
+    RateLimited,
+    TooManySubscriptions,
+    MessageTooLarge,
+    SlowConsumer,
+    Unauthorized,
+    Forbidden,
+    TooManyConnections,
+    NotFound,
+    ShuttingDown,
+}
+
+impl ErrorCode {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnknownSymbol => "unknown_symbol",
+            ErrorCode::UnknownChannel => "unknown_channel",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TooManySubscriptions => "too_many_subscriptions",
+            ErrorCode::MessageTooLarge => "message_too_large",
+            ErrorCode::SlowConsumer => "slow_consumer",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::TooManyConnections => "too_many_connections",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// The acknowledgement of one stream in a subscribe.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StreamAck {
+    pub channel: Channel,
+    pub symbol: String,
+    /// The stream's latest `seq`; the next update carries `seq + 1`. 0 when nothing was published yet.
+    pub seq: u64,
+    /// Present when the subscribe asked to resume this stream: whether every missed update follows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<bool>,
+}
+
+/// A stream named in an unsubscribe acknowledgement.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StreamRef {
+    pub channel: Channel,
+    pub symbol: String,
+}
+
+/// A message from the server other than market data.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    Subscribed {
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        id: Option<Value>,
+        epoch: String,
+        streams: Vec<StreamAck>,
+    },
+    Unsubscribed {
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        id: Option<Value>,
+        streams: Vec<StreamRef>,
+    },
+    Error {
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        id: Option<Value>,
+        code: ErrorCode,
+        message: String,
+    },
+    Pong {
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        id: Option<Value>,
+        ts: Micros,
+    },
+    List {
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        id: Option<Value>,
+        symbols: Vec<String>,
+        channels: Vec<Channel>,
+        subscriptions: Vec<String>,
+    },
+    /// Sent every heartbeat interval: the last `seq` this client was sent per stream.
+    Heartbeat {
+        ts: Micros,
+        streams: BTreeMap<String, u64>,
+    },
+    /// The server is going away: reconnect (elsewhere) and resume from `streams`.
+    Reconnect {
+        reason: String,
+        streams: BTreeMap<String, u64>,
+    },
+}
+
+impl ServerMessage {
+    pub fn error(id: Option<Value>, code: ErrorCode, message: impl Into<String>) -> Self {
+        ServerMessage::Error {
+            id,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        // Serializing these types cannot fail: every map key is a string.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// What a data frame carries: an `update` as it happens or a `snapshot` of the latest state.
+#[derive(Debug, Serialize)]
+pub struct DataMessage<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub channel: Channel,
+    pub symbol: &'a str,
+    pub seq: u64,
+    pub ts: Micros,
+    pub data: &'a Payload,
+}
+
+/// The owned form of a data frame, for clients (the load generator, tests, the example).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct DataFrame {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub channel: Channel,
+    pub symbol: String,
+    pub seq: u64,
+    pub ts: Micros,
+    pub data: Payload,
+}
+
+/// The name of a stream in resume maps and heartbeats.
+pub fn stream_name(channel: Channel, symbol: &str) -> String {
+    format!("{channel}:{symbol}")
+}
