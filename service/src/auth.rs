@@ -21,16 +21,26 @@ pub async fn require_key(State(state): State<AppState>, request: Request, next: 
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let from_query = request.uri().query().and_then(|q| {
-        q.split('&')
-            .find_map(|pair| pair.strip_prefix("token="))
-    });
+    let from_query = request
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|pair| pair.strip_prefix("token=")));
     let presented = from_header.or(from_query);
     match presented {
-        Some(key) if keys.iter().any(|k| constant_time_eq(k.as_bytes(), key.as_bytes())) => next.run(request).await,
+        Some(key)
+            if keys
+                .iter()
+                .any(|k| constant_time_eq(k.as_bytes(), key.as_bytes())) =>
+        {
+            next.run(request).await
+        }
         Some(_) => {
             state.metrics.rejected(ErrorCode::Unauthorized);
-            error_response(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, "invalid API key")
+            error_response(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::Unauthorized,
+                "invalid API key",
+            )
         }
         None => {
             state.metrics.rejected(ErrorCode::Unauthorized);

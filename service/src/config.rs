@@ -10,7 +10,11 @@ use crate::feed::sim::{DEFAULT_SYMBOLS, MAX_RATE};
 use crate::market::valid_symbol;
 
 #[derive(Debug, Parser)]
-#[command(name = "tickstream", version, about = "Real-time market data over WebSocket and REST")]
+#[command(
+    name = "tickstream",
+    version,
+    about = "Real-time market data over WebSocket and REST"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -59,6 +63,7 @@ pub struct Config {
     #[arg(long, env = "TICKSTREAM_REPLAY_SPEED", default_value_t = 1.0)]
     pub replay_speed: f64,
 
+    /// Log lines as text for people or JSON for CloudWatch (RUST_LOG sets the level).
     #[arg(long, env = "TICKSTREAM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
@@ -111,7 +116,12 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
 
     /// API keys for /ws and /api (empty: open). Sent as `Authorization: Bearer KEY` or `?token=KEY`.
-    #[arg(long, env = "TICKSTREAM_API_KEYS", value_delimiter = ',', hide_env_values = true)]
+    #[arg(
+        long,
+        env = "TICKSTREAM_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pub api_keys: Vec<String>,
 }
 
@@ -224,7 +234,10 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_flag() {
-        assert_eq!(parse(&["--sim-rate", "5000"]).validate(), Err(ConfigError::Rate(5000)));
+        assert_eq!(
+            parse(&["--sim-rate", "5000"]).validate(),
+            Err(ConfigError::Rate(5000))
+        );
         assert_eq!(
             parse(&["--sim-symbols", "AAPL,aapl"]).validate(),
             Err(ConfigError::Symbol("aapl".into()))

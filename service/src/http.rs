@@ -55,7 +55,11 @@ pub async fn ticker(State(state): State<AppState>, Path(symbol): Path<String>) -
             data: e.payload,
         })
         .into_response(),
-        None => error_response(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no ticker published yet"),
+        None => error_response(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            "no ticker published yet",
+        ),
     }
 }
 
@@ -79,7 +83,11 @@ pub async fn candles(
 ) -> Response {
     let interval_name = q.interval.as_deref().unwrap_or("1m");
     let Some(interval) = Interval::parse(interval_name) else {
-        return error_response(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, "interval must be 1s or 1m");
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            "interval must be 1s or 1m",
+        );
     };
     let max = state.config.candle_history + 1;
     let limit = q.limit.unwrap_or(100);
@@ -106,17 +114,28 @@ pub async fn healthz() -> Response {
 /// balancer stops sending new clients.
 pub async fn readyz(State(state): State<AppState>) -> Response {
     if state.shutdown.is_cancelled() {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "draining"}))).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "draining"})),
+        )
+            .into_response()
     } else if state.is_ready() {
         Json(json!({"status": "ready"})).into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "starting"}))).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "starting"})),
+        )
+            .into_response()
     }
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.render(),
     )
         .into_response()

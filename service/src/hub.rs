@@ -91,8 +91,17 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(symbols: Vec<String>, epoch: String, limits: HubLimits, metrics: Arc<Metrics>) -> Self {
-        let index = symbols.iter().enumerate().map(|(i, s)| (s.clone(), i as u16)).collect();
+    pub fn new(
+        symbols: Vec<String>,
+        epoch: String,
+        limits: HubLimits,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let index = symbols
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.clone(), i as u16))
+            .collect();
         let streams = (0..symbols.len() * Channel::ALL.len())
             .map(|_| Mutex::default())
             .collect();
@@ -178,20 +187,26 @@ impl Hub {
         }
         st.latest = Some(event);
         let metrics = &self.metrics;
-        st.subscribers.retain(|sub| match sub.tx.try_send(frame.clone()) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                metrics.frames_dropped.inc();
-                sub.kick.cancel();
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        });
+        st.subscribers
+            .retain(|sub| match sub.tx.try_send(frame.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    metrics.frames_dropped.inc();
+                    sub.kick.cancel();
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            });
     }
 
     /// Registers `sub` on `stream`. With `resume`, the updates after that seq are returned for
     /// replay when the history still holds them; otherwise the snapshot is.
-    pub fn subscribe(&self, stream: StreamId, sub: Subscriber, resume: Option<u64>) -> Subscription {
+    pub fn subscribe(
+        &self,
+        stream: StreamId,
+        sub: Subscriber,
+        resume: Option<u64>,
+    ) -> Subscription {
         let mut st = self.lock(stream);
         st.subscribers.retain(|s| s.conn != sub.conn);
         st.subscribers.push(sub);
@@ -205,7 +220,12 @@ impl Hub {
             // skips what the client already holds.
             if last + 1 >= oldest {
                 out.recovered = Some(true);
-                out.replay = st.history.iter().filter(|f| f.seq > last).cloned().collect();
+                out.replay = st
+                    .history
+                    .iter()
+                    .filter(|f| f.seq > last)
+                    .cloned()
+                    .collect();
                 return out;
             }
             out.recovered = Some(false);
@@ -258,8 +278,16 @@ mod tests {
     use crate::market::{Decimal, Side, Trade};
 
     fn hub(history: usize) -> Hub {
-        let limits = HubLimits { history, candles: 10 };
-        Hub::new(vec!["AAA".into()], "e".into(), limits, Arc::new(Metrics::new()))
+        let limits = HubLimits {
+            history,
+            candles: 10,
+        };
+        Hub::new(
+            vec!["AAA".into()],
+            "e".into(),
+            limits,
+            Arc::new(Metrics::new()),
+        )
     }
 
     fn trade(seq: u64) -> Event {
@@ -292,7 +320,10 @@ mod tests {
         let (s, _rx) = sub(1, 8);
         let got = hub.subscribe(stream, s, Some(6));
         assert_eq!(got.recovered, Some(true));
-        assert_eq!(got.replay.iter().map(|f| f.seq).collect::<Vec<_>>(), vec![7, 8, 9, 10]);
+        assert_eq!(
+            got.replay.iter().map(|f| f.seq).collect::<Vec<_>>(),
+            vec![7, 8, 9, 10]
+        );
         let (s, _rx) = sub(2, 8);
         let got = hub.subscribe(stream, s, Some(2));
         assert_eq!(got.recovered, Some(false));

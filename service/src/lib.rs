@@ -73,7 +73,12 @@ impl AppState {
             history: config.history,
             candles: config.candle_history,
         };
-        let hub = Arc::new(Hub::new(feed.symbols(), feed.epoch(), limits, metrics.clone()));
+        let hub = Arc::new(Hub::new(
+            feed.symbols(),
+            feed.epoch(),
+            limits,
+            metrics.clone(),
+        ));
         let ws_limits = ws::Limits {
             max_connections: config.max_connections,
             max_subscriptions: config.max_subscriptions,
@@ -120,7 +125,10 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/symbols", get(http::symbols))
         .route("/api/v1/ticker/{symbol}", get(http::ticker))
         .route("/api/v1/candles/{symbol}", get(http::candles))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_key));
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key,
+        ));
     Router::new()
         .route("/", get(http::index))
         .route("/healthz", get(http::healthz))
@@ -144,7 +152,10 @@ pub async fn run(
         let started = std::time::Instant::now();
         tokio::spawn(feed.run(state.hub.clone(), token.clone(), move || {
             ready.store(true, Ordering::Release);
-            tracing::info!(after_ms = started.elapsed().as_secs_f64() * 1e3, "feed live; ready");
+            tracing::info!(
+                after_ms = started.elapsed().as_secs_f64() * 1e3,
+                "feed live; ready"
+            );
         }));
     }
     let watcher = token.clone();
@@ -161,10 +172,20 @@ pub async fn run(
     token.cancelled().await;
     let drain = state.config.drain_timeout;
     let deadline = tokio::time::Instant::now() + drain;
-    tracing::info!(connections = state.connections(), drain_ms = drain.as_millis() as u64, "shutting down");
+    tracing::info!(
+        connections = state.connections(),
+        drain_ms = drain.as_millis() as u64,
+        "shutting down"
+    );
     state.tracker.close();
-    if tokio::time::timeout_at(deadline, state.tracker.wait()).await.is_err() {
-        tracing::warn!(connections = state.connections(), "drain deadline reached; closing the rest");
+    if tokio::time::timeout_at(deadline, state.tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            connections = state.connections(),
+            "drain deadline reached; closing the rest"
+        );
     }
     match tokio::time::timeout_at(deadline, server).await {
         Ok(Ok(result)) => result?,

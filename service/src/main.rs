@@ -37,7 +37,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr().context("reading the bound address")?;
     tracing::info!(addr = %local, version = env!("CARGO_PKG_VERSION"), "listening");
-    run(listener, state, shutdown::signal()).await.context("serving")
+    run(listener, state, shutdown::signal())
+        .await
+        .context("serving")
 }
 
 fn healthcheck(config: &Config) -> ExitCode {

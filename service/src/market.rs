@@ -64,7 +64,10 @@ impl std::str::FromStr for Decimal {
             None => (false, s),
         };
         let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
-        if int.is_empty() || frac.len() > 18 || !(int.chars().chain(frac.chars())).all(|c| c.is_ascii_digit()) {
+        if int.is_empty()
+            || frac.len() > 18
+            || !(int.chars().chain(frac.chars())).all(|c| c.is_ascii_digit())
+        {
             return Err(bad());
         }
         let scale = u8::try_from(frac.len()).map_err(|_| bad())?;
@@ -232,9 +235,9 @@ pub struct Event {
 /// Symbol names are short, upper-case and URL-safe so they can appear in query strings.
 pub fn valid_symbol(name: &str) -> bool {
     (1..=24).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.' | b'_'))
+        && name.bytes().all(|b| {
+            b.is_ascii_uppercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.' | b'_')
+        })
 }
 
 #[cfg(test)]
@@ -248,7 +251,10 @@ mod tests {
         assert_eq!(Decimal::new(-105, 2).to_string(), "-1.05");
         assert_eq!(Decimal::new(42, 0).to_string(), "42");
         for s in ["190.12", "0.0005", "-1.05", "42"] {
-            assert_eq!(s.parse::<Decimal>().map(|d| d.to_string()), Ok(s.to_string()));
+            assert_eq!(
+                s.parse::<Decimal>().map(|d| d.to_string()),
+                Ok(s.to_string())
+            );
         }
         assert!("1.2.3".parse::<Decimal>().is_err());
         assert!("".parse::<Decimal>().is_err());

@@ -67,16 +67,36 @@ impl Metrics {
             send_lag: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
             registry: Registry::default(),
         };
-        registry.register("connections_open", "WebSocket connections now open", m.connections_open.clone());
-        registry.register("connections", "WebSocket connections accepted", m.connections_total.clone());
+        registry.register(
+            "connections_open",
+            "WebSocket connections now open",
+            m.connections_open.clone(),
+        );
+        registry.register(
+            "connections",
+            "WebSocket connections accepted",
+            m.connections_total.clone(),
+        );
         registry.register(
             "connections_rejected",
             "WebSocket upgrades refused, by reason",
             m.connections_rejected.clone(),
         );
-        registry.register("messages_sent", "WebSocket messages written to clients", m.messages_sent.clone());
-        registry.register("bytes_sent", "Payload bytes written to clients", m.bytes_sent.clone());
-        registry.register("events_published", "Events published by the feed", m.events_published.clone());
+        registry.register(
+            "messages_sent",
+            "WebSocket messages written to clients",
+            m.messages_sent.clone(),
+        );
+        registry.register(
+            "bytes_sent",
+            "Payload bytes written to clients",
+            m.bytes_sent.clone(),
+        );
+        registry.register(
+            "events_published",
+            "Events published by the feed",
+            m.events_published.clone(),
+        );
         registry.register(
             "frames_dropped",
             "Frames not queued because a client's queue was full",
@@ -92,7 +112,11 @@ impl Metrics {
             "Clients disconnected because they stopped answering pings",
             m.heartbeat_timeouts.clone(),
         );
-        registry.register("client_errors", "Error messages sent to clients, by code", m.client_errors.clone());
+        registry.register(
+            "client_errors",
+            "Error messages sent to clients, by code",
+            m.client_errors.clone(),
+        );
         registry.register(
             "send_lag_seconds",
             "Time from an event's timestamp to its write to a client (one sample per write batch)",
@@ -102,11 +126,19 @@ impl Metrics {
     }
 
     pub fn client_error(&self, code: ErrorCode) {
-        self.client_errors.get_or_create(&CodeLabel { code: CodeValue(code) }).inc();
+        self.client_errors
+            .get_or_create(&CodeLabel {
+                code: CodeValue(code),
+            })
+            .inc();
     }
 
     pub fn rejected(&self, code: ErrorCode) {
-        self.connections_rejected.get_or_create(&CodeLabel { code: CodeValue(code) }).inc();
+        self.connections_rejected
+            .get_or_create(&CodeLabel {
+                code: CodeValue(code),
+            })
+            .inc();
     }
 
     /// The Prometheus text exposition.

@@ -13,7 +13,10 @@ pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<(
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut raw = Vec::new();
     stream.take(MAX_RESPONSE).read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw);
@@ -24,7 +27,10 @@ pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<(
         .and_then(|code| code.parse().ok())
         .ok_or_else(bad)?;
     let (head, body) = text.split_once("\r\n\r\n").ok_or_else(bad)?;
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_string()
@@ -35,7 +41,9 @@ pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<(
 fn dechunk(mut s: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = s.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
         if n == 0 || rest.len() < n {
             break;
         }

@@ -33,7 +33,11 @@ impl Feed {
         if config.sim_rate == 0 {
             return Ok(Feed::Quiet(config.sim_symbols.clone()));
         }
-        let specs = config.sim_symbols.iter().map(|s| SymbolSpec::for_name(s)).collect();
+        let specs = config
+            .sim_symbols
+            .iter()
+            .map(|s| SymbolSpec::for_name(s))
+            .collect();
         Ok(Feed::Sim(Sim::new(config.sim_seed, config.sim_rate, specs)))
     }
 
@@ -97,7 +101,7 @@ async fn run_sim(sim: Sim, hub: Arc<Hub>, shutdown: CancellationToken, on_ready:
 }
 
 pub fn now_micros() -> Micros {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| Micros::try_from(d.as_micros()).unwrap_or(Micros::MAX))
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| {
+        Micros::try_from(d.as_micros()).unwrap_or(Micros::MAX)
+    })
 }

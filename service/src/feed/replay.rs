@@ -62,7 +62,10 @@ impl Replay {
         for_each_line(path, |line_no, line| {
             let rec = parse(line).map_err(|message| (line_no, message))?;
             if rec.ts < last_ts {
-                return Err((line_no, format!("ts {} is before the previous line's {last_ts}", rec.ts)));
+                return Err((
+                    line_no,
+                    format!("ts {} is before the previous line's {last_ts}", rec.ts),
+                ));
             }
             last_ts = rec.ts;
             if !symbols.contains(&rec.symbol) {
@@ -114,7 +117,8 @@ impl Replay {
         let reader = tokio::task::spawn_blocking(move || {
             for_each_line(&path, |line_no, line| {
                 let rec = parse(line).map_err(|m| (line_no, m))?;
-                tx.blocking_send(rec).map_err(|_| (line_no, "replay stopped".to_string()))
+                tx.blocking_send(rec)
+                    .map_err(|_| (line_no, "replay stopped".to_string()))
             })
         });
         while let Some(rec) = rx.recv().await {
@@ -131,17 +135,23 @@ impl Replay {
                     () = shutdown.cancelled() => return Ok(()),
                     () = tokio::time::sleep(Duration::from_micros(wait as u64)) => {}
                 }
-            } else if published % 1024 == 0 {
+            } else if published.is_multiple_of(1024) {
                 tokio::task::yield_now().await;
             }
-            let Some(&symbol) = index.get(rec.symbol.as_str()) else { continue };
+            let Some(&symbol) = index.get(rec.symbol.as_str()) else {
+                continue;
+            };
             let seq = seqs.entry((rec.channel, symbol)).or_insert(0);
             *seq += 1;
             hub.publish(Event {
                 channel: rec.channel,
                 symbol,
                 seq: *seq,
-                ts: if self.speed > 0.0 { due } else { super::now_micros() },
+                ts: if self.speed > 0.0 {
+                    due
+                } else {
+                    super::now_micros()
+                },
                 payload: rec.data,
             });
             published += 1;
@@ -151,7 +161,10 @@ impl Replay {
             Ok(Err(e)) if published < self.events => return Err(e),
             _ => {}
         }
-        tracing::info!(events = published, "replay finished; serving the last state");
+        tracing::info!(
+            events = published,
+            "replay finished; serving the last state"
+        );
         Ok(())
     }
 }
@@ -204,7 +217,9 @@ fn for_each_line(
         if buf.len() > MAX_LINE {
             return Err(err(format!("line longer than {MAX_LINE} bytes")));
         }
-        let text = std::str::from_utf8(&buf).map_err(|_| err("not UTF-8".into()))?.trim();
+        let text = std::str::from_utf8(&buf)
+            .map_err(|_| err("not UTF-8".into()))?
+            .trim();
         if text.is_empty() {
             continue;
         }
@@ -215,7 +230,6 @@ fn for_each_line(
         })?;
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -262,9 +276,15 @@ mod tests {
     fn bad_lines_are_reported_with_their_number() {
         let cases = [
             (format!("{TRADE}\nnot json\n"), 2),
-            (format!("{TRADE}\n{}\n", TRADE.replace("trades", "ticker")), 2),
+            (
+                format!("{TRADE}\n{}\n", TRADE.replace("trades", "ticker")),
+                2,
+            ),
             (format!("{}\n", TRADE.replace("\"X\"", "\"x y\"")), 1),
-            (format!("{}\n{TRADE}\n", TRADE.replace("\"ts\":1", "\"ts\":5")), 2),
+            (
+                format!("{}\n{TRADE}\n", TRADE.replace("\"ts\":1", "\"ts\":5")),
+                2,
+            ),
         ];
         for (text, want) in cases {
             let f = file(&text);
@@ -274,6 +294,9 @@ mod tests {
             }
         }
         let f = file("\n");
-        assert!(matches!(Replay::open(&f.0, 1.0), Err(ReplayError::Empty(_))));
+        assert!(matches!(
+            Replay::open(&f.0, 1.0),
+            Err(ReplayError::Empty(_))
+        ));
     }
 }

@@ -7,7 +7,9 @@
 //! recompute: prices come from multi-scale value noise evaluated at the tick's time, trades are
 //! laid out in fixed blocks of ticks whose totals are known without walking them.
 
-use crate::market::{Candle, Channel, Decimal, Event, Interval, Micros, Payload, Side, Ticker, Trade};
+use crate::market::{
+    Candle, Channel, Decimal, Event, Interval, Micros, Payload, Side, Ticker, Trade,
+};
 
 /// Ticks per trade block. Each block holds exactly [`TRADES_PER_BLOCK`] trades, so the trade
 /// sequence number of any tick is known in O(1).
@@ -57,7 +59,13 @@ impl SymbolSpec {
             "SOL-USD" => (150.0, 3, 8_000.0, 0.0012, 1),
             _ => {
                 let u = unit(mix(key ^ 0x5eed));
-                (10.0 + 490.0 * u, 0, 100.0, 0.0003 + 0.0007 * unit(mix(key)), 1)
+                (
+                    10.0 + 490.0 * u,
+                    0,
+                    100.0,
+                    0.0003 + 0.0007 * unit(mix(key)),
+                    1,
+                )
             }
         };
         Self {
@@ -137,7 +145,9 @@ impl Sim {
     }
 
     fn h(&self, spec: &SymbolSpec, parts: &[u64]) -> u64 {
-        parts.iter().fold(mix(self.seed ^ spec.key), |h, p| mix(h ^ p))
+        parts
+            .iter()
+            .fold(mix(self.seed ^ spec.key), |h, p| mix(h ^ p))
     }
 
     /// Mid price (in price units, unrounded) at event time `ts`.
@@ -152,7 +162,7 @@ impl Sim {
             let a = unit(self.h(spec, &[u64::from(octave), i])) * 2.0 - 1.0;
             let b = unit(self.h(spec, &[u64::from(octave), i.wrapping_add(1)])) * 2.0 - 1.0;
             let s = f * f * (3.0 - 2.0 * f);
-            log += (a + (b - a) * s) * spec.vol * 1.7 * (scale / 1e6).sqrt();
+            log += (a + (b - a) * s) * spec.vol * 0.8 * (scale / 1e6).sqrt();
             scale *= 2.0;
         }
         spec.base_price * log.exp() * 10f64.powi(i32::from(spec.price_scale))
@@ -193,7 +203,11 @@ impl Sim {
                 BlockTrade {
                     offset: h % BLOCK,
                     lots: 1 + cuts[i + 1] - cuts[i],
-                    side: if (h >> 32) & 1 == 0 { Side::Buy } else { Side::Sell },
+                    side: if (h >> 32) & 1 == 0 {
+                        Side::Buy
+                    } else {
+                        Side::Sell
+                    },
                 }
             })
             .collect();
@@ -251,7 +265,11 @@ impl Sim {
 
     /// The state of every symbol just before tick `k`, ready for [`SimState::step`] at `k`.
     pub fn state_before(&self, k: u64) -> SimState {
-        let symbols = self.specs.iter().map(|spec| self.symbol_before(spec, k)).collect();
+        let symbols = self
+            .specs
+            .iter()
+            .map(|spec| self.symbol_before(spec, k))
+            .collect();
         let mut state = SimState { next: k, symbols };
         // Candles are rebuilt by walking the ticks of the current minute, which also covers
         // the current second because minute boundaries are second boundaries.
@@ -377,7 +395,12 @@ impl SimState {
                 }
             }
             let offset = k % BLOCK;
-            while let Some(t) = st.trades.get(st.cursor).filter(|t| t.offset == offset).copied() {
+            while let Some(t) = st
+                .trades
+                .get(st.cursor)
+                .filter(|t| t.offset == offset)
+                .copied()
+            {
                 let seq = st.block * TRADES_PER_BLOCK + st.cursor as u64 + 1;
                 st.cursor += 1;
                 let price = match t.side {
@@ -459,9 +482,9 @@ fn unit(h: u64) -> f64 {
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 #[cfg(test)]
@@ -469,7 +492,10 @@ mod tests {
     use super::*;
 
     fn sim(rate: u32) -> Sim {
-        let specs = DEFAULT_SYMBOLS.split(',').map(SymbolSpec::for_name).collect();
+        let specs = DEFAULT_SYMBOLS
+            .split(',')
+            .map(SymbolSpec::for_name)
+            .collect();
         Sim::new(7, rate, specs)
     }
 
@@ -490,7 +516,11 @@ mod tests {
         // One process starts 700 ticks earlier (across minute and block boundaries).
         let early = run(&sim, NOW_K - 700, 1_000);
         let late = run(&sim, NOW_K, 300);
-        let tail: Vec<_> = early.iter().filter(|e| e.ts >= sim.tick_ts(NOW_K)).cloned().collect();
+        let tail: Vec<_> = early
+            .iter()
+            .filter(|e| e.ts >= sim.tick_ts(NOW_K))
+            .cloned()
+            .collect();
         assert_eq!(tail, late);
     }
 
@@ -500,7 +530,11 @@ mod tests {
         let midnight = sim.first_tick_from(20_000 * DAY_US);
         let early = run(&sim, midnight - 50, 100);
         let late = run(&sim, midnight + 10, 40);
-        let tail: Vec<_> = early.iter().filter(|e| e.ts >= sim.tick_ts(midnight + 10)).cloned().collect();
+        let tail: Vec<_> = early
+            .iter()
+            .filter(|e| e.ts >= sim.tick_ts(midnight + 10))
+            .cloned()
+            .collect();
         assert_eq!(tail, late);
     }
 
@@ -514,8 +548,14 @@ mod tests {
                 assert_eq!(e.seq, prev + 1, "{:?} {}", e.channel, e.symbol);
             }
         }
-        let trades = events.iter().filter(|e| e.channel == Channel::Trades).count();
-        assert!(trades > 500 * 10 / 2, "about 0.75 trades per tick, got {trades}");
+        let trades = events
+            .iter()
+            .filter(|e| e.channel == Channel::Trades)
+            .count();
+        assert!(
+            trades > 500 * 10 / 2,
+            "about 0.75 trades per tick, got {trades}"
+        );
     }
 
     #[test]
@@ -535,7 +575,10 @@ mod tests {
         let (lo, hi) = (bids.iter().min().copied(), bids.iter().max().copied());
         assert!(lo < hi, "a minute of AAPL should move");
         let lo = lo.map_or(0, |d| d.units);
-        assert!((10_000..40_000).contains(&lo), "AAPL near its base price: {lo}");
+        assert!(
+            (10_000..40_000).contains(&lo),
+            "AAPL near its base price: {lo}"
+        );
     }
 
     #[test]
@@ -548,7 +591,12 @@ mod tests {
                 Payload::Trade(t) => trade_lots += t.size.units,
                 Payload::Candle(c) if c.interval == Interval::S1 => {
                     assert_eq!(c.closed, (e.seq + 1) % 10 == 0);
-                    assert!(c.low <= c.open && c.open <= c.high && c.low <= c.close && c.close <= c.high);
+                    assert!(
+                        c.low <= c.open
+                            && c.open <= c.high
+                            && c.low <= c.close
+                            && c.close <= c.high
+                    );
                 }
                 _ => {}
             }

@@ -19,8 +19,9 @@ use tokio::time::{Instant, MissedTickBehavior, timeout};
 use tokio_util::sync::CancellationToken;
 
 use super::protocol::{
-    CLOSE_HEARTBEAT_TIMEOUT, CLOSE_MESSAGE_TOO_BIG, CLOSE_SERVICE_RESTART, CLOSE_SLOW_CONSUMER, CLOSE_WRITE_TIMEOUT,
-    ClientMessage, ErrorCode, ServerMessage, StreamAck, StreamRef, SubscribeRequest, UnsubscribeRequest, stream_name,
+    CLOSE_HEARTBEAT_TIMEOUT, CLOSE_MESSAGE_TOO_BIG, CLOSE_SERVICE_RESTART, CLOSE_SLOW_CONSUMER,
+    CLOSE_WRITE_TIMEOUT, ClientMessage, ErrorCode, ServerMessage, StreamAck, StreamRef,
+    SubscribeRequest, UnsubscribeRequest, stream_name,
 };
 use crate::AppState;
 use crate::feed::now_micros;
@@ -31,6 +32,8 @@ use crate::metrics::Metrics;
 
 /// Frames written per flush: enough to amortize syscalls, small enough to keep reads flowing.
 const MAX_BATCH: usize = 64;
+/// How long a closing server waits for the client's close frame.
+const CLOSE_REPLY_WAIT: Duration = Duration::from_secs(2);
 /// The hard limit on a client frame; past it the socket is closed (1009) without reading more.
 const HARD_MESSAGE_LIMIT: usize = 64 * 1024;
 
@@ -66,13 +69,26 @@ pub async fn ws_handler(
 ) -> Response {
     let limits = &state.limits;
     if state.shutdown.is_cancelled() {
-        return refuse(&state.metrics, StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ShuttingDown, "server is shutting down");
+        return refuse(
+            &state.metrics,
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::ShuttingDown,
+            "server is shutting down",
+        );
     }
     if !limits.allowed_origins.is_empty()
         && let Some(origin) = headers.get(header::ORIGIN)
-        && !limits.allowed_origins.iter().any(|o| o.as_bytes() == origin.as_bytes())
+        && !limits
+            .allowed_origins
+            .iter()
+            .any(|o| o.as_bytes() == origin.as_bytes())
     {
-        return refuse(&state.metrics, StatusCode::FORBIDDEN, ErrorCode::Forbidden, "origin not allowed");
+        return refuse(
+            &state.metrics,
+            StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden,
+            "origin not allowed",
+        );
     }
     let initial = match query.symbols.as_deref() {
         None => Vec::new(),
@@ -87,7 +103,8 @@ pub async fn ws_handler(
             }
         }
     };
-    let Some(slot) = Slot::acquire(&state.connections, limits.max_connections, &state.metrics) else {
+    let Some(slot) = Slot::acquire(&state.connections, limits.max_connections, &state.metrics)
+    else {
         return refuse(
             &state.metrics,
             StatusCode::SERVICE_UNAVAILABLE,
@@ -117,14 +134,26 @@ fn refuse(metrics: &Metrics, status: StatusCode, code: ErrorCode, message: &str)
 }
 
 fn split_list(s: &str) -> Vec<String> {
-    s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+    s.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 /// Turns symbols and channel names into streams, or the error a client must see. `held` is
 /// how many streams the connection has already, for the subscription limit.
-fn resolve(state: &AppState, symbols: &[String], channels: Option<&[String]>, held: usize) -> Result<Vec<StreamId>, Rejection> {
+fn resolve(
+    state: &AppState,
+    symbols: &[String],
+    channels: Option<&[String]>,
+    held: usize,
+) -> Result<Vec<StreamId>, Rejection> {
     if symbols.is_empty() {
-        return Err((ErrorCode::BadRequest, "symbols must name at least one symbol".into()));
+        return Err((
+            ErrorCode::BadRequest,
+            "symbols must name at least one symbol".into(),
+        ));
     }
     let names = channels.unwrap_or(&[]);
     let mut chans: Vec<Channel> = Vec::new();
@@ -138,7 +167,12 @@ fn resolve(state: &AppState, symbols: &[String], channels: Option<&[String]>, he
                 format!("unknown channel {name:?}; channels are ticker, trades, candles_1s, candles_1m, candles"),
             )
         })?;
-        chans.extend(found.iter().filter(|c| !chans.contains(c)).collect::<Vec<_>>());
+        chans.extend(
+            found
+                .iter()
+                .filter(|c| !chans.contains(c))
+                .collect::<Vec<_>>(),
+        );
     }
     let max = state.limits.max_subscriptions;
     if symbols.len().saturating_mul(chans.len()) > max {
@@ -150,7 +184,10 @@ fn resolve(state: &AppState, symbols: &[String], channels: Option<&[String]>, he
             let stream = state.hub.stream(channel, symbol).ok_or_else(|| {
                 (
                     ErrorCode::UnknownSymbol,
-                    format!("unknown symbol {:?}; GET /api/v1/symbols lists them", truncate(symbol)),
+                    format!(
+                        "unknown symbol {:?}; GET /api/v1/symbols lists them",
+                        truncate(symbol)
+                    ),
                 )
             })?;
             if !streams.contains(&stream) {
@@ -165,7 +202,10 @@ fn resolve(state: &AppState, symbols: &[String], channels: Option<&[String]>, he
 }
 
 fn too_many(max: usize) -> Rejection {
-    (ErrorCode::TooManySubscriptions, format!("at most {max} streams per connection"))
+    (
+        ErrorCode::TooManySubscriptions,
+        format!("at most {max} streams per connection"),
+    )
 }
 
 /// Echoing untrusted input back is bounded too.
@@ -183,7 +223,9 @@ struct Slot {
 impl Slot {
     fn acquire(count: &Arc<AtomicUsize>, max: usize, metrics: &Arc<Metrics>) -> Option<Self> {
         count
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
             .ok()?;
         metrics.connections_open.inc();
         metrics.connections_total.inc();
@@ -282,13 +324,30 @@ impl Connection {
                 code,
                 reason: Utf8Bytes::from_static(reason),
             }));
-            let _ = self.send(close).await;
+            if self.send(close).await.is_ok() {
+                self.await_close_reply().await;
+            }
         }
+    }
+
+    /// Completes the closing handshake: dropping the socket while the client still sends
+    /// (pongs, say) makes the kernel answer with a reset, which discards the close frame and
+    /// any data the client has not read yet.
+    async fn await_close_reply(&mut self) {
+        let wait = async {
+            while let Some(Ok(msg)) = self.socket.recv().await {
+                if matches!(msg, Message::Close(_)) {
+                    break;
+                }
+            }
+        };
+        let _ = timeout(CLOSE_REPLY_WAIT, wait).await;
     }
 
     async fn serve(&mut self, initial: Vec<StreamId>) -> Result<(), Stop> {
         if !initial.is_empty() {
-            self.subscribe_streams(None, &initial, &BTreeMap::new(), None).await?;
+            self.subscribe_streams(None, &initial, &BTreeMap::new(), None)
+                .await?;
         }
         let every = self.state.limits.heartbeat_interval;
         let mut heartbeat = tokio::time::interval_at(Instant::now() + every, every);
@@ -343,7 +402,12 @@ impl Connection {
     fn positions(&self) -> BTreeMap<String, u64> {
         self.subs
             .iter()
-            .map(|(s, seq)| (stream_name(s.channel(), self.state.hub.symbol_name(*s)), *seq))
+            .map(|(s, seq)| {
+                (
+                    stream_name(s.channel(), self.state.hub.symbol_name(*s)),
+                    *seq,
+                )
+            })
             .collect()
     }
 
@@ -351,27 +415,51 @@ impl Connection {
         let text = match msg {
             Message::Text(t) => t,
             Message::Binary(_) => {
-                return self.reject(None, ErrorCode::BadRequest, "binary messages are not supported; send JSON text").await;
+                return self
+                    .reject(
+                        None,
+                        ErrorCode::BadRequest,
+                        "binary messages are not supported; send JSON text",
+                    )
+                    .await;
             }
             Message::Close(_) => return Err(Stop::Gone),
             Message::Ping(_) | Message::Pong(_) => return Ok(()),
         };
         if !self.bucket.take() {
-            let msg = format!("at most {} messages per second", self.state.limits.max_message_rate);
+            let msg = format!(
+                "at most {} messages per second",
+                self.state.limits.max_message_rate
+            );
             return self.reject(None, ErrorCode::RateLimited, &msg).await;
         }
         let max = self.state.limits.max_message_bytes;
         if text.len() > max {
-            return self.reject(None, ErrorCode::MessageTooLarge, &format!("messages are limited to {max} bytes")).await;
+            return self
+                .reject(
+                    None,
+                    ErrorCode::MessageTooLarge,
+                    &format!("messages are limited to {max} bytes"),
+                )
+                .await;
         }
         match serde_json::from_str::<ClientMessage>(&text) {
             Err(e) => {
-                let id = serde_json::from_str::<Value>(&text).ok().and_then(|v| v.get("id").cloned());
-                self.reject(id, ErrorCode::BadRequest, &format!("invalid message: {e}")).await
+                let id = serde_json::from_str::<Value>(&text)
+                    .ok()
+                    .and_then(|v| v.get("id").cloned());
+                self.reject(id, ErrorCode::BadRequest, &format!("invalid message: {e}"))
+                    .await
             }
             Ok(ClientMessage::Subscribe(req)) => self.on_subscribe(req).await,
             Ok(ClientMessage::Unsubscribe(req)) => self.on_unsubscribe(req).await,
-            Ok(ClientMessage::Ping { id }) => self.send_json(&ServerMessage::Pong { id, ts: now_micros() }).await,
+            Ok(ClientMessage::Ping { id }) => {
+                self.send_json(&ServerMessage::Pong {
+                    id,
+                    ts: now_micros(),
+                })
+                .await
+            }
             Ok(ClientMessage::List { id }) => {
                 let msg = ServerMessage::List {
                     id,
@@ -384,9 +472,15 @@ impl Connection {
         }
     }
 
-    async fn reject(&mut self, id: Option<Value>, code: ErrorCode, message: &str) -> Result<(), Stop> {
+    async fn reject(
+        &mut self,
+        id: Option<Value>,
+        code: ErrorCode,
+        message: &str,
+    ) -> Result<(), Stop> {
         self.state.metrics.client_error(code);
-        self.send_json(&ServerMessage::error(id, code, message)).await
+        self.send_json(&ServerMessage::error(id, code, message))
+            .await
     }
 
     async fn on_subscribe(&mut self, req: SubscribeRequest) -> Result<(), Stop> {
@@ -395,7 +489,10 @@ impl Connection {
             Ok(s) => s,
             Err((code, message)) => return self.reject(req.id, code, &message).await,
         };
-        let new = streams.iter().filter(|s| !self.subs.contains_key(s)).count();
+        let new = streams
+            .iter()
+            .filter(|s| !self.subs.contains_key(s))
+            .count();
         if held + new > self.state.limits.max_subscriptions {
             let (code, message) = too_many(self.state.limits.max_subscriptions);
             return self.reject(req.id, code, &message).await;
@@ -405,11 +502,15 @@ impl Connection {
                 .iter()
                 .any(|s| stream_name(s.channel(), self.state.hub.symbol_name(*s)) == *key);
             if !known {
-                let message = format!("resume key {:?} is not one of the streams subscribed (channel:SYMBOL)", truncate(key));
+                let message = format!(
+                    "resume key {:?} is not one of the streams subscribed (channel:SYMBOL)",
+                    truncate(key)
+                );
                 return self.reject(req.id, ErrorCode::BadRequest, &message).await;
             }
         }
-        self.subscribe_streams(req.id, &streams, &req.resume, req.epoch.as_deref()).await
+        self.subscribe_streams(req.id, &streams, &req.resume, req.epoch.as_deref())
+            .await
     }
 
     async fn subscribe_streams(
@@ -426,11 +527,20 @@ impl Connection {
         for &stream in streams {
             let symbol = hub.symbol_name(stream).to_string();
             if let Some(&seq) = self.subs.get(&stream) {
-                acks.push(StreamAck { channel: stream.channel(), symbol, seq, recovered: None });
+                acks.push(StreamAck {
+                    channel: stream.channel(),
+                    symbol,
+                    seq,
+                    recovered: None,
+                });
                 continue;
             }
             let wanted = resume.get(&stream_name(stream.channel(), &symbol)).copied();
-            let sub = Subscriber { conn: self.id, tx: self.tx.clone(), kick: self.kick.clone() };
+            let sub = Subscriber {
+                conn: self.id,
+                tx: self.tx.clone(),
+                kick: self.kick.clone(),
+            };
             let got = hub.subscribe(stream, sub, wanted.filter(|_| same_epoch));
             let recovered = wanted.map(|_| got.recovered == Some(true));
             let start = match (got.recovered, wanted) {
@@ -438,10 +548,19 @@ impl Connection {
                 _ => got.seq,
             };
             self.subs.insert(stream, start);
-            acks.push(StreamAck { channel: stream.channel(), symbol, seq: got.seq, recovered });
+            acks.push(StreamAck {
+                channel: stream.channel(),
+                symbol,
+                seq: got.seq,
+                recovered,
+            });
             follow.push((stream, got.snapshot, got.replay));
         }
-        let ack = ServerMessage::Subscribed { id, epoch: hub.epoch().to_string(), streams: acks };
+        let ack = ServerMessage::Subscribed {
+            id,
+            epoch: hub.epoch().to_string(),
+            streams: acks,
+        };
         self.send_json(&ack).await?;
         for (_, snapshot, replay) in follow {
             if let Some(text) = snapshot {
@@ -465,10 +584,17 @@ impl Connection {
         for stream in streams {
             if self.subs.remove(&stream).is_some() {
                 self.state.hub.unsubscribe(stream, self.id);
-                removed.push(StreamRef { channel: stream.channel(), symbol: self.state.hub.symbol_name(stream).to_string() });
+                removed.push(StreamRef {
+                    channel: stream.channel(),
+                    symbol: self.state.hub.symbol_name(stream).to_string(),
+                });
             }
         }
-        self.send_json(&ServerMessage::Unsubscribed { id: req.id, streams: removed }).await
+        self.send_json(&ServerMessage::Unsubscribed {
+            id: req.id,
+            streams: removed,
+        })
+        .await
     }
 
     /// Writes `first` and whatever else is already queued, then flushes once.
@@ -476,7 +602,9 @@ impl Connection {
         let metrics = self.state.metrics.clone();
         let lag = (now_micros() - first.ts).max(0) as f64 / 1e6;
         metrics.send_lag.observe(lag);
-        let Self { socket, rx, subs, .. } = self;
+        let Self {
+            socket, rx, subs, ..
+        } = self;
         let (mut count, mut bytes) = (0u64, 0u64);
         let batch = async {
             let mut next = Some(first);

@@ -1,0 +1,176 @@
+//! REST snapshots, health, readiness, metrics and access control over real sockets.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::*;
+use serde_json::json;
+use tickstream::AppState;
+use tickstream::config::Config;
+use tower::ServiceExt;
+
+#[tokio::test]
+async fn rest_snapshots_answer_with_data_or_a_typed_error() {
+    let server = start(|_| {}).await;
+    let (status, body) = server.get("/api/v1/symbols").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["symbols"].as_array().map(Vec::len), Some(10));
+    assert_eq!(
+        body["channels"],
+        json!(["ticker", "trades", "candles_1s", "candles_1m"])
+    );
+
+    let (status, body) = server.get("/api/v1/ticker/BTC-USD").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["symbol"], "BTC-USD");
+    assert!(body["seq"].as_u64().is_some_and(|s| s > 0));
+    let (bid, ask): (f64, f64) = (
+        body["data"]["bid"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("bid"),
+        body["data"]["ask"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("ask"),
+    );
+    assert!(bid < ask && bid > 1000.0, "{body}");
+
+    let (status, body) = server.get("/api/v1/candles/AAPL?interval=1s&limit=5").await;
+    assert_eq!(status, 200);
+    let candles = body["candles"].as_array().expect("candles");
+    assert!(!candles.is_empty() && candles.len() <= 5, "{body}");
+    let starts: Vec<i64> = candles.iter().filter_map(|c| c["start"].as_i64()).collect();
+    assert!(
+        starts.windows(2).all(|w| w[1] - w[0] == 1_000_000),
+        "consecutive seconds: {starts:?}"
+    );
+    assert!(
+        candles[..candles.len() - 1]
+            .iter()
+            .all(|c| c["closed"] == true)
+    );
+
+    for (path, status, code) in [
+        ("/api/v1/ticker/NOPE", 404, "unknown_symbol"),
+        ("/api/v1/candles/NOPE", 404, "unknown_symbol"),
+        ("/api/v1/candles/AAPL?interval=5m", 400, "bad_request"),
+        ("/api/v1/candles/AAPL?limit=0", 400, "bad_request"),
+        ("/api/v1/candles/AAPL?limit=100000", 400, "bad_request"),
+    ] {
+        let (got, body) = server.get(path).await;
+        assert_eq!(
+            (got, body["code"].as_str()),
+            (status, Some(code)),
+            "{path}: {body}"
+        );
+        assert_eq!(body["type"], "error");
+    }
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let server = start(|_| {}).await;
+    assert_eq!(server.get("/healthz").await, (200, json!({"status": "ok"})));
+    assert_eq!(
+        server.get("/readyz").await,
+        (200, json!({"status": "ready"}))
+    );
+    let mut ws = server.connect("?symbols=AAPL").await;
+    recv(&mut ws).await;
+    recv(&mut ws).await;
+    let (status, body) = server.get("/metrics").await;
+    assert_eq!(status, 200);
+    let text = body.as_str().expect("text exposition");
+    for name in [
+        "tickstream_connections_open 1",
+        "tickstream_messages_sent_total",
+        "tickstream_bytes_sent_total",
+        "tickstream_frames_dropped_total",
+        "tickstream_slow_consumer_disconnects_total",
+        "tickstream_send_lag_seconds_bucket",
+    ] {
+        assert!(text.contains(name), "metrics lack {name}:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn readiness_is_503_before_the_feed_runs_and_while_draining() {
+    let state = AppState::new(Config::default()).expect("valid");
+    let ask = |state: &AppState| {
+        tickstream::app(state.clone()).oneshot(
+            Request::get("/readyz")
+                .body(Body::empty())
+                .expect("request"),
+        )
+    };
+    assert_eq!(
+        ask(&state).await.expect("response").status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    state.shutdown.cancel();
+    assert_eq!(
+        ask(&state).await.expect("response").status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
+
+#[tokio::test]
+async fn api_keys_and_origins_guard_the_data_endpoints_only() {
+    let server = start(|c| {
+        c.api_keys = vec!["k-one".into(), "k-two".into()];
+        c.allowed_origins = vec!["https://app.example".into()];
+    })
+    .await;
+    assert_eq!(server.get("/healthz").await.0, 200);
+    assert_eq!(server.get("/readyz").await.0, 200);
+    let (status, body) = server.get("/api/v1/symbols").await;
+    assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")));
+    assert_eq!(server.get("/api/v1/symbols?token=wrong").await.0, 401);
+    assert_eq!(server.get("/api/v1/symbols?token=k-two").await.0, 200);
+
+    let app = tickstream::app(server.state.clone());
+    let req = Request::get("/api/v1/ticker/AAPL")
+        .header("authorization", "Bearer k-one")
+        .body(Body::empty());
+    assert_eq!(
+        app.oneshot(req.expect("request"))
+            .await
+            .expect("response")
+            .status(),
+        StatusCode::OK
+    );
+
+    let status_of = |result: Result<_, tokio_tungstenite::tungstenite::Error>| match result {
+        Ok(_) => 101,
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+        Err(e) => panic!("unexpected {e}"),
+    };
+    let url = server.ws_url("?symbols=AAPL");
+    assert_eq!(
+        status_of(tokio_tungstenite::connect_async(&url).await.map(|_| ())),
+        401
+    );
+    let url = server.ws_url("?symbols=AAPL&token=k-one");
+    assert_eq!(
+        status_of(tokio_tungstenite::connect_async(&url).await.map(|_| ())),
+        101
+    );
+
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = url.as_str().into_client_request().expect("request");
+    req.headers_mut()
+        .insert("origin", "https://evil.example".parse().expect("header"));
+    assert_eq!(
+        status_of(tokio_tungstenite::connect_async(req).await.map(|_| ())),
+        403
+    );
+    let mut req = url.as_str().into_client_request().expect("request");
+    req.headers_mut()
+        .insert("origin", "https://app.example".parse().expect("header"));
+    assert_eq!(
+        status_of(tokio_tungstenite::connect_async(req).await.map(|_| ())),
+        101
+    );
+}
