@@ -15,9 +15,21 @@ use tokio_tungstenite::tungstenite::Message;
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
-    let url = args.next().unwrap_or_else(|| "ws://127.0.0.1:8080/ws".into());
-    let symbols: Vec<String> = args.next().unwrap_or_else(|| "AAPL".into()).split(',').map(String::from).collect();
-    let channels: Vec<String> = args.next().unwrap_or_else(|| "ticker".into()).split(',').map(String::from).collect();
+    let url = args
+        .next()
+        .unwrap_or_else(|| "ws://127.0.0.1:8080/ws".into());
+    let symbols: Vec<String> = args
+        .next()
+        .unwrap_or_else(|| "AAPL".into())
+        .split(',')
+        .map(String::from)
+        .collect();
+    let channels: Vec<String> = args
+        .next()
+        .unwrap_or_else(|| "ticker".into())
+        .split(',')
+        .map(String::from)
+        .collect();
 
     let mut positions: BTreeMap<String, u64> = BTreeMap::new();
     let mut epoch: Option<String> = None;
@@ -31,8 +43,11 @@ async fn main() {
             }
         }
         // Full jitter: a random wait between 0 and the capped exponential step.
-        let cap = Duration::from_millis(250 * 2u64.pow(failures.min(7))).min(Duration::from_secs(30));
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let cap =
+            Duration::from_millis(250 * 2u64.pow(failures.min(7))).min(Duration::from_secs(30));
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
         let wait = cap.mul_f64(f64::from(nanos % 1000) / 1000.0);
         eprintln!("reconnecting in {wait:?}");
         tokio::time::sleep(wait).await;
@@ -58,7 +73,11 @@ async fn session(
         let v: Value = serde_json::from_str(&text)?;
         match v["type"].as_str() {
             Some("update" | "snapshot") => {
-                let key = format!("{}:{}", v["channel"].as_str().unwrap_or(""), v["symbol"].as_str().unwrap_or(""));
+                let key = format!(
+                    "{}:{}",
+                    v["channel"].as_str().unwrap_or(""),
+                    v["symbol"].as_str().unwrap_or("")
+                );
                 let seq = v["seq"].as_u64().unwrap_or(0);
                 if let Some(prev) = positions.insert(key.clone(), seq)
                     && v["type"] == "update"
