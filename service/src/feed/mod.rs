@@ -57,8 +57,7 @@ impl Feed {
         }
     }
 
-    /// Publishes events until `shutdown`. `on_ready` fires once the history window is filled and
-    /// the feed is live.
+    /// Publishes events until `shutdown`. `on_ready` fires once the feed can serve clients.
     pub async fn run(self, hub: Arc<Hub>, shutdown: CancellationToken, on_ready: impl FnOnce()) {
         match self {
             Feed::Sim(sim) => run_sim(sim, hub, shutdown, on_ready).await,
@@ -74,24 +73,30 @@ impl Feed {
 }
 
 /// Steps the simulator in time with the wall clock. It starts a history window in the past so
-/// that a client can resume on a task that has just started.
+/// that a client can resume on a task that has just started; the process is ready as soon as
+/// its first tick is published, and the catch-up through the window (tens of milliseconds) yields to
+/// clients as it goes, who see it as a quick burst of contiguous updates.
 async fn run_sim(sim: Sim, hub: Arc<Hub>, shutdown: CancellationToken, on_ready: impl FnOnce()) {
     let now_tick = sim.tick_at(now_micros());
     let prefill = hub.history_limit() as u64;
     let mut state = sim.state_before(now_tick.saturating_sub(prefill));
-    let mut on_ready = Some(on_ready);
     let mut events = Vec::with_capacity(sim.specs().len() * 6);
+    // One tick first, so every stream has a snapshot before the first client arrives.
+    state.step(&sim, &mut events);
+    for event in events.drain(..) {
+        hub.publish(event);
+    }
+    on_ready();
     loop {
         let due = sim.tick_ts(state.next_tick());
         let wait = due - now_micros();
         if wait > 0 {
-            if let Some(f) = on_ready.take() {
-                f();
-            }
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(Duration::from_micros(wait as u64)) => {}
             }
+        } else if state.next_tick().is_multiple_of(64) {
+            tokio::task::yield_now().await;
         }
         state.step(&sim, &mut events);
         for event in events.drain(..) {
