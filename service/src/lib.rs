@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -163,6 +164,12 @@ pub async fn run(
         tokio::select! {
             () = shutdown => watcher.cancel(),
             () = watcher.cancelled() => {}
+        }
+    });
+    // Updates are small and latency-bound; the connection task already batches what is queued.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });
     let server = axum::serve(listener, app(state.clone()))

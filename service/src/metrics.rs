@@ -4,7 +4,11 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 use crate::ws::protocol::ErrorCode;
@@ -40,7 +44,7 @@ pub struct Metrics {
     pub slow_consumer_disconnects: Counter,
     pub heartbeat_timeouts: Counter,
     pub client_errors: Family<CodeLabel, Counter>,
-    pub send_lag: Histogram,
+    pub send_lag: LagHistogram,
 }
 
 impl Default for Metrics {
@@ -63,8 +67,7 @@ impl Metrics {
             slow_consumer_disconnects: Counter::default(),
             heartbeat_timeouts: Counter::default(),
             client_errors: Family::default(),
-            // 50 µs .. ~13 s
-            send_lag: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
+            send_lag: LagHistogram::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -147,5 +150,78 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// Upper bounds of the lag buckets in microseconds: 50 µs doubling up to about 13 s.
+const LAG_BOUNDS_US: [u64; 19] = {
+    let mut b = [0u64; 19];
+    let mut i = 0;
+    while i < 19 {
+        b[i] = 50 << i;
+        i += 1;
+    }
+    b
+};
+
+/// A latency histogram on atomics. The client library's histogram takes a lock per
+/// observation, which every connection task would contend for on every write batch.
+#[derive(Debug, Clone, Default)]
+pub struct LagHistogram {
+    inner: Arc<LagInner>,
+}
+
+#[derive(Debug, Default)]
+struct LagInner {
+    buckets: [AtomicU64; 20],
+    sum_us: AtomicU64,
+}
+
+impl LagHistogram {
+    pub fn observe_micros(&self, us: u64) {
+        let i = LAG_BOUNDS_US.iter().position(|&b| us <= b).unwrap_or(LAG_BOUNDS_US.len());
+        self.inner.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.inner.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for LagHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for LagHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        // Per-bucket counts: the encoder makes them cumulative.
+        let mut total = 0;
+        let mut buckets = Vec::with_capacity(LAG_BOUNDS_US.len() + 1);
+        for (i, count) in self.inner.buckets.iter().enumerate() {
+            let count = count.load(Ordering::Relaxed);
+            total += count;
+            let bound = LAG_BOUNDS_US.get(i).map_or(f64::MAX, |&b| b as f64 / 1e6);
+            buckets.push((bound, count));
+        }
+        let sum = self.inner.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        encoder.encode_histogram::<NoLabelSet>(sum, total, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_histogram_is_cumulative() {
+        let m = Metrics::new();
+        m.send_lag.observe_micros(10);
+        m.send_lag.observe_micros(120);
+        m.send_lag.observe_micros(u64::MAX / 4);
+        let text = m.render();
+        assert!(text.contains("tickstream_send_lag_seconds_bucket{le=\"0.00005\"} 1"), "{text}");
+        assert!(text.contains("tickstream_send_lag_seconds_bucket{le=\"0.0002\"} 2"), "{text}");
+        assert!(text.contains("tickstream_send_lag_seconds_count 3"), "{text}");
     }
 }

@@ -5,6 +5,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::future::poll_fn;
+use std::pin::pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -352,17 +355,21 @@ impl Connection {
         let every = self.state.limits.heartbeat_interval;
         let mut heartbeat = tokio::time::interval_at(Instant::now() + every, every);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // Registered once: a fresh `cancelled()` per iteration would take the shared token's
+        // lock twice per message for every connection.
         let shutdown = self.state.shutdown.clone();
         let kick = self.kick.clone();
+        let mut shutdown = pin!(shutdown.cancelled());
+        let mut kicked = pin!(kick.cancelled());
         loop {
             tokio::select! {
                 biased;
-                () = shutdown.cancelled() => {
+                () = &mut shutdown => {
                     let msg = ServerMessage::Reconnect { reason: "server shutting down".into(), streams: self.positions() };
                     self.send_json(&msg).await?;
                     return Err(Stop::Close(CLOSE_SERVICE_RESTART, "server restart: reconnect"));
                 }
-                () = kick.cancelled() => {
+                () = &mut kicked => {
                     self.state.metrics.slow_consumer_disconnects.inc();
                     let msg = ServerMessage::error(None, ErrorCode::SlowConsumer, format!(
                         "your queue of {} messages overflowed; reconnect and resume from the seqs in the last heartbeat",
@@ -597,16 +604,15 @@ impl Connection {
         .await
     }
 
-    /// Writes `first` and whatever else is already queued, then flushes once.
+    /// Writes `first` and whatever else is already queued, then flushes once. A write that
+    /// cannot finish at once waits for the socket, bounded by the write timeout and cut short
+    /// when the hub gives up on this client.
     async fn send_frames(&mut self, first: Frame) -> Result<(), Stop> {
         let metrics = self.state.metrics.clone();
-        let lag = (now_micros() - first.ts).max(0) as f64 / 1e6;
-        metrics.send_lag.observe(lag);
-        let Self {
-            socket, rx, subs, ..
-        } = self;
-        let (mut count, mut bytes) = (0u64, 0u64);
+        metrics.send_lag.observe_micros((now_micros() - first.ts).max(0) as u64);
+        let Self { socket, rx, subs, kick, .. } = self;
         let batch = async {
+            let (mut count, mut bytes) = (0u64, 0u64);
             let mut next = Some(first);
             while let Some(frame) = next.take() {
                 if accept(subs, &frame) {
@@ -618,16 +624,22 @@ impl Connection {
                     next = rx.try_recv().ok();
                 }
             }
-            socket.flush().await
+            let flushed = socket.flush().await;
+            metrics.messages_sent.inc_by(count);
+            metrics.bytes_sent.inc_by(bytes);
+            flushed
         };
-        let result = timeout(self.state.limits.write_timeout, batch).await;
-        metrics.messages_sent.inc_by(count);
-        metrics.bytes_sent.inc_by(bytes);
-        match result {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(Stop::Gone),
-            Err(_) => Err(Stop::Close(CLOSE_WRITE_TIMEOUT, "write timeout")),
-        }
+        let mut batch = pin!(batch);
+        // Most batches complete on the first poll; only a blocked one pays for a timer.
+        let result = match poll_fn(|cx| Poll::Ready(batch.as_mut().poll(cx))).await {
+            Poll::Ready(r) => r.map_err(|_| Stop::Gone),
+            Poll::Pending => tokio::select! {
+                r = &mut batch => r.map_err(|_| Stop::Gone),
+                () = kick.cancelled() => Ok(()),
+                () = tokio::time::sleep(self.state.limits.write_timeout) => Err(Stop::Close(CLOSE_WRITE_TIMEOUT, "write timeout")),
+            },
+        };
+        result
     }
 
     async fn send_json(&mut self, msg: &ServerMessage) -> Result<(), Stop> {
