@@ -34,7 +34,12 @@ pub fn url_for(args: &RunArgs, i: usize) -> String {
     let k = args.symbols_per_connection.clamp(1, n);
     let symbols: Vec<&str> = (0..k).map(|j| args.symbols[(i + j) % n].as_str()).collect();
     let sep = if args.url.contains('?') { '&' } else { '?' };
-    format!("{}{sep}symbols={}&channels={}", args.url, symbols.join(","), args.channels)
+    format!(
+        "{}{sep}symbols={}&channels={}",
+        args.url,
+        symbols.join(","),
+        args.channels
+    )
 }
 
 fn key(channel: &str, symbol: &str) -> u64 {
@@ -42,12 +47,16 @@ fn key(channel: &str, symbol: &str) -> u64 {
         .bytes()
         .chain([0])
         .chain(symbol.bytes())
-        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
 }
 
 pub async fn connection(url: String, shared: Arc<Shared>) {
     // Small buffers: thousands of clients share this process with the server under test.
-    let config = WebSocketConfig::default().read_buffer_size(8 * 1024).write_buffer_size(0);
+    let config = WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(0);
     let connect = tokio_tungstenite::connect_async_with_config(&url, Some(config), false);
     let mut ws = match tokio::time::timeout(std::time::Duration::from_secs(30), connect).await {
         Ok(Ok((ws, _))) => ws,
@@ -80,7 +89,9 @@ pub async fn connection(url: String, shared: Arc<Shared>) {
         };
         let Message::Text(text) = msg else { continue };
         let now = now_us();
-        let Ok(frame) = serde_json::from_str::<Frame>(&text) else { continue };
+        let Ok(frame) = serde_json::from_str::<Frame>(&text) else {
+            continue;
+        };
         if frame.kind != "update" && frame.kind != "snapshot" {
             continue;
         }

@@ -1,10 +1,10 @@
 //! `tickstream-load`: opens many WebSocket clients against a tickstream server, measures what
 //! they receive, and samples the server's CPU time and memory from `/proc`.
 
+mod client;
 mod proc_stat;
 mod report;
 mod stats;
-mod client;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,7 +57,11 @@ pub struct RunArgs {
     #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
     warmup: Duration,
     /// Symbols, spread round-robin: connection i subscribes to symbols[i % n] ...
-    #[arg(long, value_delimiter = ',', default_value = "AAPL,MSFT,NVDA,AMZN,GOOGL,TSLA,SPY,BTC-USD,ETH-USD,SOL-USD")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "AAPL,MSFT,NVDA,AMZN,GOOGL,TSLA,SPY,BTC-USD,ETH-USD,SOL-USD"
+    )]
     symbols: Vec<String>,
     /// ... this many of them per connection.
     #[arg(long, default_value_t = 1)]
@@ -80,7 +84,11 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(args).await,
-        Command::WaitReady { addr, since_ns, timeout } => wait_ready(addr, since_ns, timeout).await,
+        Command::WaitReady {
+            addr,
+            since_ns,
+            timeout,
+        } => wait_ready(addr, since_ns, timeout).await,
     }
 }
 
@@ -90,10 +98,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let limit = rlimit::increase_nofile_limit(u64::MAX).context("raising the open-files limit")?;
     if (limit as usize) < args.connections + 64 {
-        bail!("the open-files limit is {limit}; {} connections need more (ulimit -Hn)", args.connections);
+        bail!(
+            "the open-files limit is {limit}; {} connections need more (ulimit -Hn)",
+            args.connections
+        );
     }
     let server = args.server_pid.map(proc_stat::Process::new);
-    let rss_before = server.as_ref().map(proc_stat::Process::rss_kib).transpose()?;
+    let rss_before = server
+        .as_ref()
+        .map(proc_stat::Process::rss_kib)
+        .transpose()?;
 
     let shared = Arc::new(Shared::default());
     let mut tasks = Vec::with_capacity(args.connections);
@@ -107,7 +121,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         tokio::time::sleep_until(next).await;
     }
     let connect_bound = Duration::from_secs(30);
-    while shared.connected.load(Ordering::Relaxed) + shared.failed.load(Ordering::Relaxed) < args.connections as u64 {
+    while shared.connected.load(Ordering::Relaxed) + shared.failed.load(Ordering::Relaxed)
+        < args.connections as u64
+    {
         if ramp.elapsed() > gap * args.connections as u32 + connect_bound {
             eprintln!("connect phase timed out");
             break;
@@ -117,15 +133,27 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let ramp_s = ramp.elapsed().as_secs_f64();
     tokio::time::sleep(args.warmup).await;
 
-    let rss_connected = server.as_ref().map(proc_stat::Process::rss_kib).transpose()?;
-    let cpu_start = server.as_ref().map(proc_stat::Process::cpu_seconds).transpose()?;
+    let rss_connected = server
+        .as_ref()
+        .map(proc_stat::Process::rss_kib)
+        .transpose()?;
+    let cpu_start = server
+        .as_ref()
+        .map(proc_stat::Process::cpu_seconds)
+        .transpose()?;
     let started = Instant::now();
     shared.measuring.store(true, Ordering::Release);
     tokio::time::sleep(args.duration).await;
     shared.measuring.store(false, Ordering::Release);
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu_end = server.as_ref().map(proc_stat::Process::cpu_seconds).transpose()?;
-    let rss_end = server.as_ref().map(proc_stat::Process::rss_kib).transpose()?;
+    let cpu_end = server
+        .as_ref()
+        .map(proc_stat::Process::cpu_seconds)
+        .transpose()?;
+    let rss_end = server
+        .as_ref()
+        .map(proc_stat::Process::rss_kib)
+        .transpose()?;
 
     shared.stop.store(true, Ordering::Release);
     shared.wake.notify_waiters();
@@ -146,7 +174,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_ready(addr: SocketAddr, since_ns: Option<u128>, timeout: Duration) -> anyhow::Result<()> {
+async fn wait_ready(
+    addr: SocketAddr,
+    since_ns: Option<u128>,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let start_ns = since_ns.unwrap_or_else(proc_stat::now_ns);
     let deadline = Instant::now() + timeout;
     loop {

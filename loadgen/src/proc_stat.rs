@@ -24,7 +24,10 @@ impl Process {
         let path = format!("/proc/{}/stat", self.pid);
         let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
         // Fields after the command name, which may itself contain spaces and parentheses.
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).context("unexpected /proc stat format")?;
+        let rest = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r)
+            .context("unexpected /proc stat format")?;
         let fields: Vec<&str> = rest.split_whitespace().collect();
         // utime and stime are fields 14 and 15 of the whole line; 12 and 13 after the name.
         let (Some(u), Some(s)) = (fields.get(11), fields.get(12)) else {
@@ -45,7 +48,9 @@ impl Process {
 }
 
 pub fn now_ns() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
 }
 
 pub fn now_us() -> i64 {

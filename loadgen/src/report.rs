@@ -21,7 +21,13 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn new(args: &RunArgs, shared: &Shared, elapsed: f64, ramp_s: f64, server: Option<ServerFigures>) -> Self {
+    pub fn new(
+        args: &RunArgs,
+        shared: &Shared,
+        elapsed: f64,
+        ramp_s: f64,
+        server: Option<ServerFigures>,
+    ) -> Self {
         let messages = shared.messages.load(Ordering::Relaxed);
         let rate = messages as f64 / elapsed;
         let h = shared.latency.lock().unwrap_or_else(|e| e.into_inner());
@@ -49,9 +55,14 @@ impl Report {
             json["delivered_pct"] = json!(round(100.0 * rate / offered, 2));
         }
         if let Some(s) = server {
-            let per_million = if messages > 0 { s.cpu_seconds / (messages as f64 / 1e6) } else { 0.0 };
+            let per_million = if messages > 0 {
+                s.cpu_seconds / (messages as f64 / 1e6)
+            } else {
+                0.0
+            };
             let per_conn = if connected > 0 {
-                (s.rss_connected_kib.saturating_sub(s.rss_before_kib) * 1024) as f64 / connected as f64
+                (s.rss_connected_kib.saturating_sub(s.rss_before_kib) * 1024) as f64
+                    / connected as f64
             } else {
                 0.0
             };
@@ -65,7 +76,12 @@ impl Report {
                 "rss_per_connection_bytes": per_conn.round(),
             });
         }
-        if let Some(e) = shared.first_error.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        if let Some(e) = shared
+            .first_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
             json["first_error"] = json!(e);
         }
         Self { json }
@@ -75,13 +91,26 @@ impl Report {
         let j = &self.json;
         eprintln!(
             "{}: {} of {} connected ({} failed, {} dropped); {} msgs/s; latency p50 {} ms p99 {} ms p99.9 {} ms max {} ms; gaps {}",
-            j["label"], j["connected"], j["connections"], j["failed"], j["dropped"], j["msgs_per_s"],
-            j["latency_ms"]["p50"], j["latency_ms"]["p99"], j["latency_ms"]["p999"], j["latency_ms"]["max"], j["gaps"]
+            j["label"],
+            j["connected"],
+            j["connections"],
+            j["failed"],
+            j["dropped"],
+            j["msgs_per_s"],
+            j["latency_ms"]["p50"],
+            j["latency_ms"]["p99"],
+            j["latency_ms"]["p999"],
+            j["latency_ms"]["max"],
+            j["gaps"]
         );
         if let Some(s) = j.get("server") {
             eprintln!(
                 "server: {} CPU-s ({} cores), {} CPU-s per million messages; RSS {} -> {} KiB ({} B per connection)",
-                s["cpu_s"], s["cpu_cores"], s["cpu_s_per_million_msgs"], s["rss_before_kib"], s["rss_connected_kib"],
+                s["cpu_s"],
+                s["cpu_cores"],
+                s["cpu_s_per_million_msgs"],
+                s["rss_before_kib"],
+                s["rss_connected_kib"],
                 s["rss_per_connection_bytes"]
             );
         }

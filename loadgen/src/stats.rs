@@ -38,7 +38,9 @@ impl Default for Shared {
             stop: AtomicBool::new(false),
             wake: Notify::new(),
             // 1 µs .. 100 s at 3 significant digits.
-            latency: Mutex::new(Histogram::new_with_bounds(1, 100_000_000, 3).expect("valid histogram bounds")),
+            latency: Mutex::new(
+                Histogram::new_with_bounds(1, 100_000_000, 3).expect("valid histogram bounds"),
+            ),
             first_error: Mutex::new(None),
         }
     }

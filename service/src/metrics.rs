@@ -179,7 +179,10 @@ struct LagInner {
 
 impl LagHistogram {
     pub fn observe_micros(&self, us: u64) {
-        let i = LAG_BOUNDS_US.iter().position(|&b| us <= b).unwrap_or(LAG_BOUNDS_US.len());
+        let i = LAG_BOUNDS_US
+            .iter()
+            .position(|&b| us <= b)
+            .unwrap_or(LAG_BOUNDS_US.len());
         self.inner.buckets[i].fetch_add(1, Ordering::Relaxed);
         self.inner.sum_us.fetch_add(us, Ordering::Relaxed);
     }
@@ -220,8 +223,17 @@ mod tests {
         m.send_lag.observe_micros(120);
         m.send_lag.observe_micros(u64::MAX / 4);
         let text = m.render();
-        assert!(text.contains("tickstream_send_lag_seconds_bucket{le=\"0.00005\"} 1"), "{text}");
-        assert!(text.contains("tickstream_send_lag_seconds_bucket{le=\"0.0002\"} 2"), "{text}");
-        assert!(text.contains("tickstream_send_lag_seconds_count 3"), "{text}");
+        assert!(
+            text.contains("tickstream_send_lag_seconds_bucket{le=\"0.00005\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tickstream_send_lag_seconds_bucket{le=\"0.0002\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tickstream_send_lag_seconds_count 3"),
+            "{text}"
+        );
     }
 }

@@ -3,10 +3,10 @@
 //! writer to its socket, so acknowledgements, snapshots and updates keep their order.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::future::poll_fn;
 use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -609,8 +609,16 @@ impl Connection {
     /// when the hub gives up on this client.
     async fn send_frames(&mut self, first: Frame) -> Result<(), Stop> {
         let metrics = self.state.metrics.clone();
-        metrics.send_lag.observe_micros((now_micros() - first.ts).max(0) as u64);
-        let Self { socket, rx, subs, kick, .. } = self;
+        metrics
+            .send_lag
+            .observe_micros((now_micros() - first.ts).max(0) as u64);
+        let Self {
+            socket,
+            rx,
+            subs,
+            kick,
+            ..
+        } = self;
         let batch = async {
             let (mut count, mut bytes) = (0u64, 0u64);
             let mut next = Some(first);
