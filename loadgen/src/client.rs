@@ -52,7 +52,9 @@ fn key(channel: &str, symbol: &str) -> u64 {
         })
 }
 
-pub async fn connection(url: String, shared: Arc<Shared>) {
+pub async fn connection(index: usize, url: String, shared: Arc<Shared>) {
+    // Clients hand in samples at different counts so that they do not all do it on one tick.
+    let batch = SAMPLE_BATCH / 2 + index * 7919 % SAMPLE_BATCH;
     // Small buffers: thousands of clients share this process with the server under test.
     let config = WebSocketConfig::default()
         .read_buffer_size(8 * 1024)
@@ -80,13 +82,22 @@ pub async fn connection(url: String, shared: Arc<Shared>) {
             m = ws.next() => m,
             () = shared.wake.notified() => None,
         };
-        let Some(Ok(msg)) = msg else {
-            if !shared.stop.load(Ordering::Acquire) {
-                shared.dropped.fetch_add(1, Ordering::Relaxed);
-                shared.note_error("a connection ended before the run did".into());
+        let msg = match msg {
+            Some(Ok(msg)) => msg,
+            ended => {
+                if !shared.stop.load(Ordering::Acquire) {
+                    shared.dropped.fetch_add(1, Ordering::Relaxed);
+                    shared.note_error(format!("a connection ended before the run did: {ended:?}"));
+                }
+                break;
             }
-            break;
         };
+        if let Message::Close(frame) = &msg {
+            if !shared.stop.load(Ordering::Acquire) {
+                shared.note_error(format!("closed by the server: {frame:?}"));
+            }
+            continue;
+        }
         let Message::Text(text) = msg else { continue };
         let now = now_us();
         let Ok(frame) = serde_json::from_str::<Frame>(&text) else {
@@ -109,15 +120,15 @@ pub async fn connection(url: String, shared: Arc<Shared>) {
             messages += 1;
             bytes += text.len() as u64;
             samples.push((now - frame.ts).max(0) as u64);
-            if samples.len() == SAMPLE_BATCH {
-                shared.record(&mut samples);
+            if samples.len() >= batch {
+                shared.record(index, &mut samples);
             }
         }
         if shared.stop.load(Ordering::Relaxed) {
             break;
         }
     }
-    shared.record(&mut samples);
+    shared.record(index, &mut samples);
     shared.messages.fetch_add(messages, Ordering::Relaxed);
     shared.bytes.fetch_add(bytes, Ordering::Relaxed);
     shared.gaps.fetch_add(gaps, Ordering::Relaxed);

@@ -116,7 +116,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut next = tokio::time::Instant::now();
     for i in 0..args.connections {
         let url = client::url_for(&args, i);
-        tasks.push(tokio::spawn(client::connection(url, shared.clone())));
+        tasks.push(tokio::spawn(client::connection(i, url, shared.clone())));
         next += gap;
         tokio::time::sleep_until(next).await;
     }

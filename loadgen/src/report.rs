@@ -30,7 +30,7 @@ impl Report {
     ) -> Self {
         let messages = shared.messages.load(Ordering::Relaxed);
         let rate = messages as f64 / elapsed;
-        let h = shared.latency.lock().unwrap_or_else(|e| e.into_inner());
+        let h = shared.latency();
         let connected = shared.connected.load(Ordering::Relaxed);
         let mut json = json!({
             "label": args.label,

@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use hdrhistogram::Histogram;
 use tokio::sync::Notify;
 
+const SHARDS: usize = 16;
+
 #[derive(Debug)]
 pub struct Shared {
     pub connected: AtomicU64,
@@ -20,8 +22,9 @@ pub struct Shared {
     pub measuring: AtomicBool,
     pub stop: AtomicBool,
     pub wake: Notify,
-    /// Event-to-receive latency in microseconds.
-    pub latency: Mutex<Histogram<u64>>,
+    /// Event-to-receive latency in microseconds, sharded so that clients rarely wait for
+    /// each other when they hand in samples.
+    pub latency: Vec<Mutex<Histogram<u64>>>,
     pub first_error: Mutex<Option<String>>,
 }
 
@@ -38,20 +41,27 @@ impl Default for Shared {
             stop: AtomicBool::new(false),
             wake: Notify::new(),
             // 1 µs .. 100 s at 3 significant digits.
-            latency: Mutex::new(
-                Histogram::new_with_bounds(1, 100_000_000, 3).expect("valid histogram bounds"),
-            ),
+            latency: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(
+                        Histogram::new_with_bounds(1, 100_000_000, 3)
+                            .expect("valid histogram bounds"),
+                    )
+                })
+                .collect(),
             first_error: Mutex::new(None),
         }
     }
 }
 
 impl Shared {
-    pub fn record(&self, samples: &mut Vec<u64>) {
+    pub fn record(&self, shard: usize, samples: &mut Vec<u64>) {
         if samples.is_empty() {
             return;
         }
-        let mut h = self.latency.lock().unwrap_or_else(|e| e.into_inner());
+        let mut h = self.latency[shard % SHARDS]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         for s in samples.drain(..) {
             h.saturating_record(s.max(1));
         }
@@ -60,5 +70,18 @@ impl Shared {
     pub fn note_error(&self, e: String) {
         let mut first = self.first_error.lock().unwrap_or_else(|e| e.into_inner());
         first.get_or_insert(e);
+    }
+}
+
+impl Shared {
+    /// All shards merged.
+    pub fn latency(&self) -> Histogram<u64> {
+        let mut all =
+            Histogram::new_with_bounds(1, 100_000_000, 3).expect("valid histogram bounds");
+        for shard in &self.latency {
+            let h = shard.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = all.add(&*h);
+        }
+        all
     }
 }

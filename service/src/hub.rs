@@ -1,16 +1,18 @@
 //! The hub owns every stream: its sequence, a bounded history, the latest state and the
-//! subscribers. Each event is serialized once; subscribers get a reference-counted copy of the
-//! same bytes through their own bounded queue, and a full queue never blocks the hub.
+//! subscribers. Each event is serialized and framed once; every subscriber gets the same
+//! reference-counted bytes. Publishing is corked: a batch of events (one simulator tick) is
+//! queued on every outlet first, then each touched outlet is flushed once, so a client that
+//! follows several streams gets one write per tick. Outlets never block the hub.
 
 use std::collections::{HashMap, VecDeque};
+use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use axum::extract::ws::Utf8Bytes;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use bytes::Bytes;
 
 use crate::market::{Candle, Channel, Event, Interval, Micros, Payload};
 use crate::metrics::Metrics;
+use crate::ws::frame;
 use crate::ws::protocol::DataMessage;
 
 /// Index of a (channel, symbol) stream.
@@ -31,22 +33,49 @@ impl StreamId {
     }
 }
 
-/// One serialized data message, shared by every subscriber of its stream.
+/// One data message as it goes on the wire (a complete WebSocket frame), shared by every
+/// subscriber of its stream.
 #[derive(Debug, Clone)]
 pub struct Frame {
     pub stream: StreamId,
     pub seq: u64,
     pub ts: Micros,
-    pub text: Utf8Bytes,
+    pub wire: Bytes,
 }
 
-/// A connection's registration on a stream.
-#[derive(Debug, Clone)]
-pub struct Subscriber {
-    pub conn: u64,
-    pub tx: mpsc::Sender<Frame>,
-    /// Cancelled by the hub when the connection's queue overflows.
-    pub kick: CancellationToken,
+/// What an outlet did with an offered frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// Queued; `first` when it is the outlet's first frame of this batch (flush it afterwards).
+    Queued { first: bool },
+    /// Not news for this outlet (it already holds that seq); keep it subscribed.
+    Skipped,
+    /// The outlet's queue is full: it has been told, and leaves the stream.
+    Full,
+    /// The outlet is gone.
+    Closed,
+}
+
+/// Where the hub delivers frames: in the server, one client connection. Implementations must
+/// never block.
+pub trait Outlet: Send + Sync + fmt::Debug {
+    fn id(&self) -> u64;
+    /// Queues `frame` if it is news for this outlet.
+    fn offer(&self, frame: &Frame) -> Offer;
+    /// Writes what was queued without waiting; returns the frames and bytes that went out.
+    fn flush(&self) -> (usize, usize);
+}
+
+pub type Subscriber = Arc<dyn Outlet>;
+
+/// Below this many outlets a batch is flushed on one thread: a hand-off costs more than it saves.
+const PARALLEL_FLUSH_MIN: usize = 256;
+
+fn flush_all(outlets: impl IntoIterator<Item = Subscriber>) -> (usize, usize) {
+    outlets.into_iter().fold((0, 0), |(f, b), o| {
+        let (f2, b2) = o.flush();
+        (f + f2, b + b2)
+    })
 }
 
 /// What a new subscription starts with.
@@ -59,7 +88,7 @@ pub struct Subscription {
     /// Missed updates to send before anything queued.
     pub replay: Vec<Frame>,
     /// The latest state, when no (successful) resume applies.
-    pub snapshot: Option<Utf8Bytes>,
+    pub snapshot: Option<Frame>,
 }
 
 #[derive(Debug, Default)]
@@ -143,7 +172,7 @@ impl Hub {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    fn encode(&self, kind: &'static str, event: &Event) -> Utf8Bytes {
+    fn encode(&self, kind: &'static str, event: &Event) -> Frame {
         let msg = DataMessage {
             kind,
             channel: event.channel,
@@ -152,18 +181,78 @@ impl Hub {
             ts: event.ts,
             data: &event.payload,
         };
-        Utf8Bytes::from(serde_json::to_string(&msg).unwrap_or_default())
-    }
-
-    /// Records an event and offers it to every subscriber without waiting for any of them.
-    pub fn publish(&self, event: Event) {
-        let stream = StreamId::new(event.channel, event.symbol);
-        let frame = Frame {
-            stream,
+        Frame {
+            stream: StreamId::new(event.channel, event.symbol),
             seq: event.seq,
             ts: event.ts,
-            text: self.encode("update", &event),
+            wire: frame::text(&serde_json::to_string(&msg).unwrap_or_default()),
+        }
+    }
+
+    /// Publishes one event. Prefer [`Self::publish_batch`] for events that happen together.
+    pub fn publish(&self, event: Event) {
+        let mut touched = Vec::new();
+        self.publish_batch(std::iter::once(event), &mut touched);
+    }
+
+    /// Records events and offers each to its subscribers, then flushes every subscriber that
+    /// got something, once. `touched` is scratch space, reused across calls.
+    pub fn publish_batch(
+        &self,
+        events: impl IntoIterator<Item = Event>,
+        touched: &mut Vec<Subscriber>,
+    ) {
+        let oldest = self.offer_batch(events, touched);
+        let flushed = flush_all(touched.drain(..));
+        self.finish_batch(oldest, flushed);
+    }
+
+    /// [`Self::publish_batch`] for many subscribers: the writes are split between this task and
+    /// a blocking-pool thread, so both cores share the system calls of a large fan-out.
+    pub async fn publish_batch_parallel(
+        &self,
+        events: impl IntoIterator<Item = Event>,
+        touched: &mut Vec<Subscriber>,
+    ) {
+        let oldest = self.offer_batch(events, touched);
+        let flushed = if touched.len() < PARALLEL_FLUSH_MIN {
+            flush_all(touched.drain(..))
+        } else {
+            let half = touched.split_off(touched.len() / 2);
+            let other = tokio::task::spawn_blocking(move || flush_all(half));
+            let (f, b) = flush_all(touched.drain(..));
+            let (f2, b2) = other.await.unwrap_or((0, 0));
+            (f + f2, b + b2)
         };
+        self.finish_batch(oldest, flushed);
+    }
+
+    fn offer_batch(
+        &self,
+        events: impl IntoIterator<Item = Event>,
+        touched: &mut Vec<Subscriber>,
+    ) -> Option<Micros> {
+        let mut oldest = None;
+        for event in events {
+            oldest.get_or_insert(event.ts);
+            self.record_and_offer(event, touched);
+        }
+        oldest
+    }
+
+    fn finish_batch(&self, oldest: Option<Micros>, (frames, bytes): (usize, usize)) {
+        self.metrics.messages_sent.inc_by(frames as u64);
+        self.metrics.bytes_sent.inc_by(bytes as u64);
+        if let Some(ts) = oldest {
+            self.metrics
+                .send_lag
+                .observe_micros((crate::feed::now_micros() - ts).max(0) as u64);
+        }
+    }
+
+    fn record_and_offer(&self, event: Event, touched: &mut Vec<Subscriber>) {
+        let frame = self.encode("update", &event);
+        let stream = frame.stream;
         self.metrics.events_published.inc();
         let mut st = self.lock(stream);
         if st.seq != 0 && event.seq != st.seq + 1 {
@@ -187,16 +276,20 @@ impl Hub {
         }
         st.latest = Some(event);
         let metrics = &self.metrics;
-        st.subscribers
-            .retain(|sub| match sub.tx.try_send(frame.clone()) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    metrics.frames_dropped.inc();
-                    sub.kick.cancel();
-                    false
+        st.subscribers.retain(|sub| match sub.offer(&frame) {
+            Offer::Queued { first } => {
+                if first {
+                    touched.push(sub.clone());
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            });
+                true
+            }
+            Offer::Skipped => true,
+            Offer::Full => {
+                metrics.frames_dropped.inc();
+                false
+            }
+            Offer::Closed => false,
+        });
     }
 
     /// Registers `sub` on `stream`. With `resume`, the updates after that seq are returned for
@@ -208,7 +301,7 @@ impl Hub {
         resume: Option<u64>,
     ) -> Subscription {
         let mut st = self.lock(stream);
-        st.subscribers.retain(|s| s.conn != sub.conn);
+        st.subscribers.retain(|s| s.id() != sub.id());
         st.subscribers.push(sub);
         let mut out = Subscription {
             seq: st.seq,
@@ -240,7 +333,7 @@ impl Hub {
     }
 
     pub fn unsubscribe(&self, stream: StreamId, conn: u64) {
-        self.lock(stream).subscribers.retain(|s| s.conn != conn);
+        self.lock(stream).subscribers.retain(|s| s.id() != conn);
     }
 
     pub fn latest(&self, stream: StreamId) -> Option<Event> {
@@ -277,6 +370,49 @@ mod tests {
     use super::*;
     use crate::market::{Decimal, Side, Trade};
 
+    /// An outlet with a fixed capacity that records what it was offered.
+    #[derive(Debug)]
+    struct Probe {
+        id: u64,
+        cap: usize,
+        queued: Mutex<Vec<u64>>,
+        flushed: Mutex<Vec<u64>>,
+    }
+
+    impl Outlet for Probe {
+        fn id(&self) -> u64 {
+            self.id
+        }
+        fn offer(&self, frame: &Frame) -> Offer {
+            let mut q = self.queued.lock().unwrap_or_else(|e| e.into_inner());
+            if q.len() == self.cap {
+                return Offer::Full;
+            }
+            q.push(frame.seq);
+            Offer::Queued {
+                first: q.len() == 1,
+            }
+        }
+        fn flush(&self) -> (usize, usize) {
+            let mut q = self.queued.lock().unwrap_or_else(|e| e.into_inner());
+            let n = q.len();
+            self.flushed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .append(&mut q);
+            (n, 0)
+        }
+    }
+
+    fn probe(id: u64, cap: usize) -> Arc<Probe> {
+        Arc::new(Probe {
+            id,
+            cap,
+            queued: Mutex::default(),
+            flushed: Mutex::default(),
+        })
+    }
+
     fn hub(history: usize) -> Hub {
         let limits = HubLimits {
             history,
@@ -304,12 +440,6 @@ mod tests {
         }
     }
 
-    fn sub(conn: u64, cap: usize) -> (Subscriber, mpsc::Receiver<Frame>) {
-        let (tx, rx) = mpsc::channel(cap);
-        let kick = CancellationToken::new();
-        (Subscriber { conn, tx, kick }, rx)
-    }
-
     #[test]
     fn resume_inside_the_window_replays_and_outside_does_not() {
         let hub = hub(5);
@@ -317,37 +447,32 @@ mod tests {
         for seq in 1..=10 {
             hub.publish(trade(seq));
         }
-        let (s, _rx) = sub(1, 8);
-        let got = hub.subscribe(stream, s, Some(6));
+        let got = hub.subscribe(stream, probe(1, 8), Some(6));
         assert_eq!(got.recovered, Some(true));
         assert_eq!(
             got.replay.iter().map(|f| f.seq).collect::<Vec<_>>(),
             vec![7, 8, 9, 10]
         );
-        let (s, _rx) = sub(2, 8);
-        let got = hub.subscribe(stream, s, Some(2));
+        let got = hub.subscribe(stream, probe(2, 8), Some(2));
         assert_eq!(got.recovered, Some(false));
         assert!(got.replay.is_empty());
     }
 
     #[test]
-    fn a_full_queue_kicks_only_that_subscriber() {
+    fn a_batch_is_flushed_once_per_outlet_and_a_full_one_leaves() {
         let hub = hub(0);
         let stream = StreamId::new(Channel::Trades, 0);
-        let (slow, _slow_rx) = sub(1, 2);
-        let slow_kick = slow.kick.clone();
-        let (fast, mut fast_rx) = sub(2, 64);
-        hub.subscribe(stream, slow, None);
-        hub.subscribe(stream, fast, None);
-        for seq in 1..=10 {
-            hub.publish(trade(seq));
-        }
-        assert!(slow_kick.is_cancelled());
-        assert_eq!(hub.subscriber_count(), 1);
-        let mut seqs = Vec::new();
-        while let Ok(f) = fast_rx.try_recv() {
-            seqs.push(f.seq);
-        }
-        assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
+        let (slow, fast) = (probe(1, 2), probe(2, 64));
+        hub.subscribe(stream, slow.clone(), None);
+        hub.subscribe(stream, fast.clone(), None);
+        let mut touched = Vec::new();
+        hub.publish_batch((1..=10).map(trade), &mut touched);
+        assert_eq!(hub.subscriber_count(), 1, "the full outlet was dropped");
+        assert_eq!(
+            *fast.flushed.lock().expect("lock"),
+            (1..=10).collect::<Vec<_>>()
+        );
+        assert_eq!(*slow.flushed.lock().expect("lock"), vec![1, 2]);
+        assert!(touched.is_empty());
     }
 }

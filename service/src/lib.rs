@@ -17,6 +17,7 @@ pub mod hub;
 pub mod market;
 pub mod metrics;
 pub mod probe;
+mod server;
 pub mod shutdown;
 pub mod telemetry;
 pub mod ws;
@@ -26,7 +27,6 @@ use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -56,7 +56,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Cancelled when shutdown begins: readiness fails, clients are told to reconnect.
     pub shutdown: CancellationToken,
-    /// Upgraded WebSocket tasks, which axum's graceful shutdown does not wait for.
+    /// Every connection task, HTTP and WebSocket, so shutdown can wait for them with a deadline.
     pub tracker: TaskTracker,
     connections: Arc<AtomicUsize>,
     next_id: Arc<AtomicU64>,
@@ -166,16 +166,12 @@ pub async fn run(
             () = watcher.cancelled() => {}
         }
     });
-    // Updates are small and latency-bound; the connection task already batches what is queued.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    let server = axum::serve(listener, app(state.clone()))
-        .with_graceful_shutdown(token.clone().cancelled_owned())
-        .into_future();
-    let server = tokio::spawn(server);
+    let accept = tokio::spawn(server::accept_loop(
+        listener,
+        app(state.clone()),
+        token.clone(),
+        state.tracker.clone(),
+    ));
     token.cancelled().await;
     let drain = state.config.drain_timeout;
     let deadline = tokio::time::Instant::now() + drain;
@@ -184,6 +180,7 @@ pub async fn run(
         drain_ms = drain.as_millis() as u64,
         "shutting down"
     );
+    let _ = accept.await;
     state.tracker.close();
     if tokio::time::timeout_at(deadline, state.tracker.wait())
         .await
@@ -193,11 +190,6 @@ pub async fn run(
             connections = state.connections(),
             "drain deadline reached; closing the rest"
         );
-    }
-    match tokio::time::timeout_at(deadline, server).await {
-        Ok(Ok(result)) => result?,
-        Ok(Err(join)) => tracing::error!(error = %join, "server task failed"),
-        Err(_) => tracing::warn!("HTTP requests still open at the drain deadline"),
     }
     tracing::info!("stopped");
     Ok(())

@@ -405,10 +405,10 @@ async fn heartbeats_carry_positions_and_silent_clients_are_dropped() {
     assert_eq!(code, Some(4101));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_is_cut_off_without_delaying_a_fast_one() {
     let server = start(|c| {
-        c.sim_rate = 500;
+        c.sim_rate = 200;
         c.queue_capacity = 64;
     })
     .await;
@@ -455,4 +455,26 @@ async fn a_slow_consumer_is_cut_off_without_delaying_a_fast_one() {
         "the slow client is told why"
     );
     assert!(server.state.metrics.frames_dropped.get() >= 1);
+}
+
+#[tokio::test]
+async fn the_endpoint_speaks_websocket_only_and_answers_pings() {
+    let server = start(|_| {}).await;
+    let (status, body) = server.get("/ws?symbols=AAPL").await;
+    assert_eq!((status, body["code"].as_str()), (426, Some("bad_request")));
+
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut ws = server.connect("").await;
+    ws.send(Message::Ping(b"are you there".to_vec().into()))
+        .await
+        .expect("ping");
+    match next_raw(&mut ws).await {
+        Some(Message::Pong(payload)) => assert_eq!(&payload[..], b"are you there"),
+        other => panic!("expected a pong, got {other:?}"),
+    }
+    // A client-initiated close is answered with a close.
+    ws.send(Message::Close(None)).await.expect("close");
+    let (_, code) = until_close(&mut ws).await;
+    assert_eq!(code, Some(1000));
 }

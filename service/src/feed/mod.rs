@@ -81,29 +81,36 @@ async fn run_sim(sim: Sim, hub: Arc<Hub>, shutdown: CancellationToken, on_ready:
     let prefill = hub.history_limit() as u64;
     let mut state = sim.state_before(now_tick.saturating_sub(prefill));
     let mut events = Vec::with_capacity(sim.specs().len() * 6);
+    let mut touched = Vec::new();
     // One tick first, so every stream has a snapshot before the first client arrives.
     state.step(&sim, &mut events);
-    for event in events.drain(..) {
-        hub.publish(event);
-    }
+    hub.publish_batch(events.drain(..), &mut touched);
     on_ready();
     loop {
         let due = sim.tick_ts(state.next_tick());
         let wait = due - now_micros();
-        if wait > 0 {
+        if wait > TIMER_SLACK_US {
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_micros(wait as u64)) => {}
+                () = tokio::time::sleep(Duration::from_micros((wait - TIMER_SLACK_US) as u64)) => {}
             }
+        }
+        let wait = due - now_micros();
+        if wait > 0 {
+            // The runtime's timer fires on millisecond ticks, up to a millisecond late; the
+            // last stretch is slept precisely so that an event leaves at its own time.
+            std::thread::sleep(Duration::from_micros(wait as u64));
         } else if state.next_tick().is_multiple_of(64) {
             tokio::task::yield_now().await;
         }
         state.step(&sim, &mut events);
-        for event in events.drain(..) {
-            hub.publish(event);
-        }
+        hub.publish_batch_parallel(events.drain(..), &mut touched)
+            .await;
     }
 }
+
+/// How much of a tick's wait is slept outside the runtime's timer.
+const TIMER_SLACK_US: Micros = 1_500;
 
 pub fn now_micros() -> Micros {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| {

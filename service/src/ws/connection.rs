@@ -1,44 +1,39 @@
-//! One client's task: reads its requests, writes its frames in batches, keeps it alive, and
-//! enforces its limits. The hub hands it frames through a bounded queue; this task is the only
-//! writer to its socket, so acknowledgements, snapshots and updates keep their order.
+//! One client's task. It reads and answers the client's requests, sends heartbeats, finishes
+//! writes the socket could not take at once, and says goodbye. Data frames do not pass through
+//! it: the hub writes them to the socket directly (see [`Peer`]).
 
-use std::collections::{BTreeMap, HashMap};
-use std::future::poll_fn;
+use std::collections::BTreeMap;
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::Poll;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::Response;
-use futures_util::SinkExt;
-use serde::Deserialize;
+use bytes::Bytes;
 use serde_json::Value;
-use tokio::sync::mpsc;
-use tokio::time::{Instant, MissedTickBehavior, timeout};
-use tokio_util::sync::CancellationToken;
+use tokio::net::TcpStream;
+use tokio::time::{Instant, MissedTickBehavior};
 
+use super::frame::{
+    self, ClientFrame, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT,
+};
+use super::peer::{Drain, Peer};
 use super::protocol::{
     CLOSE_HEARTBEAT_TIMEOUT, CLOSE_MESSAGE_TOO_BIG, CLOSE_SERVICE_RESTART, CLOSE_SLOW_CONSUMER,
     CLOSE_WRITE_TIMEOUT, ClientMessage, ErrorCode, ServerMessage, StreamAck, StreamRef,
     SubscribeRequest, UnsubscribeRequest, stream_name,
 };
+use super::upgrade::{Slot, resolve, too_many, truncate};
 use crate::AppState;
 use crate::feed::now_micros;
-use crate::http::error_response;
-use crate::hub::{Frame, StreamId, Subscriber};
+use crate::hub::{Frame, StreamId};
 use crate::market::Channel;
-use crate::metrics::Metrics;
 
-/// Frames written per flush: enough to amortize syscalls, small enough to keep reads flowing.
-const MAX_BATCH: usize = 64;
-/// How long a closing server waits for the client's close frame.
-const CLOSE_REPLY_WAIT: Duration = Duration::from_secs(2);
-/// The hard limit on a client frame; past it the socket is closed (1009) without reading more.
-const HARD_MESSAGE_LIMIT: usize = 64 * 1024;
+/// How long a closing server waits for its goodbye to drain and for the client's close frame.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// The hard limit on a client frame or message; past it the socket is closed with 1009.
+pub const HARD_MESSAGE_LIMIT: usize = 64 * 1024;
+/// Bytes read per wake-up before requests are handled, for fairness between clients.
+const READ_BUDGET: usize = 64 * 1024;
+const PING: [u8; 2] = [0x80 | OP_PING, 0];
 
 /// Per-connection bounds, from the configuration.
 #[derive(Debug, Clone)]
@@ -54,196 +49,19 @@ pub struct Limits {
     pub allowed_origins: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
-pub struct WsQuery {
-    symbols: Option<String>,
-    channels: Option<String>,
-}
-
-type Rejection = (ErrorCode, String);
-
-/// `GET /ws`: admission (shutdown, origin, connection limit, URL subscription) happens before the
-/// upgrade so that refusals are plain HTTP answers a client can read.
-pub async fn ws_handler(
-    State(state): State<AppState>,
-    Query(query): Query<WsQuery>,
-    headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
-) -> Response {
-    let limits = &state.limits;
-    if state.shutdown.is_cancelled() {
-        return refuse(
-            &state.metrics,
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::ShuttingDown,
-            "server is shutting down",
-        );
-    }
-    if !limits.allowed_origins.is_empty()
-        && let Some(origin) = headers.get(header::ORIGIN)
-        && !limits
-            .allowed_origins
-            .iter()
-            .any(|o| o.as_bytes() == origin.as_bytes())
-    {
-        return refuse(
-            &state.metrics,
-            StatusCode::FORBIDDEN,
-            ErrorCode::Forbidden,
-            "origin not allowed",
-        );
-    }
-    let initial = match query.symbols.as_deref() {
-        None => Vec::new(),
-        Some(symbols) => {
-            let symbols: Vec<String> = split_list(symbols);
-            let channels = query.channels.as_deref().map(split_list);
-            match resolve(&state, &symbols, channels.as_deref(), 0) {
-                Ok(streams) => streams,
-                Err((code, message)) => {
-                    return refuse(&state.metrics, StatusCode::BAD_REQUEST, code, &message);
-                }
-            }
-        }
-    };
-    let Some(slot) = Slot::acquire(&state.connections, limits.max_connections, &state.metrics)
-    else {
-        return refuse(
-            &state.metrics,
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::TooManyConnections,
-            "connection limit reached; try another task or later",
-        );
-    };
-    let tracker = state.tracker.clone();
-    upgrade
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(16 * 1024)
-        .max_write_buffer_size(1024 * 1024)
-        .max_message_size(HARD_MESSAGE_LIMIT)
-        .max_frame_size(HARD_MESSAGE_LIMIT)
-        .on_upgrade(move |socket| {
-            tracker.track_future(async move {
-                let mut conn = Connection::new(socket, state, slot);
-                conn.run(initial).await;
-                conn.cleanup();
-            })
-        })
-}
-
-fn refuse(metrics: &Metrics, status: StatusCode, code: ErrorCode, message: &str) -> Response {
-    metrics.rejected(code);
-    error_response(status, code, message)
-}
-
-fn split_list(s: &str) -> Vec<String> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .collect()
-}
-
-/// Turns symbols and channel names into streams, or the error a client must see. `held` is
-/// how many streams the connection has already, for the subscription limit.
-fn resolve(
-    state: &AppState,
-    symbols: &[String],
-    channels: Option<&[String]>,
-    held: usize,
-) -> Result<Vec<StreamId>, Rejection> {
-    if symbols.is_empty() {
-        return Err((
-            ErrorCode::BadRequest,
-            "symbols must name at least one symbol".into(),
-        ));
-    }
-    let names = channels.unwrap_or(&[]);
-    let mut chans: Vec<Channel> = Vec::new();
-    if names.is_empty() {
-        chans.push(Channel::Ticker);
-    }
-    for name in names {
-        let found = Channel::parse_many(name).ok_or_else(|| {
-            (
-                ErrorCode::UnknownChannel,
-                format!("unknown channel {name:?}; channels are ticker, trades, candles_1s, candles_1m, candles"),
-            )
-        })?;
-        chans.extend(
-            found
-                .iter()
-                .filter(|c| !chans.contains(c))
-                .collect::<Vec<_>>(),
-        );
-    }
-    let max = state.limits.max_subscriptions;
-    if symbols.len().saturating_mul(chans.len()) > max {
-        return Err(too_many(max));
-    }
-    let mut streams = Vec::with_capacity(symbols.len() * chans.len());
-    for symbol in symbols {
-        for &channel in &chans {
-            let stream = state.hub.stream(channel, symbol).ok_or_else(|| {
-                (
-                    ErrorCode::UnknownSymbol,
-                    format!(
-                        "unknown symbol {:?}; GET /api/v1/symbols lists them",
-                        truncate(symbol)
-                    ),
-                )
-            })?;
-            if !streams.contains(&stream) {
-                streams.push(stream);
-            }
-        }
-    }
-    if held + streams.len() > max {
-        return Err(too_many(max));
-    }
-    Ok(streams)
-}
-
-fn too_many(max: usize) -> Rejection {
-    (
-        ErrorCode::TooManySubscriptions,
-        format!("at most {max} streams per connection"),
-    )
-}
-
-/// Echoing untrusted input back is bounded too.
-fn truncate(s: &str) -> &str {
-    s.char_indices().nth(32).map_or(s, |(i, _)| &s[..i])
-}
-
-/// A held place under the connection limit, released on drop.
-#[derive(Debug)]
-struct Slot {
-    count: Arc<AtomicUsize>,
-    metrics: Arc<Metrics>,
-}
-
-impl Slot {
-    fn acquire(count: &Arc<AtomicUsize>, max: usize, metrics: &Arc<Metrics>) -> Option<Self> {
-        count
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()?;
-        metrics.connections_open.inc();
-        metrics.connections_total.inc();
-        Some(Self {
-            count: count.clone(),
-            metrics: metrics.clone(),
-        })
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.count.fetch_sub(1, Ordering::AcqRel);
-        self.metrics.connections_open.dec();
-    }
+/// Why a connection ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The peer went away or the socket failed: nothing more to send.
+    Gone,
+    /// The client sent a close frame with this code.
+    ClientClosed(u16),
+    Shutdown,
+    Kicked,
+    HeartbeatTimeout,
+    WriteTimeout,
+    /// A protocol violation or an oversized message, with its close code.
+    Violation(u16),
 }
 
 /// Client message rate: a token bucket refilled continuously.
@@ -279,194 +97,247 @@ impl Bucket {
     }
 }
 
-/// Why the loop ended, when the socket is still worth a goodbye.
-enum Stop {
-    /// The peer went away or the socket failed: nothing more to send.
-    Gone,
-    Close(u16, &'static str),
-}
-
 struct Connection {
-    id: u64,
-    socket: WebSocket,
     state: AppState,
-    tx: mpsc::Sender<Frame>,
-    rx: mpsc::Receiver<Frame>,
-    kick: CancellationToken,
-    /// The last seq sent per subscribed stream; frames at or below it are skipped.
-    subs: HashMap<StreamId, u64>,
+    peer: Arc<Peer>,
+    /// Bytes of an incomplete client frame.
+    input: Vec<u8>,
+    /// A fragmented message being assembled: its opcode and bytes so far.
+    fragments: Option<(u8, Vec<u8>)>,
     bucket: Bucket,
     last_heard: Instant,
+    /// Saying goodbye: requests are no longer answered.
+    closing: bool,
     _slot: Slot,
 }
 
+pub(super) async fn serve(
+    state: AppState,
+    stream: TcpStream,
+    early: Bytes,
+    initial: Vec<StreamId>,
+    slot: Slot,
+) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    }
+    let id = state.next_connection_id();
+    let peer = Arc::new(Peer::new(
+        id,
+        stream,
+        state.limits.queue_capacity,
+        state.metrics.clone(),
+    ));
+    let mut conn = Connection {
+        bucket: Bucket::new(state.limits.max_message_rate),
+        state,
+        peer,
+        input: early.to_vec(),
+        fragments: None,
+        last_heard: Instant::now(),
+        closing: false,
+        _slot: slot,
+    };
+    let end = conn.run(initial).await;
+    conn.finish(end).await;
+    for (stream, _) in conn.peer.positions() {
+        conn.state.hub.unsubscribe(stream, id);
+    }
+}
+
 impl Connection {
-    fn new(socket: WebSocket, state: AppState, slot: Slot) -> Self {
-        let (tx, rx) = mpsc::channel(state.limits.queue_capacity);
-        Self {
-            id: state.next_connection_id(),
-            socket,
-            bucket: Bucket::new(state.limits.max_message_rate),
-            state,
-            tx,
-            rx,
-            kick: CancellationToken::new(),
-            subs: HashMap::new(),
-            last_heard: Instant::now(),
-            _slot: slot,
-        }
-    }
-
-    async fn run(&mut self, initial: Vec<StreamId>) {
-        let stop = match self.serve(initial).await {
-            Ok(()) => return,
-            Err(stop) => stop,
-        };
-        if let Stop::Close(code, reason) = stop {
-            let close = Message::Close(Some(CloseFrame {
-                code,
-                reason: Utf8Bytes::from_static(reason),
-            }));
-            if self.send(close).await.is_ok() {
-                self.await_close_reply().await;
-            }
-        }
-    }
-
-    /// Completes the closing handshake: dropping the socket while the client still sends
-    /// (pongs, say) makes the kernel answer with a reset, which discards the close frame and
-    /// any data the client has not read yet.
-    async fn await_close_reply(&mut self) {
-        let wait = async {
-            while let Some(Ok(msg)) = self.socket.recv().await {
-                if matches!(msg, Message::Close(_)) {
-                    break;
-                }
-            }
-        };
-        let _ = timeout(CLOSE_REPLY_WAIT, wait).await;
-    }
-
-    async fn serve(&mut self, initial: Vec<StreamId>) -> Result<(), Stop> {
+    async fn run(&mut self, initial: Vec<StreamId>) -> End {
         if !initial.is_empty() {
-            self.subscribe_streams(None, &initial, &BTreeMap::new(), None)
-                .await?;
+            self.subscribe_streams(None, &initial, &BTreeMap::new(), None);
+        }
+        if let Some(end) = self.process_input() {
+            return end;
         }
         let every = self.state.limits.heartbeat_interval;
         let mut heartbeat = tokio::time::interval_at(Instant::now() + every, every);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        // Registered once: a fresh `cancelled()` per iteration would take the shared token's
-        // lock twice per message for every connection.
         let shutdown = self.state.shutdown.clone();
-        let kick = self.kick.clone();
         let mut shutdown = pin!(shutdown.cancelled());
-        let mut kicked = pin!(kick.cancelled());
+        let peer = self.peer.clone();
         loop {
             tokio::select! {
                 biased;
-                () = &mut shutdown => {
-                    let msg = ServerMessage::Reconnect { reason: "server shutting down".into(), streams: self.positions() };
-                    self.send_json(&msg).await?;
-                    return Err(Stop::Close(CLOSE_SERVICE_RESTART, "server restart: reconnect"));
-                }
-                () = &mut kicked => {
-                    self.state.metrics.slow_consumer_disconnects.inc();
-                    let msg = ServerMessage::error(None, ErrorCode::SlowConsumer, format!(
-                        "your queue of {} messages overflowed; reconnect and resume from the seqs in the last heartbeat",
-                        self.state.limits.queue_capacity));
-                    self.send_json(&msg).await?;
-                    return Err(Stop::Close(CLOSE_SLOW_CONSUMER, "slow consumer"));
-                }
-                incoming = self.socket.recv() => match incoming {
-                    None => return Ok(()),
-                    Some(Err(e)) => {
-                        tracing::debug!(conn = self.id, error = %e, "socket read failed");
-                        let too_big = matches!(
-                            e.into_inner().downcast_ref::<tungstenite::Error>(),
-                            Some(tungstenite::Error::Capacity(_))
-                        );
-                        return Err(if too_big { Stop::Close(CLOSE_MESSAGE_TOO_BIG, "message too big") } else { Stop::Gone });
+                () = &mut shutdown => return End::Shutdown,
+                () = peer.wake.notified() => {
+                    if peer.is_kicked() {
+                        return End::Kicked;
                     }
-                    Some(Ok(msg)) => {
-                        self.last_heard = Instant::now();
-                        self.on_message(msg).await?;
+                    if let Err(end) = self.drain().await {
+                        return end;
                     }
-                },
-                Some(frame) = self.rx.recv() => self.send_frames(frame).await?,
+                }
+                ready = peer.stream.readable() => {
+                    if ready.is_err() {
+                        return End::Gone;
+                    }
+                    if let Some(end) = self.read_input() {
+                        return end;
+                    }
+                }
                 _ = heartbeat.tick() => {
                     if self.last_heard.elapsed() > self.state.limits.client_timeout {
-                        self.state.metrics.heartbeat_timeouts.inc();
-                        return Err(Stop::Close(CLOSE_HEARTBEAT_TIMEOUT, "no pong"));
+                        return End::HeartbeatTimeout;
                     }
                     let msg = ServerMessage::Heartbeat { ts: now_micros(), streams: self.positions() };
-                    self.send_json(&msg).await?;
-                    self.send(Message::Ping(bytes::Bytes::new())).await?;
+                    self.reply(&msg);
+                    self.peer.send(Bytes::from_static(&PING));
                 }
             }
         }
     }
 
-    fn positions(&self) -> BTreeMap<String, u64> {
-        self.subs
-            .iter()
-            .map(|(s, seq)| {
-                (
-                    stream_name(s.channel(), self.state.hub.symbol_name(*s)),
-                    *seq,
-                )
-            })
-            .collect()
+    /// Writes what the socket could not take at once, waiting for it to become writable. A
+    /// socket that accepts nothing for the write timeout ends the connection.
+    async fn drain(&mut self) -> Result<(), End> {
+        let peer = self.peer.clone();
+        loop {
+            match peer.drain() {
+                Drain::Done => return Ok(()),
+                Drain::Failed => return Err(End::Gone),
+                Drain::Blocked => {}
+            }
+            if peer.is_kicked() {
+                return Err(End::Kicked);
+            }
+            tokio::select! {
+                ready = peer.stream.writable() => ready.map_err(|_| End::Gone)?,
+                () = tokio::time::sleep(self.state.limits.write_timeout) => return Err(End::WriteTimeout),
+                () = peer.wake.notified(), if !self.closing => {}
+            }
+        }
     }
 
-    async fn on_message(&mut self, msg: Message) -> Result<(), Stop> {
-        let text = match msg {
-            Message::Text(t) => t,
-            Message::Binary(_) => {
-                return self
-                    .reject(
-                        None,
-                        ErrorCode::BadRequest,
-                        "binary messages are not supported; send JSON text",
-                    )
-                    .await;
+    /// Reads what the socket has (up to a budget) and handles every complete frame.
+    fn read_input(&mut self) -> Option<End> {
+        let mut chunk = [0u8; 4096];
+        let mut budget = READ_BUDGET;
+        while budget > 0 {
+            match self.peer.stream.try_read(&mut chunk) {
+                Ok(0) => return Some(End::Gone),
+                Ok(n) => {
+                    self.input.extend_from_slice(&chunk[..n]);
+                    budget = budget.saturating_sub(n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return Some(End::Gone),
             }
-            Message::Close(_) => return Err(Stop::Gone),
-            Message::Ping(_) | Message::Pong(_) => return Ok(()),
+        }
+        self.process_input()
+    }
+
+    fn process_input(&mut self) -> Option<End> {
+        let mut at = 0;
+        let end = loop {
+            match frame::parse(&self.input[at..], HARD_MESSAGE_LIMIT) {
+                Ok(Some((f, used))) => {
+                    at += used;
+                    self.last_heard = Instant::now();
+                    if let Some(end) = self.on_frame(f) {
+                        break Some(end);
+                    }
+                }
+                Ok(None) => break None,
+                Err(e) => break Some(End::Violation(e.close_code())),
+            }
+        };
+        self.input.drain(..at);
+        if self.input.is_empty() {
+            // Idle connections should not keep a read buffer.
+            self.input = Vec::new();
+        }
+        end
+    }
+
+    fn on_frame(&mut self, f: ClientFrame) -> Option<End> {
+        match (f.opcode, f.fin) {
+            (OP_PING, _) => {
+                self.peer.send(frame::server_frame(OP_PONG, &f.payload));
+                None
+            }
+            (OP_PONG, _) => None,
+            (OP_CLOSE, _) => {
+                let code = f
+                    .payload
+                    .get(..2)
+                    .map_or(1000, |c| u16::from_be_bytes([c[0], c[1]]));
+                Some(End::ClientClosed(code))
+            }
+            (OP_TEXT | OP_BINARY, true) if self.fragments.is_none() => {
+                self.on_message(f.opcode, f.payload)
+            }
+            (OP_TEXT | OP_BINARY, false) if self.fragments.is_none() => {
+                self.fragments = Some((f.opcode, f.payload));
+                None
+            }
+            (OP_CONTINUATION, fin) => {
+                let Some((_, buf)) = self.fragments.as_mut() else {
+                    return Some(End::Violation(1002));
+                };
+                buf.extend_from_slice(&f.payload);
+                if buf.len() > HARD_MESSAGE_LIMIT {
+                    return Some(End::Violation(CLOSE_MESSAGE_TOO_BIG));
+                }
+                if !fin {
+                    return None;
+                }
+                let (opcode, payload) = self.fragments.take()?;
+                self.on_message(opcode, payload)
+            }
+            _ => Some(End::Violation(1002)),
+        }
+    }
+
+    fn on_message(&mut self, opcode: u8, payload: Vec<u8>) -> Option<End> {
+        if self.closing {
+            return None;
+        }
+        if opcode == OP_BINARY {
+            self.reject(
+                None,
+                ErrorCode::BadRequest,
+                "binary messages are not supported; send JSON text",
+            );
+            return None;
+        }
+        let Ok(text) = String::from_utf8(payload) else {
+            return Some(End::Violation(1007));
         };
         if !self.bucket.take() {
             let msg = format!(
                 "at most {} messages per second",
                 self.state.limits.max_message_rate
             );
-            return self.reject(None, ErrorCode::RateLimited, &msg).await;
+            self.reject(None, ErrorCode::RateLimited, &msg);
+            return None;
         }
         let max = self.state.limits.max_message_bytes;
         if text.len() > max {
-            return self
-                .reject(
-                    None,
-                    ErrorCode::MessageTooLarge,
-                    &format!("messages are limited to {max} bytes"),
-                )
-                .await;
+            self.reject(
+                None,
+                ErrorCode::MessageTooLarge,
+                &format!("messages are limited to {max} bytes"),
+            );
+            return None;
         }
         match serde_json::from_str::<ClientMessage>(&text) {
             Err(e) => {
                 let id = serde_json::from_str::<Value>(&text)
                     .ok()
                     .and_then(|v| v.get("id").cloned());
-                self.reject(id, ErrorCode::BadRequest, &format!("invalid message: {e}"))
-                    .await
+                self.reject(id, ErrorCode::BadRequest, &format!("invalid message: {e}"));
             }
-            Ok(ClientMessage::Subscribe(req)) => self.on_subscribe(req).await,
-            Ok(ClientMessage::Unsubscribe(req)) => self.on_unsubscribe(req).await,
-            Ok(ClientMessage::Ping { id }) => {
-                self.send_json(&ServerMessage::Pong {
-                    id,
-                    ts: now_micros(),
-                })
-                .await
-            }
+            Ok(ClientMessage::Subscribe(req)) => self.on_subscribe(req),
+            Ok(ClientMessage::Unsubscribe(req)) => self.on_unsubscribe(req),
+            Ok(ClientMessage::Ping { id }) => self.reply(&ServerMessage::Pong {
+                id,
+                ts: now_micros(),
+            }),
             Ok(ClientMessage::List { id }) => {
                 let msg = ServerMessage::List {
                     id,
@@ -474,35 +345,42 @@ impl Connection {
                     channels: Channel::ALL.to_vec(),
                     subscriptions: self.positions().into_keys().collect(),
                 };
-                self.send_json(&msg).await
+                self.reply(&msg);
             }
         }
+        None
     }
 
-    async fn reject(
-        &mut self,
-        id: Option<Value>,
-        code: ErrorCode,
-        message: &str,
-    ) -> Result<(), Stop> {
+    fn reply(&self, msg: &ServerMessage) {
+        self.peer.send(frame::text(&msg.to_json()));
+    }
+
+    fn reject(&self, id: Option<Value>, code: ErrorCode, message: &str) {
         self.state.metrics.client_error(code);
-        self.send_json(&ServerMessage::error(id, code, message))
-            .await
+        self.reply(&ServerMessage::error(id, code, message));
     }
 
-    async fn on_subscribe(&mut self, req: SubscribeRequest) -> Result<(), Stop> {
-        let held = self.subs.len();
+    fn positions(&self) -> BTreeMap<String, u64> {
+        self.peer
+            .positions()
+            .into_iter()
+            .map(|(s, seq)| (stream_name(s.channel(), self.state.hub.symbol_name(s)), seq))
+            .collect()
+    }
+
+    fn on_subscribe(&mut self, req: SubscribeRequest) {
         let streams = match resolve(&self.state, &req.symbols, req.channels.as_deref(), 0) {
             Ok(s) => s,
-            Err((code, message)) => return self.reject(req.id, code, &message).await,
+            Err((code, message)) => return self.reject(req.id, code, &message),
         };
         let new = streams
             .iter()
-            .filter(|s| !self.subs.contains_key(s))
+            .filter(|s| !self.peer.is_subscribed(**s))
             .count();
-        if held + new > self.state.limits.max_subscriptions {
-            let (code, message) = too_many(self.state.limits.max_subscriptions);
-            return self.reject(req.id, code, &message).await;
+        let max = self.state.limits.max_subscriptions;
+        if self.peer.subscription_count() + new > max {
+            let (code, message) = too_many(max);
+            return self.reject(req.id, code, &message);
         }
         for key in req.resume.keys() {
             let known = streams
@@ -513,27 +391,29 @@ impl Connection {
                     "resume key {:?} is not one of the streams subscribed (channel:SYMBOL)",
                     truncate(key)
                 );
-                return self.reject(req.id, ErrorCode::BadRequest, &message).await;
+                return self.reject(req.id, ErrorCode::BadRequest, &message);
             }
         }
-        self.subscribe_streams(req.id, &streams, &req.resume, req.epoch.as_deref())
-            .await
+        self.subscribe_streams(req.id, &streams, &req.resume, req.epoch.as_deref());
     }
 
-    async fn subscribe_streams(
+    /// Registers the streams with the hub while the peer holds live frames back, so that the
+    /// acknowledgement, then each snapshot or replay, then the live updates go out in order.
+    fn subscribe_streams(
         &mut self,
         id: Option<Value>,
         streams: &[StreamId],
         resume: &BTreeMap<String, u64>,
         epoch: Option<&str>,
-    ) -> Result<(), Stop> {
+    ) {
         let hub = self.state.hub.clone();
         let same_epoch = epoch.is_none_or(|e| e == hub.epoch());
+        let mut fresh = Vec::new();
         let mut acks = Vec::with_capacity(streams.len());
-        let mut follow = Vec::new();
+        let held: BTreeMap<StreamId, u64> = self.peer.positions().into_iter().collect();
         for &stream in streams {
             let symbol = hub.symbol_name(stream).to_string();
-            if let Some(&seq) = self.subs.get(&stream) {
+            if let Some(&seq) = held.get(&stream) {
                 acks.push(StreamAck {
                     channel: stream.channel(),
                     symbol,
@@ -543,148 +423,116 @@ impl Connection {
                 continue;
             }
             let wanted = resume.get(&stream_name(stream.channel(), &symbol)).copied();
-            let sub = Subscriber {
-                conn: self.id,
-                tx: self.tx.clone(),
-                kick: self.kick.clone(),
-            };
-            let got = hub.subscribe(stream, sub, wanted.filter(|_| same_epoch));
+            fresh.push((stream, symbol, wanted));
+        }
+        let provisional: Vec<(StreamId, u64)> = fresh
+            .iter()
+            .map(|(s, _, w)| (*s, w.filter(|_| same_epoch).unwrap_or(0)))
+            .collect();
+        self.peer.hold(&provisional);
+        let mut frames: Vec<Frame> = Vec::new();
+        for (stream, symbol, wanted) in fresh {
+            let got = hub.subscribe(stream, self.peer.clone(), wanted.filter(|_| same_epoch));
             let recovered = wanted.map(|_| got.recovered == Some(true));
-            let start = match (got.recovered, wanted) {
-                (Some(true), Some(last)) => last,
-                _ => got.seq,
-            };
-            self.subs.insert(stream, start);
             acks.push(StreamAck {
                 channel: stream.channel(),
                 symbol,
                 seq: got.seq,
                 recovered,
             });
-            follow.push((stream, got.snapshot, got.replay));
+            frames.extend(got.snapshot);
+            frames.extend(got.replay);
         }
         let ack = ServerMessage::Subscribed {
             id,
             epoch: hub.epoch().to_string(),
             streams: acks,
         };
-        self.send_json(&ack).await?;
-        for (_, snapshot, replay) in follow {
-            if let Some(text) = snapshot {
-                self.send(Message::Text(text)).await?;
-            }
-            for frame in replay {
-                if accept(&mut self.subs, &frame) {
-                    self.send(Message::Text(frame.text)).await?;
-                }
-            }
-        }
-        Ok(())
+        self.peer.release(frame::text(&ack.to_json()), frames);
     }
 
-    async fn on_unsubscribe(&mut self, req: UnsubscribeRequest) -> Result<(), Stop> {
+    fn on_unsubscribe(&mut self, req: UnsubscribeRequest) {
         let streams = match resolve(&self.state, &req.symbols, req.channels.as_deref(), 0) {
             Ok(s) => s,
-            Err((code, message)) => return self.reject(req.id, code, &message).await,
+            Err((code, message)) => return self.reject(req.id, code, &message),
         };
         let mut removed = Vec::new();
         for stream in streams {
-            if self.subs.remove(&stream).is_some() {
-                self.state.hub.unsubscribe(stream, self.id);
+            if self.peer.is_subscribed(stream) {
+                self.state.hub.unsubscribe(stream, self.peer.id_value());
+                self.peer.forget(stream);
                 removed.push(StreamRef {
                     channel: stream.channel(),
                     symbol: self.state.hub.symbol_name(stream).to_string(),
                 });
             }
         }
-        self.send_json(&ServerMessage::Unsubscribed {
+        self.reply(&ServerMessage::Unsubscribed {
             id: req.id,
             streams: removed,
-        })
-        .await
+        });
     }
 
-    /// Writes `first` and whatever else is already queued, then flushes once. A write that
-    /// cannot finish at once waits for the socket, bounded by the write timeout and cut short
-    /// when the hub gives up on this client.
-    async fn send_frames(&mut self, first: Frame) -> Result<(), Stop> {
+    /// Tells the client why it is being closed, sends the close frame, and completes the
+    /// closing handshake within a bound. Dropping a socket while the client still sends makes
+    /// the kernel answer with a reset, which discards the close frame and any unread data.
+    async fn finish(&mut self, end: End) {
         let metrics = self.state.metrics.clone();
-        metrics
-            .send_lag
-            .observe_micros((now_micros() - first.ts).max(0) as u64);
-        let Self {
-            socket,
-            rx,
-            subs,
-            kick,
-            ..
-        } = self;
-        let batch = async {
-            let (mut count, mut bytes) = (0u64, 0u64);
-            let mut next = Some(first);
-            while let Some(frame) = next.take() {
-                if accept(subs, &frame) {
-                    bytes += frame.text.len() as u64;
-                    count += 1;
-                    socket.feed(Message::Text(frame.text)).await?;
-                }
-                if count < MAX_BATCH as u64 {
-                    next = rx.try_recv().ok();
+        let (message, code, reason) = match end {
+            End::Gone => return,
+            End::ClientClosed(code) => {
+                let code = if matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999) {
+                    code
+                } else {
+                    1000
+                };
+                self.peer.close_data();
+                self.peer.send(frame::close(code, ""));
+                let _ = tokio::time::timeout(CLOSE_WAIT, self.drain()).await;
+                return;
+            }
+            End::Shutdown => (
+                Some(ServerMessage::Reconnect {
+                    reason: "server shutting down".into(),
+                    streams: self.positions(),
+                }),
+                CLOSE_SERVICE_RESTART,
+                "server restart: reconnect",
+            ),
+            End::Kicked => {
+                metrics.slow_consumer_disconnects.inc();
+                let msg = format!(
+                    "more than {} messages were waiting for you; the rest were dropped. Reconnect and resume from the last seq you received",
+                    self.state.limits.queue_capacity
+                );
+                (
+                    Some(ServerMessage::error(None, ErrorCode::SlowConsumer, msg)),
+                    CLOSE_SLOW_CONSUMER,
+                    "slow consumer",
+                )
+            }
+            End::HeartbeatTimeout => {
+                metrics.heartbeat_timeouts.inc();
+                (None, CLOSE_HEARTBEAT_TIMEOUT, "no pong")
+            }
+            End::WriteTimeout => (None, CLOSE_WRITE_TIMEOUT, "write timeout"),
+            End::Violation(code) => (None, code, "protocol error"),
+        };
+        self.closing = true;
+        self.peer.close_data();
+        if let Some(m) = message {
+            self.reply(&m);
+        }
+        self.peer.send(frame::close(code, reason));
+        let goodbye = async {
+            self.drain().await?;
+            loop {
+                self.peer.stream.readable().await.map_err(|_| End::Gone)?;
+                if let Some(end) = self.read_input() {
+                    return Err(end);
                 }
             }
-            let flushed = socket.flush().await;
-            metrics.messages_sent.inc_by(count);
-            metrics.bytes_sent.inc_by(bytes);
-            flushed
         };
-        let mut batch = pin!(batch);
-        // Most batches complete on the first poll; only a blocked one pays for a timer.
-        let result = match poll_fn(|cx| Poll::Ready(batch.as_mut().poll(cx))).await {
-            Poll::Ready(r) => r.map_err(|_| Stop::Gone),
-            Poll::Pending => tokio::select! {
-                r = &mut batch => r.map_err(|_| Stop::Gone),
-                () = kick.cancelled() => Ok(()),
-                () = tokio::time::sleep(self.state.limits.write_timeout) => Err(Stop::Close(CLOSE_WRITE_TIMEOUT, "write timeout")),
-            },
-        };
-        result
-    }
-
-    async fn send_json(&mut self, msg: &ServerMessage) -> Result<(), Stop> {
-        self.send(Message::Text(msg.to_json().into())).await
-    }
-
-    async fn send(&mut self, msg: Message) -> Result<(), Stop> {
-        let len = match &msg {
-            Message::Text(t) => t.len() as u64,
-            _ => 0,
-        };
-        match timeout(self.state.limits.write_timeout, self.socket.send(msg)).await {
-            Ok(Ok(())) => {
-                self.state.metrics.messages_sent.inc();
-                self.state.metrics.bytes_sent.inc_by(len);
-                Ok(())
-            }
-            Ok(Err(_)) => Err(Stop::Gone),
-            Err(_) => Err(Stop::Close(CLOSE_WRITE_TIMEOUT, "write timeout")),
-        }
-    }
-
-    fn cleanup(&mut self) {
-        for stream in self.subs.keys() {
-            self.state.hub.unsubscribe(*stream, self.id);
-        }
-        self.subs.clear();
-    }
-}
-
-/// Whether a frame is news for this client, recording it as sent if so.
-fn accept(subs: &mut HashMap<StreamId, u64>, frame: &Frame) -> bool {
-    match subs.get_mut(&frame.stream) {
-        Some(last) if frame.seq > *last => {
-            *last = frame.seq;
-            true
-        }
-        _ => false,
+        let _: Result<Result<(), End>, _> = tokio::time::timeout(CLOSE_WAIT, goodbye).await;
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tickstream::config::Config;
+use tickstream::market::Channel;
 use tickstream::{AppState, run};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -47,6 +48,26 @@ pub async fn start(tweak: impl FnOnce(&mut Config)) -> Server {
     while !state.is_ready() {
         assert!(started.elapsed() < WAIT, "server not ready in time");
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // A simulator starts its history window in the past and catches up after it is ready;
+    // tests that measure lag start once it has.
+    if state.config.replay.is_none() && state.config.sim_rate > 0 {
+        let first = &state.hub.symbols()[0];
+        let stream = state
+            .hub
+            .stream(Channel::Ticker, first)
+            .expect("first symbol");
+        while state
+            .hub
+            .latest(stream)
+            .is_none_or(|e| e.ts < now_micros() - 100_000)
+        {
+            assert!(
+                started.elapsed() < WAIT,
+                "simulator did not catch up in time"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
     Server {
         addr,

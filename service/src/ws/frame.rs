@@ -1,0 +1,217 @@
+//! WebSocket framing (RFC 6455) for our side of the protocol: server frames are built once per
+//! event and shared by every subscriber; client frames are parsed from a byte buffer.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+pub const OP_CONTINUATION: u8 = 0x0;
+pub const OP_TEXT: u8 = 0x1;
+pub const OP_BINARY: u8 = 0x2;
+pub const OP_CLOSE: u8 = 0x8;
+pub const OP_PING: u8 = 0x9;
+pub const OP_PONG: u8 = 0xA;
+
+/// An unmasked, unfragmented server frame: header and payload in one buffer.
+pub fn server_frame(opcode: u8, payload: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(payload.len() + 10);
+    out.put_u8(0x80 | opcode);
+    match payload.len() {
+        n @ 0..=125 => out.put_u8(n as u8),
+        n @ 126..=0xFFFF => {
+            out.put_u8(126);
+            out.put_u16(n as u16);
+        }
+        n => {
+            out.put_u8(127);
+            out.put_u64(n as u64);
+        }
+    }
+    out.put_slice(payload);
+    out.freeze()
+}
+
+pub fn text(payload: &str) -> Bytes {
+    server_frame(OP_TEXT, payload.as_bytes())
+}
+
+pub fn close(code: u16, reason: &str) -> Bytes {
+    let mut payload = Vec::with_capacity(2 + reason.len());
+    payload.extend_from_slice(&code.to_be_bytes());
+    payload.extend_from_slice(reason.as_bytes());
+    server_frame(OP_CLOSE, &payload)
+}
+
+/// One frame from the client, unmasked.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ClientFrame {
+    pub fin: bool,
+    pub opcode: u8,
+    pub payload: Vec<u8>,
+}
+
+/// Why a client's bytes are not a valid frame; each maps to a close code.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("protocol error: {0}")]
+    Protocol(&'static str),
+    #[error("frame of {0} bytes exceeds the limit")]
+    TooBig(u64),
+}
+
+impl FrameError {
+    pub fn close_code(&self) -> u16 {
+        match self {
+            FrameError::Protocol(_) => 1002,
+            FrameError::TooBig(_) => 1009,
+        }
+    }
+}
+
+/// Parses one frame from the start of `buf`. `Ok(None)` means more bytes are needed; a
+/// declared length over `max` is refused before its payload is read.
+pub fn parse(buf: &[u8], max: usize) -> Result<Option<(ClientFrame, usize)>, FrameError> {
+    if buf.len() < 2 {
+        return Ok(None);
+    }
+    let (b0, b1) = (buf[0], buf[1]);
+    if b0 & 0x70 != 0 {
+        return Err(FrameError::Protocol("reserved bits set"));
+    }
+    let fin = b0 & 0x80 != 0;
+    let opcode = b0 & 0x0F;
+    if !matches!(
+        opcode,
+        OP_CONTINUATION | OP_TEXT | OP_BINARY | OP_CLOSE | OP_PING | OP_PONG
+    ) {
+        return Err(FrameError::Protocol("unknown opcode"));
+    }
+    if b1 & 0x80 == 0 {
+        return Err(FrameError::Protocol("client frames must be masked"));
+    }
+    let (len, mut at) = match b1 & 0x7F {
+        126 => {
+            let Some(b) = buf.get(2..4) else {
+                return Ok(None);
+            };
+            (u64::from(u16::from_be_bytes([b[0], b[1]])), 4)
+        }
+        127 => {
+            let Some(b) = buf.get(2..10) else {
+                return Ok(None);
+            };
+            let mut a = [0u8; 8];
+            a.copy_from_slice(b);
+            (u64::from_be_bytes(a), 10)
+        }
+        n => (u64::from(n), 2),
+    };
+    if opcode >= OP_CLOSE && (!fin || len > 125) {
+        return Err(FrameError::Protocol(
+            "control frames must be whole and short",
+        ));
+    }
+    if len > max as u64 {
+        return Err(FrameError::TooBig(len));
+    }
+    let Some(mask) = buf.get(at..at + 4) else {
+        return Ok(None);
+    };
+    let mask = [mask[0], mask[1], mask[2], mask[3]];
+    at += 4;
+    let end = at + len as usize;
+    let Some(data) = buf.get(at..end) else {
+        return Ok(None);
+    };
+    let payload = data
+        .iter()
+        .enumerate()
+        .map(|(i, b)| b ^ mask[i % 4])
+        .collect();
+    Ok(Some((
+        ClientFrame {
+            fin,
+            opcode,
+            payload,
+        },
+        end,
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn masked(b0: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [1u8, 2, 3, 4];
+        let mut out = vec![b0];
+        match payload.len() {
+            n @ 0..=125 => out.push(0x80 | n as u8),
+            n => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        out
+    }
+
+    #[test]
+    fn parses_masked_frames_and_waits_for_more() {
+        let bytes = masked(0x81, b"hello");
+        for cut in 0..bytes.len() {
+            assert_eq!(parse(&bytes[..cut], 100), Ok(None), "cut at {cut}");
+        }
+        let (frame, used) = parse(&bytes, 100).expect("valid").expect("complete");
+        assert_eq!(
+            (frame.fin, frame.opcode, frame.payload.as_slice(), used),
+            (true, OP_TEXT, &b"hello"[..], bytes.len())
+        );
+        let long = masked(0x82, &[7u8; 300]);
+        let (frame, _) = parse(&long, 1000).expect("valid").expect("complete");
+        assert_eq!(frame.payload, vec![7u8; 300]);
+    }
+
+    #[test]
+    fn refuses_bad_frames() {
+        assert_eq!(
+            parse(&[0x81, 0x05, b'h'], 100),
+            Err(FrameError::Protocol("client frames must be masked"))
+        );
+        assert!(matches!(
+            parse(&masked(0xC1, b"x"), 100),
+            Err(FrameError::Protocol(_))
+        ));
+        assert!(matches!(
+            parse(&masked(0x83, b"x"), 100),
+            Err(FrameError::Protocol(_))
+        ));
+        assert!(
+            matches!(
+                parse(&masked(0x09, b"x"), 100),
+                Err(FrameError::Protocol(_))
+            ),
+            "fragmented ping"
+        );
+        assert_eq!(
+            parse(&masked(0x81, &[0u8; 200]), 100),
+            Err(FrameError::TooBig(200))
+        );
+        assert_eq!(
+            parse(&[0x82, 0xFF, 0, 0, 0, 1, 0, 0, 0, 0], 1 << 20),
+            Err(FrameError::TooBig(1 << 32))
+        );
+    }
+
+    #[test]
+    fn server_frames_have_minimal_headers() {
+        assert_eq!(&text("hi")[..], &[0x81, 2, b'h', b'i']);
+        assert_eq!(
+            &server_frame(OP_TEXT, &[0u8; 200])[..4],
+            &[0x81, 126, 0, 200]
+        );
+        assert_eq!(
+            &close(1012, "bye")[..],
+            &[0x88, 5, 0x03, 0xF4, b'b', b'y', b'e']
+        );
+    }
+}

@@ -1,0 +1,272 @@
+//! One client's socket as the hub sees it: frames are written straight from the publishing
+//! task with non-blocking writes, and only what the socket cannot take at once is queued for
+//! the connection task to finish. No task wakes up per message.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, IoSlice};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+use crate::hub::{Frame, Offer, Outlet, StreamId};
+use crate::metrics::Metrics;
+
+/// Frames written per system call.
+const MAX_IOV: usize = 64;
+
+/// Shared between the hub (offer, flush) and the connection task (everything else).
+#[derive(Debug)]
+pub struct Peer {
+    id: u64,
+    pub stream: TcpStream,
+    state: Mutex<PeerState>,
+    /// Wakes the connection task: the socket blocked, the client was kicked, or it failed.
+    pub wake: Notify,
+    capacity: usize,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Debug, Default)]
+struct PeerState {
+    /// The last seq sent (or queued) per subscribed stream.
+    subs: HashMap<StreamId, u64>,
+    /// Whole frames waiting to be written; the front may be partly written already.
+    pending: VecDeque<Bytes>,
+    /// Bytes of the front frame already written.
+    written: usize,
+    /// Set while a subscribe is being acknowledged: frames queue, nothing is written.
+    hold: bool,
+    /// The socket would block: the connection task is waiting for it to drain.
+    blocked: bool,
+    /// Queued since the last flush (the hub's corked batch).
+    corked: bool,
+    kicked: bool,
+    /// No more data frames: failed, kicked or closing.
+    closed: bool,
+}
+
+/// What a write attempt left behind.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Drain {
+    Done,
+    Blocked,
+    Failed,
+}
+
+impl Peer {
+    pub fn new(id: u64, stream: TcpStream, capacity: usize, metrics: Arc<Metrics>) -> Self {
+        Self {
+            id,
+            stream,
+            state: Mutex::default(),
+            wake: Notify::new(),
+            capacity,
+            metrics,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PeerState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn id_value(&self) -> u64 {
+        self.id
+    }
+
+    pub fn is_kicked(&self) -> bool {
+        self.lock().kicked
+    }
+
+    /// The last seq sent per stream.
+    pub fn positions(&self) -> Vec<(StreamId, u64)> {
+        self.lock().subs.iter().map(|(s, q)| (*s, *q)).collect()
+    }
+
+    pub fn subscription_count(&self) -> usize {
+        self.lock().subs.len()
+    }
+
+    pub fn is_subscribed(&self, stream: StreamId) -> bool {
+        self.lock().subs.contains_key(&stream)
+    }
+
+    /// Starts acknowledging a subscribe: from now on frames for `streams` are accepted but held
+    /// until [`Self::release`], so the acknowledgement and snapshots go out first.
+    pub fn hold(&self, streams: &[(StreamId, u64)]) {
+        let mut st = self.lock();
+        st.hold = true;
+        for (stream, from) in streams {
+            st.subs.entry(*stream).or_insert(*from);
+        }
+    }
+
+    /// Writes `first` (the acknowledgement), then `frames` (snapshots and replays), then
+    /// whatever was held, and lifts the hold.
+    pub fn release(&self, first: Bytes, frames: Vec<Frame>) -> Drain {
+        let mut st = self.lock();
+        let held = std::mem::take(&mut st.pending);
+        let written = std::mem::replace(&mut st.written, 0);
+        // A partly written frame must stay in front: it is already on the wire.
+        let mut rest = held.into_iter();
+        if written > 0
+            && let Some(front) = rest.next()
+        {
+            st.pending.push_back(front);
+            st.written = written;
+        }
+        st.pending.push_back(first);
+        // Snapshots and replays precede anything held, which was accepted against the
+        // provisional position; they only ever move the position forward.
+        for f in frames {
+            let last = st.subs.entry(f.stream).or_insert(0);
+            *last = (*last).max(f.seq);
+            st.pending.push_back(f.wire);
+        }
+        st.pending.extend(rest);
+        st.hold = false;
+        self.write_counted(&mut st)
+    }
+
+    /// Forgets a stream; call after the hub has dropped this peer from it.
+    pub fn forget(&self, stream: StreamId) -> bool {
+        self.lock().subs.remove(&stream).is_some()
+    }
+
+    /// Queues a control message (acknowledgement, error, heartbeat) and writes what it can.
+    pub fn send(&self, wire: Bytes) -> Drain {
+        let mut st = self.lock();
+        st.pending.push_back(wire);
+        if st.hold || st.blocked {
+            return Drain::Blocked;
+        }
+        self.write_counted(&mut st)
+    }
+
+    /// Writes what is queued; called by the connection task when the socket is writable.
+    pub fn drain(&self) -> Drain {
+        let mut st = self.lock();
+        st.blocked = false;
+        self.write_counted(&mut st)
+    }
+
+    /// Stops data frames and keeps only what is already partly on the wire, so that a goodbye
+    /// can follow at once.
+    pub fn close_data(&self) {
+        let mut st = self.lock();
+        st.closed = true;
+        if st.written > 0 {
+            st.pending.truncate(1);
+        } else {
+            st.pending.clear();
+        }
+    }
+
+    fn write(&self, st: &mut PeerState) -> (Drain, usize, usize) {
+        let (mut frames, mut bytes) = (0usize, 0usize);
+        let result = loop {
+            if st.pending.is_empty() {
+                break Drain::Done;
+            }
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let mut n = 0;
+            for (i, f) in st.pending.iter().take(MAX_IOV).enumerate() {
+                iov[i] = IoSlice::new(if i == 0 { &f[st.written..] } else { f });
+                n += 1;
+            }
+            match self.stream.try_write_vectored(&iov[..n]) {
+                Ok(0) => break Drain::Failed,
+                Ok(mut wrote) => {
+                    bytes += wrote;
+                    while let Some(front) = st.pending.front() {
+                        let left = front.len() - st.written;
+                        if wrote < left {
+                            st.written += wrote;
+                            break;
+                        }
+                        wrote -= left;
+                        st.written = 0;
+                        st.pending.pop_front();
+                        frames += 1;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Drain::Blocked,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break Drain::Failed,
+            }
+        };
+        if st.pending.is_empty() && st.pending.capacity() > 16 {
+            st.pending = VecDeque::new();
+        }
+        match result {
+            Drain::Done => {}
+            Drain::Blocked => {
+                st.blocked = true;
+                self.wake.notify_one();
+            }
+            Drain::Failed => {
+                st.closed = true;
+                self.wake.notify_one();
+            }
+        }
+        (result, frames, bytes)
+    }
+
+    /// Writes for the connection task, which counts its own writes (the hub counts its
+    /// flushes once per batch).
+    fn write_counted(&self, st: &mut PeerState) -> Drain {
+        let (result, frames, bytes) = self.write(st);
+        self.metrics.messages_sent.inc_by(frames as u64);
+        self.metrics.bytes_sent.inc_by(bytes as u64);
+        result
+    }
+}
+
+/// Whether a frame is news for this client, recording it as sent if so.
+fn accept(subs: &mut HashMap<StreamId, u64>, frame: &Frame) -> bool {
+    match subs.get_mut(&frame.stream) {
+        Some(last) if frame.seq > *last => {
+            *last = frame.seq;
+            true
+        }
+        _ => false,
+    }
+}
+
+impl Outlet for Peer {
+    fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn offer(&self, frame: &Frame) -> Offer {
+        let mut st = self.lock();
+        if st.closed {
+            return Offer::Closed;
+        }
+        if !accept(&mut st.subs, frame) {
+            return Offer::Skipped;
+        }
+        if st.pending.len() >= self.capacity {
+            st.kicked = true;
+            drop(st);
+            self.close_data();
+            self.wake.notify_one();
+            return Offer::Full;
+        }
+        st.pending.push_back(frame.wire.clone());
+        let first = !st.corked && !st.hold;
+        st.corked = true;
+        Offer::Queued { first }
+    }
+
+    fn flush(&self) -> (usize, usize) {
+        let mut st = self.lock();
+        st.corked = false;
+        if st.hold || st.blocked || st.closed {
+            return (0, 0);
+        }
+        let (_, frames, bytes) = self.write(&mut st);
+        (frames, bytes)
+    }
+}

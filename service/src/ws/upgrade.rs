@@ -1,0 +1,288 @@
+//! `GET /ws`: admission (shutdown, origin, connection limit, URL subscription) and the
+//! WebSocket handshake. Refusals are plain HTTP answers a client can read. After the upgrade the
+//! raw TCP socket is handed to a [`Connection`](super::connection) so that the hub can write
+//! to it directly.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::body::Body;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use tokio::net::TcpStream;
+
+use super::connection;
+use super::protocol::ErrorCode;
+use crate::AppState;
+use crate::http::error_response;
+use crate::hub::StreamId;
+use crate::market::Channel;
+use crate::metrics::Metrics;
+
+#[derive(Debug, Deserialize)]
+pub struct WsQuery {
+    symbols: Option<String>,
+    channels: Option<String>,
+}
+
+pub(super) type Rejection = (ErrorCode, String);
+
+pub async fn ws_handler(
+    State(state): State<AppState>,
+    Query(query): Query<WsQuery>,
+    headers: HeaderMap,
+    mut request: Request,
+) -> Response {
+    let limits = &state.limits;
+    let key = match handshake_key(&headers) {
+        Ok(key) => key,
+        Err(not) => return not.response(),
+    };
+    if state.shutdown.is_cancelled() {
+        return refuse(
+            &state.metrics,
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::ShuttingDown,
+            "server is shutting down",
+        );
+    }
+    if !limits.allowed_origins.is_empty()
+        && let Some(origin) = headers.get(header::ORIGIN)
+        && !limits
+            .allowed_origins
+            .iter()
+            .any(|o| o.as_bytes() == origin.as_bytes())
+    {
+        return refuse(
+            &state.metrics,
+            StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden,
+            "origin not allowed",
+        );
+    }
+    let initial = match query.symbols.as_deref() {
+        None => Vec::new(),
+        Some(symbols) => {
+            let symbols: Vec<String> = split_list(symbols);
+            let channels = query.channels.as_deref().map(split_list);
+            match resolve(&state, &symbols, channels.as_deref(), 0) {
+                Ok(streams) => streams,
+                Err((code, message)) => {
+                    return refuse(&state.metrics, StatusCode::BAD_REQUEST, code, &message);
+                }
+            }
+        }
+    };
+    let Some(slot) = Slot::acquire(&state.connections, limits.max_connections, &state.metrics)
+    else {
+        return refuse(
+            &state.metrics,
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::TooManyConnections,
+            "connection limit reached; try another task or later",
+        );
+    };
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    let tracker = state.tracker.clone();
+    tracker.spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade failed");
+                return;
+            }
+        };
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                connection::serve(state, parts.io.into_inner(), parts.read_buf, initial, slot).await
+            }
+            Err(_) => tracing::error!("WebSocket upgrade on a transport other than TCP; closing"),
+        }
+    });
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    response
+}
+
+/// Why a request to `/ws` is not a WebSocket handshake we accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NotWebSocket {
+    NoUpgrade,
+    Version,
+}
+
+impl NotWebSocket {
+    fn response(self) -> Response {
+        let (message, version) = match self {
+            NotWebSocket::NoUpgrade => (
+                "this endpoint speaks WebSocket: connect with a WebSocket client",
+                false,
+            ),
+            NotWebSocket::Version => ("only WebSocket version 13 is supported", true),
+        };
+        let mut response =
+            error_response(StatusCode::UPGRADE_REQUIRED, ErrorCode::BadRequest, message);
+        if version {
+            response.headers_mut().insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
+        }
+        response
+    }
+}
+
+/// Checks that this is a WebSocket upgrade (RFC 6455, version 13) and returns its key.
+fn handshake_key(headers: &HeaderMap) -> Result<String, NotWebSocket> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .and_then(|v| v.to_str().ok());
+    let (true, true, Some(key)) = (
+        has_token(header::CONNECTION, "upgrade"),
+        has_token(header::UPGRADE, "websocket"),
+        key,
+    ) else {
+        return Err(NotWebSocket::NoUpgrade);
+    };
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(HeaderValue::as_bytes)
+        != Some(b"13")
+    {
+        return Err(NotWebSocket::Version);
+    }
+    Ok(key.to_string())
+}
+
+fn refuse(metrics: &Metrics, status: StatusCode, code: ErrorCode, message: &str) -> Response {
+    metrics.rejected(code);
+    error_response(status, code, message).into_response()
+}
+
+fn split_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// Turns symbols and channel names into streams, or the error a client must see. `held` is
+/// how many streams the connection has already, for the subscription limit.
+pub(super) fn resolve(
+    state: &AppState,
+    symbols: &[String],
+    channels: Option<&[String]>,
+    held: usize,
+) -> Result<Vec<StreamId>, Rejection> {
+    if symbols.is_empty() {
+        return Err((
+            ErrorCode::BadRequest,
+            "symbols must name at least one symbol".into(),
+        ));
+    }
+    let names = channels.unwrap_or(&[]);
+    let mut chans: Vec<Channel> = Vec::new();
+    if names.is_empty() {
+        chans.push(Channel::Ticker);
+    }
+    for name in names {
+        let found = Channel::parse_many(name).ok_or_else(|| {
+            (
+                ErrorCode::UnknownChannel,
+                format!("unknown channel {name:?}; channels are ticker, trades, candles_1s, candles_1m, candles"),
+            )
+        })?;
+        chans.extend(
+            found
+                .iter()
+                .filter(|c| !chans.contains(c))
+                .collect::<Vec<_>>(),
+        );
+    }
+    let max = state.limits.max_subscriptions;
+    if symbols.len().saturating_mul(chans.len()) > max {
+        return Err(too_many(max));
+    }
+    let mut streams = Vec::with_capacity(symbols.len() * chans.len());
+    for symbol in symbols {
+        for &channel in &chans {
+            let stream = state.hub.stream(channel, symbol).ok_or_else(|| {
+                (
+                    ErrorCode::UnknownSymbol,
+                    format!(
+                        "unknown symbol {:?}; GET /api/v1/symbols lists them",
+                        truncate(symbol)
+                    ),
+                )
+            })?;
+            if !streams.contains(&stream) {
+                streams.push(stream);
+            }
+        }
+    }
+    if held + streams.len() > max {
+        return Err(too_many(max));
+    }
+    Ok(streams)
+}
+
+pub(super) fn too_many(max: usize) -> Rejection {
+    (
+        ErrorCode::TooManySubscriptions,
+        format!("at most {max} streams per connection"),
+    )
+}
+
+/// Echoing untrusted input back is bounded too.
+pub(super) fn truncate(s: &str) -> &str {
+    s.char_indices().nth(32).map_or(s, |(i, _)| &s[..i])
+}
+
+/// A held place under the connection limit, released on drop.
+#[derive(Debug)]
+pub(super) struct Slot {
+    count: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
+}
+
+impl Slot {
+    fn acquire(count: &Arc<AtomicUsize>, max: usize, metrics: &Arc<Metrics>) -> Option<Self> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        metrics.connections_open.inc();
+        metrics.connections_total.inc();
+        Some(Self {
+            count: count.clone(),
+            metrics: metrics.clone(),
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
+        self.metrics.connections_open.dec();
+    }
+}
