@@ -243,7 +243,8 @@ impl Hub {
     fn finish_batch(&self, oldest: Option<Micros>, (frames, bytes): (usize, usize)) {
         self.metrics.messages_sent.inc_by(frames as u64);
         self.metrics.bytes_sent.inc_by(bytes as u64);
-        if let Some(ts) = oldest {
+        // Only batches that reached someone: a catch-up with no subscribers is not lag.
+        if let Some(ts) = oldest.filter(|_| frames > 0) {
             self.metrics
                 .send_lag
                 .observe_micros((crate::feed::now_micros() - ts).max(0) as u64);

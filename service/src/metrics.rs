@@ -122,7 +122,7 @@ impl Metrics {
         );
         registry.register(
             "send_lag_seconds",
-            "Time from an event's timestamp to its write to a client (one sample per write batch)",
+            "Time from an event's timestamp to the end of its fan-out (one sample per published batch)",
             m.send_lag.clone(),
         );
         Self { registry, ..m }

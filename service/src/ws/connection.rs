@@ -128,11 +128,14 @@ pub(super) async fn serve(
         state.limits.queue_capacity,
         state.metrics.clone(),
     ));
+    // `early` borrows hyper's whole read buffer: copy what it holds and let the buffer go.
+    let input = early.to_vec();
+    drop(early);
     let mut conn = Connection {
         bucket: Bucket::new(state.limits.max_message_rate),
         state,
         peer,
-        input: early.to_vec(),
+        input,
         fragments: None,
         last_heard: Instant::now(),
         closing: false,

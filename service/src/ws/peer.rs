@@ -126,7 +126,7 @@ impl Peer {
         }
         st.pending.extend(rest);
         st.hold = false;
-        self.write_counted(&mut st)
+        self.write_counted(&mut st, true)
     }
 
     /// Forgets a stream; call after the hub has dropped this peer from it.
@@ -141,14 +141,14 @@ impl Peer {
         if st.hold || st.blocked {
             return Drain::Blocked;
         }
-        self.write_counted(&mut st)
+        self.write_counted(&mut st, true)
     }
 
     /// Writes what is queued; called by the connection task when the socket is writable.
     pub fn drain(&self) -> Drain {
         let mut st = self.lock();
         st.blocked = false;
-        self.write_counted(&mut st)
+        self.write_counted(&mut st, false)
     }
 
     /// Stops data frames and keeps only what is already partly on the wire, so that a goodbye
@@ -201,24 +201,23 @@ impl Peer {
         }
         match result {
             Drain::Done => {}
-            Drain::Blocked => {
-                st.blocked = true;
-                self.wake.notify_one();
-            }
-            Drain::Failed => {
-                st.closed = true;
-                self.wake.notify_one();
-            }
+            Drain::Blocked => st.blocked = true,
+            Drain::Failed => st.closed = true,
         }
         (result, frames, bytes)
     }
 
     /// Writes for the connection task, which counts its own writes (the hub counts its
-    /// flushes once per batch).
-    fn write_counted(&self, st: &mut PeerState) -> Drain {
+    /// flushes once per batch). `wake` asks the task to come back and drain when the socket
+    /// blocks; the task's own drain loop waits for writability instead, and must not be woken
+    /// by itself or it would spin.
+    fn write_counted(&self, st: &mut PeerState, wake: bool) -> Drain {
         let (result, frames, bytes) = self.write(st);
         self.metrics.messages_sent.inc_by(frames as u64);
         self.metrics.bytes_sent.inc_by(bytes as u64);
+        if wake && result != Drain::Done {
+            self.wake.notify_one();
+        }
         result
     }
 }
@@ -255,7 +254,13 @@ impl Outlet for Peer {
             return Offer::Full;
         }
         st.pending.push_back(frame.wire.clone());
-        let first = !st.corked && !st.hold;
+        // While held, the connection task writes (on release) and the hub must not count
+        // this peer as flushed-on-batch-end: marking it corked would keep it off every later
+        // batch's flush list.
+        if st.hold {
+            return Offer::Queued { first: false };
+        }
+        let first = !st.corked;
         st.corked = true;
         Offer::Queued { first }
     }
@@ -266,7 +271,10 @@ impl Outlet for Peer {
         if st.hold || st.blocked || st.closed {
             return (0, 0);
         }
-        let (_, frames, bytes) = self.write(&mut st);
+        let (result, frames, bytes) = self.write(&mut st);
+        if result != Drain::Done {
+            self.wake.notify_one();
+        }
         (frames, bytes)
     }
 }
