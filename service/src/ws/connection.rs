@@ -27,7 +27,7 @@ use crate::feed::now_micros;
 use crate::hub::{Frame, StreamId};
 use crate::market::Channel;
 
-/// How long a closing server waits for its goodbye to drain and for the client's close frame.
+/// How long a closing server waits for the client's close frame once its goodbye is written.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// The hard limit on a client frame or message; past it the socket is closed with 1009.
 pub const HARD_MESSAGE_LIMIT: usize = 64 * 1024;
@@ -204,7 +204,7 @@ impl Connection {
                 Drain::Failed => return Err(End::Gone),
                 Drain::Blocked => {}
             }
-            if peer.is_kicked() {
+            if !self.closing && peer.is_kicked() {
                 return Err(End::Kicked);
             }
             tokio::select! {
@@ -527,15 +527,19 @@ impl Connection {
             self.reply(&m);
         }
         self.peer.send(frame::close(code, reason));
-        let goodbye = async {
-            self.drain().await?;
+        // The goodbye may queue behind data the client has yet to read: give it the write
+        // timeout (drain() enforces it), then a short wait for the client's close frame.
+        if self.drain().await.is_err() {
+            return;
+        }
+        let close_reply = async {
             loop {
                 self.peer.stream.readable().await.map_err(|_| End::Gone)?;
                 if let Some(end) = self.read_input() {
-                    return Err(end);
+                    return Err::<(), End>(end);
                 }
             }
         };
-        let _: Result<Result<(), End>, _> = tokio::time::timeout(CLOSE_WAIT, goodbye).await;
+        let _ = tokio::time::timeout(CLOSE_WAIT, close_reply).await;
     }
 }
