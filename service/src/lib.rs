@@ -17,7 +17,7 @@ pub mod hub;
 pub mod market;
 pub mod metrics;
 pub mod probe;
-mod server;
+pub mod server;
 pub mod shutdown;
 pub mod telemetry;
 pub mod ws;

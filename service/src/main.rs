@@ -32,9 +32,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let addr = config.listen_addr()?;
     let state = AppState::new(config).context("invalid configuration")?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))?;
+    let listener = tickstream::server::bind(addr).with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr().context("reading the bound address")?;
     tracing::info!(addr = %local, version = env!("CARGO_PKG_VERSION"), "listening");
     run(listener, state, shutdown::signal())

@@ -15,6 +15,22 @@ use tokio_util::task::TaskTracker;
 
 /// A request's headers must arrive within this (slow clients cannot hold connections open).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pending connections the kernel queues for us. The runtime's default (1024) overflows when
+/// thousands of clients reconnect at once after a deploy, and an overflow costs each dropped
+/// client a retransmission timeout of a second or more.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` with a backlog sized for reconnect storms.
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// Accepts connections until `stop`; every connection task is spawned on `tracker`. On `stop`,
 /// idle keep-alive connections close and busy ones finish their response first.

@@ -72,23 +72,24 @@ impl Feed {
     }
 }
 
-/// Steps the simulator in time with the wall clock. It starts a history window in the past so
-/// that a client can resume on a task that has just started; the process is ready as soon as
-/// its first tick is published, and the catch-up through the window (tens of milliseconds) yields to
-/// clients as it goes, who see it as a quick burst of contiguous updates.
+/// Steps the simulator in time with the wall clock. It starts a few seconds in the past so
+/// that a task that has just started can resume the clients of one that stopped; it reports
+/// ready once it has caught up, so no client ever receives the catch-up as a burst of old data.
 async fn run_sim(sim: Sim, hub: Arc<Hub>, shutdown: CancellationToken, on_ready: impl FnOnce()) {
     let now_tick = sim.tick_at(now_micros());
-    let prefill = hub.history_limit() as u64;
+    let prefill = (hub.history_limit() as u64).min(u64::from(sim.rate()) * PREFILL_SECONDS);
     let mut state = sim.state_before(now_tick.saturating_sub(prefill));
     let mut events = Vec::with_capacity(sim.specs().len() * 6);
     let mut touched = Vec::new();
-    // One tick first, so every stream has a snapshot before the first client arrives.
-    state.step(&sim, &mut events);
-    hub.publish_batch(events.drain(..), &mut touched);
-    on_ready();
+    let mut on_ready = Some(on_ready);
     loop {
         let due = sim.tick_ts(state.next_tick());
         let wait = due - now_micros();
+        if wait > 0
+            && let Some(ready) = on_ready.take()
+        {
+            ready();
+        }
         if wait > TIMER_SLACK_US {
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -108,6 +109,9 @@ async fn run_sim(sim: Sim, hub: Arc<Hub>, shutdown: CancellationToken, on_ready:
             .await;
     }
 }
+
+/// How far back a starting simulator fills its history: the resume window of a fresh task.
+const PREFILL_SECONDS: u64 = 5;
 
 /// How much of a tick's wait is slept outside the runtime's timer.
 const TIMER_SLACK_US: Micros = 1_500;

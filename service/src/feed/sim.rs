@@ -116,6 +116,11 @@ impl Sim {
         &self.specs
     }
 
+    /// Ticks per second.
+    pub fn rate(&self) -> u32 {
+        self.rate
+    }
+
     /// An identifier for this stream family: clients resuming elsewhere compare it.
     pub fn epoch(&self) -> String {
         let mut h = mix(self.seed ^ u64::from(self.rate).rotate_left(32));
