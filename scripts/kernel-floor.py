@@ -1,0 +1,37 @@
+#!/usr/bin/env python3
+# The kernel floor of the point benchmark: a server that does nothing but send one pre-built
+# WebSocket frame per client per tick (10 ms) with plain send() calls. Its system CPU time per
+# million messages is what the kernel charges for the TCP path on loopback, whatever the server.
+#   python3 scripts/kernel-floor.py 1000 18095 &
+#   target/release/tickstream-load run --url ws://127.0.0.1:18095/ws -c 1000 -d 20s --server-pid $!
+# Kernel-floor experiment: raw sends of pre-built WebSocket frames, one per connection per tick.
+import socket, time, base64, hashlib, json, sys, select, os
+N = int(sys.argv[1]); PORT = int(sys.argv[2])
+ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); ls.bind(("127.0.0.1", PORT)); ls.listen(4096)
+conns = []  # (sock, symbol)
+syms = "AAPL,MSFT,NVDA,AMZN,GOOGL,TSLA,SPY,BTC-USD,ETH-USD,SOL-USD".split(",")
+while len(conns) < N:
+    s, _ = ls.accept()
+    req = b""
+    while b"\r\n\r\n" not in req: req += s.recv(4096)
+    head = req.decode()
+    key = [l.split(":",1)[1].strip() for l in head.split("\r\n") if l.lower().startswith("sec-websocket-key")][0]
+    acc = base64.b64encode(hashlib.sha1((key+"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
+    s.sendall(f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {acc}\r\n\r\n".encode())
+    sym = head.split("symbols=")[1].split("&")[0]
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1); s.setblocking(False)
+    conns.append((s, sym))
+print("all connected", flush=True)
+seq = 1; t = time.time()
+while True:
+    t += 0.01
+    d = t - time.time()
+    if d > 0: time.sleep(d)
+    ts = int(t * 1e6); seq += 1
+    frames = {}
+    for sym in syms:
+        p = json.dumps({"type":"update","channel":"ticker","symbol":sym,"seq":seq,"ts":ts,"data":{"bid":"192.20","ask":"192.22","last":"192.20","open":"189.54","change":"2.66","volume":"15039526"}}).encode()
+        frames[sym] = bytes([0x81, 126]) + len(p).to_bytes(2, "big") + p
+    for s, sym in conns:
+        try: s.send(frames[sym])
+        except BlockingIOError: pass
