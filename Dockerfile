@@ -6,7 +6,7 @@
 # Decisions: docs/adr/0001-alpine-base-images.md, docs/adr/0002-container-image-strategy.md.
 
 ARG RUST_VERSION=1.95.0
-ARG ALPINE_VERSION=3.22
+ARG ALPINE_VERSION=3.23
 
 FROM rust:${RUST_VERSION}-alpine${ALPINE_VERSION} AS builder
 ARG TARGETARCH
