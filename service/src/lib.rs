@@ -2,9 +2,10 @@
 //!
 //! # Layout
 //! The data path reads top to bottom: [`feed`] turns the world (the simulator or a replay) into
-//! events; the [`hub`] numbers, keeps and fans them out, serializing each once; a [`ws`]
-//! connection owns one client with its subscriptions, bounded queue and limits. [`http`] serves
-//! snapshots, health, readiness and [`metrics`]. [`config`] is the one settings type.
+//! events; the [`hub`] numbers and keeps them, frames each once, and writes it straight to every
+//! subscriber's socket; a [`ws`] connection task owns one client's requests, limits, heartbeats
+//! and whatever its socket could not take at once. [`server`] accepts HTTP/1.1 connections;
+//! [`http`] serves snapshots, health, readiness and [`metrics`]. [`config`] is the one settings type.
 //!
 //! [`app`] builds the router (used by `main`, the tests and later the Lambda entry point) and
 //! [`run`] serves it on a listener until a shutdown future resolves, then drains.
