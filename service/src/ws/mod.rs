@@ -1,5 +1,5 @@
-//! The WebSocket endpoint: admission and handshake ([`upgrade`]), framing ([`frame`]), the
-//! socket as the hub writes to it ([`peer`]) and one task per client ([`connection`]).
+//! The WebSocket endpoint: admission and handshake (`upgrade`), framing ([`frame`]), the socket
+//! as the hub writes to it (`peer`) and one task per client (`connection`).
 
 mod connection;
 pub mod frame;
