@@ -1,0 +1,137 @@
+//! The `infra/` templates deployed into the local AWS (`localstack/local-aws`) through the AWS
+//! SDK for Rust: created, read, left alone when nothing changed, updated when something did.
+//! `scripts/check` starts the emulator and sets `TICKSTREAM_LOCAL_AWS`; without it this test
+//! fails, naming the command to run.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tickstream_deployer::aws::{self, AwsTarget};
+use tickstream_deployer::stacks::{self, StackChange, StackSpec};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn endpoint() -> String {
+    let url = std::env::var("TICKSTREAM_LOCAL_AWS")
+        .unwrap_or_else(|_| panic!("TICKSTREAM_LOCAL_AWS is not set: run ./scripts/check, or `localstack/local-aws start` and set it to http://127.0.0.1:4566"));
+    assert!(
+        url.starts_with("http://127.0.0.1:"),
+        "tests only talk to 127.0.0.1, not {url}"
+    );
+    url
+}
+
+fn template(name: &str) -> String {
+    let path = format!("{}/../infra/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+}
+
+fn spec(name: String, file: &str, parameters: &[(&str, &str)], named_iam: bool) -> StackSpec {
+    StackSpec {
+        name,
+        template_body: template(file),
+        parameters: parameters
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        named_iam,
+    }
+}
+
+#[tokio::test]
+async fn the_templates_deploy_read_back_and_update_only_on_change() {
+    let target = AwsTarget {
+        endpoint_url: Some(endpoint()),
+        emulator_credentials: true,
+        ..AwsTarget::default()
+    };
+    let client = aws_sdk_cloudformation::Client::new(&aws::load(&target).await);
+    // A fresh environment name per run: the emulator may hold earlier runs' stacks.
+    let env = format!("t{}", std::process::id());
+
+    let network = spec(
+        format!("{env}-network"),
+        "network.yaml",
+        &[("EnvironmentName", &env)],
+        false,
+    );
+    let net = stacks::deploy(&client, &network, WAIT)
+        .await
+        .expect("network stack");
+    assert_eq!(net.change, StackChange::Created);
+    let vpc = net.outputs["VpcId"].clone();
+    let subnets = net.outputs["PublicSubnetIds"].clone();
+    assert!(vpc.starts_with("vpc-"), "{:?}", net.outputs);
+    assert_eq!(subnets.split(',').count(), 2, "two zones");
+    assert_eq!(net.outputs["TasksNeedPublicIp"], "ENABLED");
+
+    let platform_params = [
+        ("EnvironmentName", env.as_str()),
+        ("VpcId", vpc.as_str()),
+        ("PublicSubnetIds", subnets.as_str()),
+    ];
+    let platform = spec(
+        format!("{env}-platform"),
+        "platform.yaml",
+        &platform_params,
+        true,
+    );
+    let plat = stacks::deploy(&client, &platform, WAIT)
+        .await
+        .expect("platform stack");
+    assert_eq!(plat.change, StackChange::Created);
+    let o: &BTreeMap<String, String> = &plat.outputs;
+    assert_eq!(o["ClusterName"], format!("{env}-tickstream"));
+    assert_eq!(o["LogGroupName"], format!("/tickstream/{env}/service"));
+    assert_eq!(o["ContainerPort"], "8080");
+    assert!(
+        o["WebSocketUrl"].starts_with("ws://") && o["WebSocketUrl"].ends_with("/ws"),
+        "{o:?}"
+    );
+    for key in [
+        "TargetGroupArn",
+        "TaskSecurityGroupId",
+        "ExecutionRoleArn",
+        "TaskRoleArn",
+        "LoadBalancerDnsName",
+    ] {
+        assert!(
+            o.get(key).is_some_and(|v| !v.is_empty()),
+            "output {key} in {o:?}"
+        );
+    }
+
+    // Deploying what is already there changes nothing.
+    assert_eq!(
+        stacks::deploy(&client, &network, WAIT)
+            .await
+            .expect("again")
+            .change,
+        StackChange::Unchanged
+    );
+    let again = stacks::deploy(&client, &platform, WAIT)
+        .await
+        .expect("again");
+    assert_eq!(again.change, StackChange::Unchanged);
+    assert_eq!(&again.outputs, o);
+
+    // A changed parameter updates the stack and its outputs.
+    let mut moved = platform.clone();
+    moved
+        .parameters
+        .insert("ContainerPort".into(), "9090".into());
+    let updated = stacks::deploy(&client, &moved, WAIT).await.expect("update");
+    assert_eq!(updated.change, StackChange::Updated);
+    assert_eq!(updated.outputs["ContainerPort"], "9090");
+    assert_eq!(
+        updated.outputs["ClusterName"], o["ClusterName"],
+        "the cluster is not replaced"
+    );
+    assert_eq!(
+        stacks::deploy(&client, &moved, WAIT)
+            .await
+            .expect("again")
+            .change,
+        StackChange::Unchanged
+    );
+}
