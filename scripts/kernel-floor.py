@@ -4,7 +4,6 @@
 # million messages is what the kernel charges for the TCP path on loopback, whatever the server.
 #   python3 scripts/kernel-floor.py 1000 18095 &
 #   target/release/tickstream-load run --url ws://127.0.0.1:18095/ws -c 1000 -d 20s --server-pid $!
-# Kernel-floor experiment: raw sends of pre-built WebSocket frames, one per connection per tick.
 import socket, time, base64, hashlib, json, sys, select, os
 N = int(sys.argv[1]); PORT = int(sys.argv[2])
 ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); ls.bind(("127.0.0.1", PORT)); ls.listen(4096)
