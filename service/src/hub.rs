@@ -189,8 +189,8 @@ impl Hub {
         }
     }
 
-    /// Publishes one event. Prefer [`Self::publish_batch`] for events that happen together.
-    pub fn publish(&self, event: Event) {
+    #[cfg(test)]
+    fn publish(&self, event: Event) {
         let mut touched = Vec::new();
         self.publish_batch(std::iter::once(event), &mut touched);
     }
@@ -358,8 +358,9 @@ impl Hub {
         Some(out.split_off(skip))
     }
 
-    /// Subscribers across all streams: a cheap consistency figure for tests and metrics.
-    pub fn subscriber_count(&self) -> usize {
+    /// Subscribers across all streams.
+    #[cfg(test)]
+    fn subscriber_count(&self) -> usize {
         (0..self.streams.len())
             .map(|i| self.lock(StreamId(i as u32)).subscribers.len())
             .sum()

@@ -52,7 +52,6 @@ pub enum StartError {
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub config: Arc<Config>,
-    pub limits: Arc<ws::Limits>,
     pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,
     /// Cancelled when shutdown begins: readiness fails, clients are told to reconnect.
@@ -81,20 +80,8 @@ impl AppState {
             limits,
             metrics.clone(),
         ));
-        let ws_limits = ws::Limits {
-            max_connections: config.max_connections,
-            max_subscriptions: config.max_subscriptions,
-            max_message_bytes: config.max_message_bytes,
-            max_message_rate: config.max_message_rate,
-            queue_capacity: config.queue_capacity,
-            heartbeat_interval: config.heartbeat_interval,
-            client_timeout: config.client_timeout,
-            write_timeout: config.write_timeout,
-            allowed_origins: config.allowed_origins.clone(),
-        };
         Ok(Self {
             config: Arc::new(config),
-            limits: Arc::new(ws_limits),
             hub,
             metrics,
             shutdown: CancellationToken::new(),

@@ -121,15 +121,6 @@ impl Channel {
             _ => None,
         }
     }
-
-    /// The candle interval this channel carries, if it is a candle channel.
-    pub const fn interval(self) -> Option<Interval> {
-        match self {
-            Channel::Candles1s => Some(Interval::S1),
-            Channel::Candles1m => Some(Interval::M1),
-            _ => None,
-        }
-    }
 }
 
 impl fmt::Display for Channel {

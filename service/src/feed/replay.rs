@@ -111,6 +111,7 @@ impl Replay {
         let start = super::now_micros();
         let mut first_ts = None;
         let mut published = 0usize;
+        let mut touched = Vec::new();
         let path = self.path.clone();
         // Lines are read on a blocking thread and handed over through a small bounded channel.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Recorded>(256);
@@ -143,7 +144,7 @@ impl Replay {
             };
             let seq = seqs.entry((rec.channel, symbol)).or_insert(0);
             *seq += 1;
-            hub.publish(Event {
+            let event = Event {
                 channel: rec.channel,
                 symbol,
                 seq: *seq,
@@ -153,7 +154,8 @@ impl Replay {
                     super::now_micros()
                 },
                 payload: rec.data,
-            });
+            };
+            hub.publish_batch(std::iter::once(event), &mut touched);
             published += 1;
         }
         drop(rx);

@@ -24,7 +24,7 @@ use super::protocol::{
 use super::upgrade::{Slot, resolve, too_many, truncate};
 use crate::AppState;
 use crate::feed::now_micros;
-use crate::hub::{Frame, StreamId};
+use crate::hub::{Frame, Outlet, StreamId};
 use crate::market::Channel;
 
 /// How long a closing server waits for the client's close frame once its goodbye is written.
@@ -34,20 +34,6 @@ pub const HARD_MESSAGE_LIMIT: usize = 64 * 1024;
 /// Bytes read per wake-up before requests are handled, for fairness between clients.
 const READ_BUDGET: usize = 64 * 1024;
 const PING: [u8; 2] = [0x80 | OP_PING, 0];
-
-/// Per-connection bounds, from the configuration.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    pub max_connections: usize,
-    pub max_subscriptions: usize,
-    pub max_message_bytes: usize,
-    pub max_message_rate: u32,
-    pub queue_capacity: usize,
-    pub heartbeat_interval: Duration,
-    pub client_timeout: Duration,
-    pub write_timeout: Duration,
-    pub allowed_origins: Vec<String>,
-}
 
 /// Why a connection ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,14 +111,14 @@ pub(super) async fn serve(
     let peer = Arc::new(Peer::new(
         id,
         stream,
-        state.limits.queue_capacity,
+        state.config.queue_capacity,
         state.metrics.clone(),
     ));
     // `early` borrows hyper's whole read buffer: copy what it holds and let the buffer go.
     let input = early.to_vec();
     drop(early);
     let mut conn = Connection {
-        bucket: Bucket::new(state.limits.max_message_rate),
+        bucket: Bucket::new(state.config.max_message_rate),
         state,
         peer,
         input,
@@ -156,7 +142,7 @@ impl Connection {
         if let Some(end) = self.process_input() {
             return end;
         }
-        let every = self.state.limits.heartbeat_interval;
+        let every = self.state.config.heartbeat_interval;
         let mut heartbeat = tokio::time::interval_at(Instant::now() + every, every);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let shutdown = self.state.shutdown.clone();
@@ -183,7 +169,7 @@ impl Connection {
                     }
                 }
                 _ = heartbeat.tick() => {
-                    if self.last_heard.elapsed() > self.state.limits.client_timeout {
+                    if self.last_heard.elapsed() > self.state.config.client_timeout {
                         return End::HeartbeatTimeout;
                     }
                     let msg = ServerMessage::Heartbeat { ts: now_micros(), streams: self.positions() };
@@ -209,7 +195,7 @@ impl Connection {
             }
             tokio::select! {
                 ready = peer.stream.writable() => ready.map_err(|_| End::Gone)?,
-                () = tokio::time::sleep(self.state.limits.write_timeout) => return Err(End::WriteTimeout),
+                () = tokio::time::sleep(self.state.config.write_timeout) => return Err(End::WriteTimeout),
                 () = peer.wake.notified(), if !self.closing => {}
             }
         }
@@ -314,12 +300,12 @@ impl Connection {
         if !self.bucket.take() {
             let msg = format!(
                 "at most {} messages per second",
-                self.state.limits.max_message_rate
+                self.state.config.max_message_rate
             );
             self.reject(None, ErrorCode::RateLimited, &msg);
             return None;
         }
-        let max = self.state.limits.max_message_bytes;
+        let max = self.state.config.max_message_bytes;
         if text.len() > max {
             self.reject(
                 None,
@@ -380,7 +366,7 @@ impl Connection {
             .iter()
             .filter(|s| !self.peer.is_subscribed(**s))
             .count();
-        let max = self.state.limits.max_subscriptions;
+        let max = self.state.config.max_subscriptions;
         if self.peer.subscription_count() + new > max {
             let (code, message) = too_many(max);
             return self.reject(req.id, code, &message);
@@ -462,7 +448,7 @@ impl Connection {
         let mut removed = Vec::new();
         for stream in streams {
             if self.peer.is_subscribed(stream) {
-                self.state.hub.unsubscribe(stream, self.peer.id_value());
+                self.state.hub.unsubscribe(stream, self.peer.id());
                 self.peer.forget(stream);
                 removed.push(StreamRef {
                     channel: stream.channel(),
@@ -506,7 +492,7 @@ impl Connection {
                 metrics.slow_consumer_disconnects.inc();
                 let msg = format!(
                     "more than {} messages were waiting for you; the rest were dropped. Reconnect and resume from the last seq you received",
-                    self.state.limits.queue_capacity
+                    self.state.config.queue_capacity
                 );
                 (
                     Some(ServerMessage::error(None, ErrorCode::SlowConsumer, msg)),

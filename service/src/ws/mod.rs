@@ -7,5 +7,4 @@ mod peer;
 pub mod protocol;
 mod upgrade;
 
-pub use connection::Limits;
 pub use upgrade::ws_handler;

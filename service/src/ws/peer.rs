@@ -71,10 +71,6 @@ impl Peer {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn id_value(&self) -> u64 {
-        self.id
-    }
-
     pub fn is_kicked(&self) -> bool {
         self.lock().kicked
     }

@@ -190,18 +190,6 @@ pub struct DataMessage<'a> {
     pub data: &'a Payload,
 }
 
-/// The owned form of a data frame, for clients (the load generator, tests, the example).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct DataFrame {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub channel: Channel,
-    pub symbol: String,
-    pub seq: u64,
-    pub ts: Micros,
-    pub data: Payload,
-}
-
 /// The name of a stream in resume maps and heartbeats.
 pub fn stream_name(channel: Channel, symbol: &str) -> String {
     format!("{channel}:{symbol}")

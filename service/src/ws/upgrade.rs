@@ -36,7 +36,7 @@ pub async fn ws_handler(
     headers: HeaderMap,
     mut request: Request,
 ) -> Response {
-    let limits = &state.limits;
+    let limits = &state.config;
     let key = match handshake_key(&headers) {
         Ok(key) => key,
         Err(not) => return not.response(),
@@ -218,7 +218,7 @@ pub(super) fn resolve(
                 .collect::<Vec<_>>(),
         );
     }
-    let max = state.limits.max_subscriptions;
+    let max = state.config.max_subscriptions;
     if symbols.len().saturating_mul(chans.len()) > max {
         return Err(too_many(max));
     }
