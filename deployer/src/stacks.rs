@@ -150,18 +150,24 @@ fn capabilities(spec: &StackSpec) -> Vec<Capability> {
     }]
 }
 
+/// CreateStack and UpdateStack take the same request; their builders are distinct types.
+macro_rules! stack_request {
+    ($builder:expr, $spec:expr, $operation:literal) => {{
+        tracing::info!(stack = %$spec.name, $operation);
+        $builder
+            .stack_name(&$spec.name)
+            .template_body(&$spec.template_body)
+            .set_parameters(Some(parameters($spec)))
+            .set_capabilities(Some(capabilities($spec)))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(aws_error($operation, &$spec.name))
+    }};
+}
+
 async fn create(client: &Client, spec: &StackSpec) -> Result<(), StackError> {
-    tracing::info!(stack = %spec.name, "creating");
-    client
-        .create_stack()
-        .stack_name(&spec.name)
-        .template_body(&spec.template_body)
-        .set_parameters(Some(parameters(spec)))
-        .set_capabilities(Some(capabilities(spec)))
-        .send()
-        .await
-        .map_err(aws_error("creating", &spec.name))?;
-    Ok(())
+    stack_request!(client.create_stack(), spec, "creating")
 }
 
 /// A parameter value as CloudFormation reports it back: list parameters may come back as
@@ -202,17 +208,7 @@ async fn is_unchanged(
 }
 
 async fn update(client: &Client, spec: &StackSpec) -> Result<(), StackError> {
-    tracing::info!(stack = %spec.name, "updating");
-    client
-        .update_stack()
-        .stack_name(&spec.name)
-        .template_body(&spec.template_body)
-        .set_parameters(Some(parameters(spec)))
-        .set_capabilities(Some(capabilities(spec)))
-        .send()
-        .await
-        .map_err(aws_error("updating", &spec.name))?;
-    Ok(())
+    stack_request!(client.update_stack(), spec, "updating")
 }
 
 /// Waits for the stack to leave its in-progress states, at most `wait`.
