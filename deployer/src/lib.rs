@@ -1,6 +1,27 @@
-//! The deployer's library. Today: the one place that builds the AWS configuration ([`aws`]) and
-//! CloudFormation stacks that change only when their template or parameters do ([`stacks`]).
-//! The `deploy` command (issue #6) is built on these.
+//! The deployer: `cargo run --bin deploy` takes tickstream from source to a verified Fargate
+//! service (or, with `--env local`, to the local emulator and a task running on this machine).
+//!
+//! Layout: [`config`] resolves and checks the settings; [`aws`] builds the one SDK
+//! configuration; [`stacks`] and [`infra`] own the CloudFormation stacks; [`oci`], [`registry`]
+//! and [`ecr`] make and push the image; [`taskdef`] and [`service`] describe what ECS should
+//! run; [`rollout`] waits for it, [`verify`] proves it over a WebSocket; [`local`] plays the
+//! part of Fargate on one machine; [`commands`] ties them into the CLI's commands.
 
 pub mod aws;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod ecr;
+pub mod error;
+pub mod image;
+pub mod infra;
+pub mod local;
+pub mod oci;
+pub mod output;
+pub mod registry;
+pub mod report;
+pub mod rollout;
+pub mod service;
 pub mod stacks;
+pub mod taskdef;
+pub mod verify;

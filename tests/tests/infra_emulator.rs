@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tickstream_deployer::aws::{self, AwsTarget};
+use tickstream_deployer::report::Reporter;
 use tickstream_deployer::stacks::{self, StackChange, StackSpec};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -55,7 +56,7 @@ async fn the_templates_deploy_read_back_and_update_only_on_change() {
         &[("EnvironmentName", &env)],
         false,
     );
-    let net = stacks::deploy(&client, &network, WAIT)
+    let net = stacks::deploy(&client, &network, WAIT, &Reporter::recording())
         .await
         .expect("network stack");
     assert_eq!(net.change, StackChange::Created);
@@ -76,7 +77,7 @@ async fn the_templates_deploy_read_back_and_update_only_on_change() {
         &platform_params,
         true,
     );
-    let plat = stacks::deploy(&client, &platform, WAIT)
+    let plat = stacks::deploy(&client, &platform, WAIT, &Reporter::recording())
         .await
         .expect("platform stack");
     assert_eq!(plat.change, StackChange::Created);
@@ -103,13 +104,13 @@ async fn the_templates_deploy_read_back_and_update_only_on_change() {
 
     // Deploying what is already there changes nothing.
     assert_eq!(
-        stacks::deploy(&client, &network, WAIT)
+        stacks::deploy(&client, &network, WAIT, &Reporter::recording())
             .await
             .expect("again")
             .change,
         StackChange::Unchanged
     );
-    let again = stacks::deploy(&client, &platform, WAIT)
+    let again = stacks::deploy(&client, &platform, WAIT, &Reporter::recording())
         .await
         .expect("again");
     assert_eq!(again.change, StackChange::Unchanged);
@@ -120,7 +121,9 @@ async fn the_templates_deploy_read_back_and_update_only_on_change() {
     moved
         .parameters
         .insert("ContainerPort".into(), "9090".into());
-    let updated = stacks::deploy(&client, &moved, WAIT).await.expect("update");
+    let updated = stacks::deploy(&client, &moved, WAIT, &Reporter::recording())
+        .await
+        .expect("update");
     assert_eq!(updated.change, StackChange::Updated);
     assert_eq!(updated.outputs["ContainerPort"], "9090");
     assert_eq!(
@@ -128,7 +131,7 @@ async fn the_templates_deploy_read_back_and_update_only_on_change() {
         "the cluster is not replaced"
     );
     assert_eq!(
-        stacks::deploy(&client, &moved, WAIT)
+        stacks::deploy(&client, &moved, WAIT, &Reporter::recording())
             .await
             .expect("again")
             .change,

@@ -1,0 +1,189 @@
+//! The command line: flags, the settings layers, and dispatch to [`crate::commands`].
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::commands::{self, Context, DeployOptions};
+use crate::config::{self, Layer};
+use crate::error::DeployError;
+use crate::image::ImageOptions;
+use crate::output::{self, Format};
+use crate::report::Reporter;
+
+/// Ship tickstream to ECS Fargate and prove it is live. Without a command: the full rollout.
+///
+/// Exit codes: 0 success, 2 bad configuration or usage, 3 AWS or registry error, 4 rollout
+/// failed or rolled back, 5 verification failed, 1 anything else.
+#[derive(Debug, Parser)]
+#[command(name = "deploy", version, about)]
+pub struct Cli {
+    /// The environment in deploy.toml (local, dev, prod).
+    #[arg(
+        long,
+        short,
+        env = "DEPLOY_ENV",
+        default_value = "local",
+        global = true
+    )]
+    pub env: String,
+    /// deploy.toml [default: the nearest one from the current directory up].
+    #[arg(long, env = "DEPLOY_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    #[arg(
+        long,
+        value_enum,
+        env = "DEPLOY_OUTPUT",
+        default_value = "text",
+        global = true
+    )]
+    pub output: Format,
+    #[arg(long, global = true)]
+    pub region: Option<String>,
+    #[arg(long, global = true)]
+    pub profile: Option<String>,
+    /// Point every AWS call at an emulator (the SDK's AWS_ENDPOINT_URL works too).
+    #[arg(long, global = true)]
+    pub endpoint_url: Option<String>,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Roll out this image (NAME@sha256:DIGEST) instead of building one.
+    #[arg(long, conflicts_with_all = ["image_archive", "binary"], global = true)]
+    pub image: Option<String>,
+    /// Roll out the image in this OCI layout (a directory or a tar archive).
+    #[arg(long, conflicts_with = "binary", global = true)]
+    pub image_archive: Option<PathBuf>,
+    /// Package this static binary instead of building it (emulator environments).
+    #[arg(long, global = true)]
+    pub binary: Option<PathBuf>,
+    #[arg(long, global = true)]
+    pub desired_count: Option<u32>,
+    /// Give up waiting for the rollout after this long (e.g. 15m).
+    #[arg(long, global = true)]
+    pub rollout_timeout: Option<String>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// What a deploy would change, without changing anything.
+    Plan,
+    /// Stacks, service, deployments, tasks and the public URL.
+    Status,
+    /// Back to the previous task definition (or --to REVISION), waited and verified.
+    Rollback {
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// The service's logs.
+    Logs {
+        #[arg(long, short)]
+        follow: bool,
+        /// How far back to start (CloudWatch).
+        #[arg(long, default_value = "10m")]
+        since: humantime::Duration,
+        /// How many lines without --follow.
+        #[arg(long, default_value_t = 100)]
+        lines: usize,
+    },
+    /// Remove the service and the stacks (the ECR repository is kept).
+    Destroy {
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+impl Cli {
+    fn flags(&self) -> Layer {
+        Layer {
+            region: self.region.clone(),
+            profile: self.profile.clone(),
+            endpoint_url: self.endpoint_url.clone(),
+            desired_count: self.desired_count,
+            rollout_timeout: self.rollout_timeout.clone(),
+            ..Layer::default()
+        }
+    }
+}
+
+fn confirm(question: &str) -> Result<bool, DeployError> {
+    if !std::io::stdin().is_terminal() {
+        return Err(DeployError::Usage(format!(
+            "{question}: pass --yes to confirm without a terminal"
+        )));
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| DeployError::Local(e.to_string()))?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
+/// Runs the command and returns the process exit code.
+pub async fn run(cli: Cli) -> i32 {
+    let format = cli.output;
+    match dispatch(cli).await {
+        Ok(()) => 0,
+        Err(e) => {
+            output::emit_error(format, &e);
+            e.exit_code()
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<(), DeployError> {
+    let path = match &cli.config {
+        Some(p) => p.clone(),
+        None => {
+            let cwd = std::env::current_dir().map_err(|e| DeployError::Local(e.to_string()))?;
+            config::find_file(&cwd).ok_or_else(|| {
+                DeployError::Usage("no deploy.toml here or in a parent directory: run from the repository, or pass --config".into())
+            })?
+        }
+    };
+    let vars = Layer::from_env(std::env::vars())?;
+    let settings = config::load(&path, &cli.env, vars, cli.flags())?;
+    let options = DeployOptions {
+        image: ImageOptions {
+            reference: cli.image.clone(),
+            archive: cli.image_archive.clone(),
+            binary: cli.binary.clone(),
+        },
+        verify_within: None,
+    };
+    if let Some(Command::Destroy { yes: false }) = &cli.command
+        && !confirm(&format!(
+            "destroy env {} (service {} and its stacks)?",
+            settings.env, settings.service
+        ))?
+    {
+        return Err(DeployError::Usage("destroy not confirmed".into()));
+    }
+    let ctx = Context::new(settings, Reporter::stderr()).await?;
+    let format = cli.output;
+    match cli.command {
+        None if cli.dry_run => output::emit(format, &commands::plan(&ctx, &options).await?),
+        None => output::emit(format, &commands::deploy(&ctx, &options).await?),
+        Some(Command::Plan) => output::emit(format, &commands::plan(&ctx, &options).await?),
+        Some(Command::Status) => output::emit(format, &commands::status(&ctx).await?),
+        Some(Command::Rollback { to }) => output::emit(
+            format,
+            &commands::rollback(&ctx, to.as_deref(), &options).await?,
+        ),
+        Some(Command::Logs {
+            follow,
+            since,
+            lines,
+        }) => commands::logs(&ctx, follow, Duration::from(since), lines).await?,
+        Some(Command::Destroy { .. }) => output::emit(format, &commands::destroy(&ctx).await?),
+    }
+    Ok(())
+}

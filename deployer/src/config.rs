@@ -1,0 +1,833 @@
+//! What to deploy where, resolved in layers: built-in defaults < `deploy.toml` (`[defaults]`, then
+//! `[env.NAME]`) < `DEPLOY_*` variables < command-line flags. Everything is checked before the
+//! first AWS call, and every problem is reported at once, each naming its key and the fix, so a
+//! user fixes the file in one pass instead of one failed deploy per mistake.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// One layer of settings. Every field is optional so layers can be merged; unknown keys are
+/// errors, because a misspelt key silently ignored is a production setting silently lost.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Layer {
+    pub app: Option<String>,
+    /// `true` for an environment that lives in the local emulator (`localstack/local-aws`).
+    pub emulator: Option<bool>,
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    pub endpoint_url: Option<String>,
+    /// Where images are pushed instead of ECR's own endpoint (emulators only: moto has no registry).
+    pub registry_url: Option<String>,
+    pub network_stack: Option<String>,
+    pub platform_stack: Option<String>,
+    pub service: Option<String>,
+    pub repository: Option<String>,
+    pub cpu: Option<u32>,
+    pub memory: Option<u32>,
+    pub architecture: Option<String>,
+    pub port: Option<u16>,
+    pub desired_count: Option<u32>,
+    pub min_count: Option<u32>,
+    pub max_count: Option<u32>,
+    pub cpu_target_percent: Option<u32>,
+    pub private_subnets: Option<bool>,
+    pub certificate_arn: Option<String>,
+    pub log_retention_days: Option<u32>,
+    pub stop_timeout_seconds: Option<u32>,
+    pub health_check_grace_seconds: Option<u32>,
+    pub rollout_timeout: Option<String>,
+    pub stack_timeout: Option<String>,
+    #[serde(default)]
+    pub environment: BTreeMap<String, String>,
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    defaults: Layer,
+    #[serde(default)]
+    env: BTreeMap<String, Layer>,
+}
+
+impl Layer {
+    /// `other` wins where it says something.
+    fn merge(mut self, other: Layer) -> Layer {
+        macro_rules! take {
+            ($($f:ident),*) => { $( if other.$f.is_some() { self.$f = other.$f; } )* };
+        }
+        take!(
+            app,
+            emulator,
+            region,
+            profile,
+            endpoint_url,
+            registry_url,
+            network_stack,
+            platform_stack,
+            service,
+            repository,
+            cpu,
+            memory,
+            architecture,
+            port,
+            desired_count,
+            min_count,
+            max_count,
+            cpu_target_percent,
+            private_subnets,
+            certificate_arn,
+            log_retention_days,
+            stop_timeout_seconds,
+            health_check_grace_seconds,
+            rollout_timeout,
+            stack_timeout
+        );
+        self.environment.extend(other.environment);
+        self.secrets.extend(other.secrets);
+        self
+    }
+
+    /// The layer that `DEPLOY_<KEY>` variables make (`DEPLOY_DESIRED_COUNT=3`).
+    pub fn from_env(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Layer, ConfigError> {
+        // The CLI's own variables, not settings.
+        const NOT_SETTINGS: [&str; 4] =
+            ["DEPLOY_ENV", "DEPLOY_CONFIG", "DEPLOY_OUTPUT", "DEPLOY_LOG"];
+        const NUMBERS: [&str; 9] = [
+            "cpu",
+            "memory",
+            "port",
+            "desired_count",
+            "min_count",
+            "max_count",
+            "cpu_target_percent",
+            "log_retention_days",
+            "stop_timeout_seconds",
+        ];
+        let mut table = toml::Table::new();
+        let mut issues = Vec::new();
+        for (name, value) in vars {
+            let Some(key) = name.strip_prefix("DEPLOY_") else {
+                continue;
+            };
+            if NOT_SETTINGS.contains(&name.as_str()) {
+                continue;
+            }
+            let key = key.to_ascii_lowercase();
+            let parsed = if NUMBERS.contains(&key.as_str()) || key == "health_check_grace_seconds" {
+                match value.trim().parse::<i64>() {
+                    Ok(n) => toml::Value::Integer(n),
+                    Err(_) => {
+                        issues.push(Issue::new(
+                            &name,
+                            format!("`{value}` is not a whole number"),
+                            "set it to a number such as 2",
+                        ));
+                        continue;
+                    }
+                }
+            } else if key == "emulator" || key == "private_subnets" {
+                match value.trim() {
+                    "true" | "1" => toml::Value::Boolean(true),
+                    "false" | "0" => toml::Value::Boolean(false),
+                    _ => {
+                        issues.push(Issue::new(
+                            &name,
+                            format!("`{value}` is not true or false"),
+                            "set it to true or false",
+                        ));
+                        continue;
+                    }
+                }
+            } else {
+                toml::Value::String(value)
+            };
+            table.insert(key, parsed);
+        }
+        if !issues.is_empty() {
+            return Err(ConfigError::Invalid(issues));
+        }
+        toml::Value::Table(table)
+            .try_into::<Layer>()
+            .map_err(|e| ConfigError::Parse {
+                origin: "DEPLOY_* variables".into(),
+                message: e.to_string().replace("field", "setting"),
+            })
+    }
+}
+
+/// The CPU architecture of the image and of the Fargate task; they must match, or the task dies
+/// with "exec format error".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Architecture {
+    X86_64,
+    Arm64,
+}
+
+impl Architecture {
+    /// ECS `runtimePlatform.cpuArchitecture`.
+    pub fn ecs(self) -> &'static str {
+        match self {
+            Architecture::X86_64 => "X86_64",
+            Architecture::Arm64 => "ARM64",
+        }
+    }
+    /// OCI `architecture`.
+    pub fn oci(self) -> &'static str {
+        match self {
+            Architecture::X86_64 => "amd64",
+            Architecture::Arm64 => "arm64",
+        }
+    }
+    /// Rust's target for the static binary.
+    pub fn musl_target(self) -> &'static str {
+        match self {
+            Architecture::X86_64 => "x86_64-unknown-linux-musl",
+            Architecture::Arm64 => "aarch64-unknown-linux-musl",
+        }
+    }
+}
+
+/// Everything one environment needs, complete and checked.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub env: String,
+    pub app: String,
+    pub emulator: bool,
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub registry_url: Option<String>,
+    pub network_stack: String,
+    pub platform_stack: String,
+    pub service: String,
+    pub repository: String,
+    pub cpu: u32,
+    pub memory: u32,
+    pub architecture: Architecture,
+    pub port: u16,
+    pub desired_count: u32,
+    pub min_count: u32,
+    pub max_count: u32,
+    pub cpu_target_percent: u32,
+    pub private_subnets: bool,
+    pub certificate_arn: Option<String>,
+    pub log_retention_days: u32,
+    pub stop_timeout_seconds: u32,
+    pub health_check_grace_seconds: u32,
+    #[serde(with = "humantime_serde_shim")]
+    pub rollout_timeout: Duration,
+    #[serde(with = "humantime_serde_shim")]
+    pub stack_timeout: Duration,
+    pub environment: BTreeMap<String, String>,
+    /// Variable name -> SSM parameter or Secrets Manager ARN. Only references, never values.
+    pub secrets: BTreeMap<String, String>,
+    /// The directory holding `deploy.toml`: the repository root.
+    #[serde(skip)]
+    pub root: PathBuf,
+}
+
+mod humantime_serde_shim {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+}
+
+/// One thing wrong with the configuration, and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Issue {
+    pub key: String,
+    pub problem: String,
+    pub fix: String,
+}
+
+impl Issue {
+    fn new(key: &str, problem: impl Into<String>, fix: impl Into<String>) -> Issue {
+        Issue {
+            key: key.to_string(),
+            problem: problem.into(),
+            fix: fix.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {message}")]
+    Read { path: PathBuf, message: String },
+    #[error("{origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("no environment `{env}` in {path}; known: {known}")]
+    UnknownEnv {
+        env: String,
+        path: PathBuf,
+        known: String,
+    },
+    #[error("{}", Issues(.0))]
+    Invalid(Vec<Issue>),
+}
+
+struct Issues<'a>(&'a [Issue]);
+
+impl fmt::Display for Issues<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} problem(s) in the configuration:", self.0.len())?;
+        for i in self.0 {
+            write!(f, "\n  - {}: {} (fix: {})", i.key, i.problem, i.fix)?;
+        }
+        Ok(())
+    }
+}
+
+/// Finds `deploy.toml` in `start` or the nearest parent directory.
+pub fn find_file(start: &Path) -> Option<PathBuf> {
+    start
+        .ancestors()
+        .map(|dir| dir.join("deploy.toml"))
+        .find(|p| p.is_file())
+}
+
+/// Reads `path` and resolves environment `env` with the `vars` and `flags` layers on top.
+pub fn load(path: &Path, env: &str, vars: Layer, flags: Layer) -> Result<Settings, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let root = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    resolve(&text, &path.display().to_string(), env, vars, flags, root)
+}
+
+pub fn resolve(
+    text: &str,
+    source: &str,
+    env: &str,
+    vars: Layer,
+    flags: Layer,
+    root: PathBuf,
+) -> Result<Settings, ConfigError> {
+    let file: File = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        origin: source.to_string(),
+        message: e.to_string(),
+    })?;
+    let Some(env_layer) = file.env.get(env).cloned() else {
+        return Err(ConfigError::UnknownEnv {
+            env: env.to_string(),
+            path: PathBuf::from(source),
+            known: file.env.keys().cloned().collect::<Vec<_>>().join(", "),
+        });
+    };
+    let layer = file.defaults.merge(env_layer).merge(vars).merge(flags);
+    validate(env, layer, root)
+}
+
+const FARGATE_SIZES: [(u32, u32, u32, u32); 7] = [
+    // cpu units, smallest memory, largest memory, step (MiB)
+    (256, 512, 2048, 512),
+    (512, 1024, 4096, 1024),
+    (1024, 2048, 8192, 1024),
+    (2048, 4096, 16384, 1024),
+    (4096, 8192, 30720, 1024),
+    (8192, 16384, 61440, 4096),
+    (16384, 32768, 122880, 8192),
+];
+
+fn fargate_memory_ok(cpu: u32, memory: u32) -> Option<bool> {
+    let (_, lo, hi, step) = FARGATE_SIZES.iter().find(|s| s.0 == cpu)?;
+    let in_steps = if cpu == 256 {
+        memory == 512 || (memory >= 1024 && memory.is_multiple_of(1024))
+    } else {
+        (memory - lo.min(&memory)).is_multiple_of(*step)
+    };
+    Some(memory >= *lo && memory <= *hi && in_steps)
+}
+
+fn valid_name(s: &str, max: usize, extra: &[char]) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.starts_with(|c: char| c.is_ascii_alphabetic())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || extra.contains(&c))
+}
+
+fn valid_repository(s: &str) -> bool {
+    (2..=256).contains(&s.len())
+        && s.split('/').all(|part| {
+            !part.is_empty()
+                && part.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                && part.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+        })
+}
+
+fn parse_duration(
+    key: &str,
+    value: Option<String>,
+    default: &str,
+    issues: &mut Vec<Issue>,
+) -> Duration {
+    let text = value.unwrap_or_else(|| default.to_string());
+    match humantime::parse_duration(&text) {
+        Ok(d) if d >= Duration::from_secs(1) && d <= Duration::from_secs(6 * 3600) => d,
+        Ok(_) => {
+            issues.push(Issue::new(
+                key,
+                format!("`{text}` is out of range"),
+                "use between 1s and 6h",
+            ));
+            Duration::from_secs(600)
+        }
+        Err(e) => {
+            issues.push(Issue::new(
+                key,
+                format!("`{text}`: {e}"),
+                "write a duration such as \"15m\"",
+            ));
+            Duration::from_secs(600)
+        }
+    }
+}
+
+fn validate(env: &str, l: Layer, root: PathBuf) -> Result<Settings, ConfigError> {
+    let mut issues = Vec::new();
+    if !(env.len() >= 2
+        && env.len() <= 21
+        && env.starts_with(|c: char| c.is_ascii_lowercase())
+        && env
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+    {
+        issues.push(Issue::new(
+            "env",
+            format!("`{env}` cannot name AWS resources"),
+            "use 2-21 lower-case letters, digits and hyphens, starting with a letter",
+        ));
+    }
+    let emulator = l.emulator.unwrap_or(false);
+    let app = l.app.unwrap_or_else(|| "tickstream".into());
+    if !valid_name(&app, 24, &['-']) {
+        issues.push(Issue::new(
+            "app",
+            format!("`{app}` is not a usable name"),
+            "use 1-24 letters, digits and hyphens, starting with a letter",
+        ));
+    }
+    let default_name = |suffix: &str| format!("{app}-{env}{suffix}");
+    let network_stack = l.network_stack.unwrap_or_else(|| default_name("-network"));
+    let platform_stack = l
+        .platform_stack
+        .unwrap_or_else(|| default_name("-platform"));
+    for (key, name) in [
+        ("network_stack", &network_stack),
+        ("platform_stack", &platform_stack),
+    ] {
+        if !valid_name(name, 128, &['-']) {
+            issues.push(Issue::new(
+                key,
+                format!("`{name}` is not a valid CloudFormation stack name"),
+                "use letters, digits and hyphens, starting with a letter, at most 128",
+            ));
+        }
+    }
+    let service = l.service.unwrap_or_else(|| default_name(""));
+    if !valid_name(&service, 255, &['-', '_']) {
+        issues.push(Issue::new(
+            "service",
+            format!("`{service}` is not a valid ECS service name"),
+            "use letters, digits, hyphens and underscores, starting with a letter",
+        ));
+    }
+    let repository = l.repository.unwrap_or_else(|| app.clone());
+    if !valid_repository(&repository) {
+        issues.push(Issue::new(
+            "repository",
+            format!("`{repository}` is not a valid ECR repository name"),
+            "use lower-case letters, digits and . _ - / (2-256 characters)",
+        ));
+    }
+    if let Some(region) = &l.region {
+        let parts: Vec<&str> = region.split('-').collect();
+        let ok = parts.len() >= 3
+            && parts.iter().all(|p| {
+                !p.is_empty()
+                    && p.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            })
+            && parts
+                .last()
+                .is_some_and(|p| p.chars().all(|c| c.is_ascii_digit()));
+        if !ok {
+            issues.push(Issue::new(
+                "region",
+                format!("`{region}` is not an AWS region"),
+                "use a region code such as eu-west-1",
+            ));
+        }
+    } else if !emulator {
+        // The standard chain may still find one (AWS_REGION, the profile); checked at preflight.
+    }
+    for (key, url) in [
+        ("endpoint_url", &l.endpoint_url),
+        ("registry_url", &l.registry_url),
+    ] {
+        if let Some(url) = url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            issues.push(Issue::new(
+                key,
+                format!("`{url}` is not an http(s) URL"),
+                "write it as http://127.0.0.1:4566",
+            ));
+        }
+    }
+    if l.registry_url.is_some() && !emulator {
+        issues.push(Issue::new(
+            "registry_url",
+            "only emulator environments may push somewhere other than ECR",
+            "remove registry_url, or set emulator = true",
+        ));
+    }
+    let cpu = l.cpu.unwrap_or(256);
+    let memory = l.memory.unwrap_or(512);
+    match fargate_memory_ok(cpu, memory) {
+        None => issues.push(Issue::new(
+            "cpu",
+            format!("{cpu} is not a Fargate CPU size"),
+            "use 256, 512, 1024, 2048, 4096, 8192 or 16384",
+        )),
+        Some(false) => {
+            let (_, lo, hi, step) = FARGATE_SIZES
+                .iter()
+                .find(|s| s.0 == cpu)
+                .copied()
+                .unwrap_or_default();
+            issues.push(Issue::new(
+                "memory",
+                format!("{memory} MiB does not go with cpu = {cpu}"),
+                format!("use {lo}-{hi} MiB in steps of {step}"),
+            ));
+        }
+        Some(true) => {}
+    }
+    let architecture = match l.architecture.as_deref().unwrap_or("x86_64") {
+        "x86_64" | "amd64" => Architecture::X86_64,
+        "arm64" | "aarch64" => Architecture::Arm64,
+        other => {
+            issues.push(Issue::new(
+                "architecture",
+                format!("`{other}` is not a Fargate architecture"),
+                "use x86_64 or arm64",
+            ));
+            Architecture::X86_64
+        }
+    };
+    let port = l.port.unwrap_or(8080);
+    if port < 1024 {
+        issues.push(Issue::new(
+            "port",
+            format!("{port} needs root to bind, and the container runs as uid 10001"),
+            "use a port from 1024 to 65535, such as 8080",
+        ));
+    }
+    let desired_count = l.desired_count.unwrap_or(2);
+    let min_count = l.min_count.unwrap_or(desired_count.min(1));
+    let max_count = l.max_count.unwrap_or(desired_count.max(1) * 4);
+    if min_count > max_count {
+        issues.push(Issue::new(
+            "min_count",
+            format!("min_count {min_count} is above max_count {max_count}"),
+            "make min_count <= desired_count <= max_count",
+        ));
+    } else if !(min_count..=max_count).contains(&desired_count) {
+        issues.push(Issue::new(
+            "desired_count",
+            format!("{desired_count} is outside min_count..max_count ({min_count}..{max_count})"),
+            "make min_count <= desired_count <= max_count",
+        ));
+    }
+    if max_count > 1000 {
+        issues.push(Issue::new(
+            "max_count",
+            "above ECS's 1000 tasks a service",
+            "use at most 1000",
+        ));
+    }
+    let cpu_target_percent = l.cpu_target_percent.unwrap_or(60);
+    if !(10..=95).contains(&cpu_target_percent) {
+        issues.push(Issue::new(
+            "cpu_target_percent",
+            format!("{cpu_target_percent} is not a sensible target"),
+            "use 10-95",
+        ));
+    }
+    if let Some(arn) = &l.certificate_arn
+        && !(arn.starts_with("arn:aws") && arn.contains(":acm:") && arn.contains(":certificate/"))
+    {
+        issues.push(Issue::new(
+            "certificate_arn",
+            format!("`{arn}` is not an ACM certificate ARN"),
+            "use arn:aws:acm:REGION:ACCOUNT:certificate/ID, or remove it for plain ws://",
+        ));
+    }
+    // The values infra/platform.yaml accepts.
+    const RETENTION: [u32; 17] = [
+        1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1827, 3653,
+    ];
+    let log_retention_days = l.log_retention_days.unwrap_or(30);
+    if !RETENTION.contains(&log_retention_days) {
+        issues.push(Issue::new(
+            "log_retention_days",
+            format!("{log_retention_days} is not a CloudWatch retention"),
+            "use one of 1, 3, 5, 7, 14, 30, 60, 90, 180, 365 ...",
+        ));
+    }
+    let stop_timeout_seconds = l.stop_timeout_seconds.unwrap_or(30);
+    if !(2..=120).contains(&stop_timeout_seconds) {
+        issues.push(Issue::new(
+            "stop_timeout_seconds",
+            format!("{stop_timeout_seconds} is outside Fargate's 2-120"),
+            "use 2-120 (30 gives clients time to reconnect)",
+        ));
+    }
+    let health_check_grace_seconds = l.health_check_grace_seconds.unwrap_or(60);
+    if health_check_grace_seconds > 3600 {
+        issues.push(Issue::new(
+            "health_check_grace_seconds",
+            "above an hour",
+            "use 0-3600 (60 is plenty: tickstream is ready in milliseconds)",
+        ));
+    }
+    let rollout_timeout = parse_duration("rollout_timeout", l.rollout_timeout, "15m", &mut issues);
+    let stack_timeout = parse_duration("stack_timeout", l.stack_timeout, "20m", &mut issues);
+    for (name, _) in l.environment.iter().chain(l.secrets.iter()) {
+        let ok = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok {
+            issues.push(Issue::new(
+                &format!("environment.{name}"),
+                "not a valid variable name",
+                "use letters, digits and underscores, not starting with a digit",
+            ));
+        }
+        if name.starts_with("AWS_") || name.starts_with("ECS_") {
+            issues.push(Issue::new(
+                &format!("environment.{name}"),
+                "AWS_ and ECS_ names are reserved for the platform",
+                "rename the variable",
+            ));
+        }
+    }
+    for (name, value) in &l.environment {
+        let lower = name.to_ascii_lowercase();
+        if ["secret", "password", "token", "api_key", "apikey"]
+            .iter()
+            .any(|w| lower.contains(w))
+            && !value.is_empty()
+        {
+            issues.push(Issue::new(
+                &format!("environment.{name}"),
+                "looks like a secret in plain text, which would be stored in the task definition",
+                format!("put it in SSM or Secrets Manager and list it under [secrets] as {name} = \"arn:...\""),
+            ));
+        }
+    }
+    for (name, arn) in &l.secrets {
+        let ok = arn.starts_with("arn:aws")
+            && (arn.contains(":ssm:") && arn.contains(":parameter/")
+                || arn.contains(":secretsmanager:") && arn.contains(":secret:"));
+        if !ok {
+            issues.push(Issue::new(
+                &format!("secrets.{name}"),
+                format!("`{arn}` is not an SSM parameter or Secrets Manager ARN"),
+                "use arn:aws:ssm:REGION:ACCOUNT:parameter/NAME or arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME",
+            ));
+        }
+    }
+    if emulator && !l.secrets.is_empty() {
+        issues.push(Issue::new(
+            "secrets",
+            "the local emulator cannot resolve secrets for a task running on this machine",
+            "move them to [env.dev.secrets] / [env.prod.secrets], or use plain environment values locally",
+        ));
+    }
+    if !issues.is_empty() {
+        return Err(ConfigError::Invalid(issues));
+    }
+    let endpoint_url = l
+        .endpoint_url
+        .or_else(|| emulator.then(|| "http://127.0.0.1:4566".to_string()));
+    let registry_url = l
+        .registry_url
+        .or_else(|| emulator.then(|| "http://127.0.0.1:5000".to_string()));
+    let region = l
+        .region
+        .or_else(|| emulator.then(|| "us-east-1".to_string()));
+    Ok(Settings {
+        env: env.to_string(),
+        app,
+        emulator,
+        region,
+        profile: l.profile,
+        endpoint_url,
+        registry_url,
+        network_stack,
+        platform_stack,
+        service,
+        repository,
+        cpu,
+        memory,
+        architecture,
+        port,
+        desired_count,
+        min_count,
+        max_count,
+        cpu_target_percent,
+        private_subnets: l.private_subnets.unwrap_or(false),
+        certificate_arn: l.certificate_arn,
+        log_retention_days,
+        stop_timeout_seconds,
+        health_check_grace_seconds,
+        rollout_timeout,
+        stack_timeout,
+        environment: l.environment,
+        secrets: l.secrets,
+        root,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"
+[defaults]
+cpu = 256
+memory = 512
+[defaults.environment]
+RUST_LOG = "info"
+
+[env.local]
+emulator = true
+desired_count = 1
+
+[env.prod]
+region = "eu-west-1"
+cpu = 1024
+memory = 2048
+desired_count = 3
+[env.prod.secrets]
+TICKSTREAM_API_KEYS = "arn:aws:ssm:eu-west-1:123456789012:parameter/tickstream/api-keys"
+"#;
+
+    fn resolve_with(
+        env: &str,
+        vars: &[(&str, &str)],
+        flags: Layer,
+    ) -> Result<Settings, ConfigError> {
+        let vars = Layer::from_env(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))?;
+        resolve(FILE, "deploy.toml", env, vars, flags, PathBuf::from("."))
+    }
+
+    fn issues(e: ConfigError) -> Vec<Issue> {
+        match e {
+            ConfigError::Invalid(i) => i,
+            other => panic!("expected issues, got {other}"),
+        }
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let s = resolve_with("prod", &[("DEPLOY_DESIRED_COUNT", "4")], Layer::default())
+            .expect("valid");
+        assert_eq!((s.cpu, s.memory, s.desired_count), (1024, 2048, 4));
+        assert_eq!(s.environment["RUST_LOG"], "info");
+        assert_eq!(s.service, "tickstream-prod");
+        let flags = Layer {
+            desired_count: Some(5),
+            ..Layer::default()
+        };
+        let s = resolve_with("prod", &[("DEPLOY_DESIRED_COUNT", "4")], flags).expect("valid");
+        assert_eq!(s.desired_count, 5);
+        let local = resolve_with("local", &[], Layer::default()).expect("valid");
+        assert_eq!(local.endpoint_url.as_deref(), Some("http://127.0.0.1:4566"));
+        assert_eq!(local.registry_url.as_deref(), Some("http://127.0.0.1:5000"));
+    }
+
+    #[test]
+    fn every_mistake_is_named_with_its_fix() {
+        let flags = Layer {
+            cpu: Some(512),
+            memory: Some(512),
+            port: Some(80),
+            architecture: Some("sparc".into()),
+            desired_count: Some(50),
+            max_count: Some(10),
+            certificate_arn: Some("my-cert".into()),
+            environment: BTreeMap::from([("DB_PASSWORD".into(), "hunter2".into())]),
+            ..Layer::default()
+        };
+        let found = issues(resolve_with("prod", &[], flags).expect_err("invalid"));
+        let keys: Vec<&str> = found.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "memory",
+                "architecture",
+                "port",
+                "desired_count",
+                "certificate_arn",
+                "environment.DB_PASSWORD"
+            ]
+        );
+        assert!(found[0].fix.contains("1024-4096"), "{:?}", found[0]);
+    }
+
+    #[test]
+    fn unknown_keys_and_environments_are_errors() {
+        let e = resolve(
+            "[defaults]\ncpus = 256\n[env.dev]\n",
+            "deploy.toml",
+            "dev",
+            Layer::default(),
+            Layer::default(),
+            PathBuf::new(),
+        )
+        .expect_err("typo");
+        assert!(e.to_string().contains("unknown field `cpus`"), "{e}");
+        let e = resolve_with("staging", &[], Layer::default()).expect_err("no such env");
+        assert!(e.to_string().contains("known: local, prod"), "{e}");
+        let e = resolve_with("prod", &[("DEPLOY_CPUS", "1")], Layer::default()).expect_err("typo");
+        assert!(e.to_string().contains("cpus"), "{e}");
+        let e = issues(
+            resolve_with("prod", &[("DEPLOY_CPU", "lots")], Layer::default()).expect_err("nan"),
+        );
+        assert_eq!(e[0].key, "DEPLOY_CPU");
+    }
+
+    #[test]
+    fn fargate_sizes() {
+        assert_eq!(fargate_memory_ok(256, 512), Some(true));
+        assert_eq!(fargate_memory_ok(256, 1536), Some(false));
+        assert_eq!(fargate_memory_ok(512, 3072), Some(true));
+        assert_eq!(fargate_memory_ok(8192, 20480), Some(true));
+        assert_eq!(fargate_memory_ok(8192, 18432), Some(false));
+        assert_eq!(fargate_memory_ok(300, 512), None);
+    }
+}

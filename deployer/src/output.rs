@@ -1,0 +1,218 @@
+//! Results on stdout: a short summary for people, or one JSON document (`--output json`) with
+//! `ok`, the result, or the error with its kind and exit code.
+
+use serde::Serialize;
+
+use crate::commands::{Deployed, Destroyed, Plan, RolledBack, Status};
+use crate::error::DeployError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+pub fn emit<T: Serialize + Human>(format: Format, value: &T) {
+    match format {
+        Format::Json => {
+            let doc = serde_json::json!({ "ok": true, "result": value });
+            println!("{doc}");
+        }
+        Format::Text => value.print(),
+    }
+}
+
+pub fn emit_error(format: Format, error: &DeployError) {
+    match format {
+        Format::Json => {
+            let doc = serde_json::json!({
+                "ok": false,
+                "error": { "kind": error.kind(), "exit_code": error.exit_code(), "message": error.to_string(),
+                           "issues": match error { DeployError::Config(crate::config::ConfigError::Invalid(i)) => serde_json::to_value(i).unwrap_or_default(), _ => serde_json::Value::Null } }
+            });
+            println!("{doc}");
+        }
+        Format::Text => eprintln!("error: {error}"),
+    }
+}
+
+/// The summary a person reads.
+pub trait Human {
+    fn print(&self);
+}
+
+fn changes(label: &str, list: &[crate::taskdef::Change]) {
+    for c in list {
+        println!(
+            "  {label} {}: {} -> {}",
+            c.field,
+            c.from.as_deref().unwrap_or("(none)"),
+            c.to.as_deref().unwrap_or("(none)")
+        );
+    }
+}
+
+impl Human for Deployed {
+    fn print(&self) {
+        println!(
+            "deployed {} to {} ({})",
+            self.service.name, self.identity.env, self.identity.region
+        );
+        for s in &self.stacks {
+            println!("  stack {}: {}", s.name, s.change);
+        }
+        println!("  image: {}", self.image.reference);
+        println!(
+            "  task definition: {} ({})",
+            crate::taskdef::short(&self.task_definition.arn),
+            if self.task_definition.registered {
+                "new revision"
+            } else {
+                "unchanged"
+            }
+        );
+        println!("  service: {}", self.service.action);
+        if let Some(t) = &self.local_task {
+            println!(
+                "  local task: pid {} on 127.0.0.1:{} (log {})",
+                t.pid,
+                t.port,
+                t.log.display()
+            );
+        }
+        println!(
+            "  verified: first update {} ms after connecting",
+            self.verified.first_message_ms
+        );
+        println!(
+            "\nWebSocket: {}\nDashboard: {}",
+            self.url, self.dashboard_url
+        );
+    }
+}
+
+impl Human for Plan {
+    fn print(&self) {
+        println!(
+            "plan for {} in {} ({}):",
+            self.service.name, self.identity.env, self.identity.region
+        );
+        for s in &self.stacks {
+            println!("  stack {}: {}", s.name, s.change);
+        }
+        let pushed = match self.image_in_registry {
+            Some(true) => "already in the registry",
+            Some(false) => "would be pushed",
+            None => "registry not checked",
+        };
+        println!("  image: {} ({pushed})", self.image.reference);
+        if self.task_definition.is_empty() {
+            println!("  task definition: unchanged");
+        } else {
+            println!("  task definition: a new revision");
+            changes("  ", &self.task_definition);
+        }
+        println!("  service: {}", self.service.action);
+        changes("  ", &self.service.changes);
+        println!(
+            "{}",
+            if self.changes {
+                "changes pending"
+            } else {
+                "nothing to change"
+            }
+        );
+    }
+}
+
+impl Human for Status {
+    fn print(&self) {
+        println!("env {}", self.env);
+        for (name, status) in &self.stacks {
+            println!("  stack {name}: {status}");
+        }
+        match &self.service {
+            None => println!("  service: absent"),
+            Some(s) => println!(
+                "  service {s}: {} running / {} desired, {} pending, {}",
+                self.running,
+                self.desired,
+                self.pending,
+                self.task_definition.as_deref().unwrap_or("?")
+            ),
+        }
+        for d in &self.deployments {
+            println!(
+                "  deployment {} {} {} {}: {}/{} running, {} pending, {} failed{}",
+                d.id,
+                d.status,
+                d.rollout_state,
+                d.task_definition,
+                d.running,
+                d.desired,
+                d.pending,
+                d.failed_tasks,
+                if d.reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", d.reason)
+                }
+            );
+        }
+        for t in &self.tasks {
+            println!(
+                "  task {} {} health {} {}",
+                t.id, t.last_status, t.health, t.task_definition
+            );
+        }
+        for e in &self.events {
+            println!("  event: {e}");
+        }
+        if let Some(t) = &self.local_task {
+            println!(
+                "  local task: pid {} on 127.0.0.1:{} {} ({})",
+                t.pid,
+                t.port,
+                crate::taskdef::short(&t.task_definition),
+                if self.local_task_ready == Some(true) {
+                    "ready"
+                } else {
+                    "NOT ready"
+                }
+            );
+        } else if self.local_task_ready.is_some() {
+            println!("  local task: not running");
+        }
+        if let (Some(u), Some(d)) = (&self.url, &self.dashboard_url) {
+            println!("\nWebSocket: {u}\nDashboard: {d}");
+        }
+    }
+}
+
+impl Human for RolledBack {
+    fn print(&self) {
+        println!(
+            "rolled back {} -> {}; verified ({} ms to the first update)",
+            crate::taskdef::short(&self.from),
+            crate::taskdef::short(&self.to),
+            self.verified.first_message_ms
+        );
+        println!("\nWebSocket: {}", self.url);
+    }
+}
+
+impl Human for Destroyed {
+    fn print(&self) {
+        println!("destroyed env {}", self.env);
+        if self.local_task_stopped {
+            println!("  local task stopped");
+        }
+        println!("  service deleted: {}", self.service_deleted);
+        for s in &self.stacks_deleted {
+            println!("  stack deleted: {s}");
+        }
+        for k in &self.kept {
+            println!("  kept: {k}");
+        }
+    }
+}
