@@ -25,3 +25,12 @@ pub mod service;
 pub mod stacks;
 pub mod taskdef;
 pub mod verify;
+
+/// Installs the TLS crypto provider (aws-lc-rs, the one the AWS SDK already links) for reqwest
+/// and the WebSocket probe. Idempotent; every HTTP client here is built after calling it.
+pub fn tls() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    });
+}

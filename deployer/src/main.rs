@@ -11,8 +11,7 @@ async fn main() {
                 .unwrap_or_else(|_| "warn".into()),
         )
         .init();
-    // reqwest and the WebSocket probe share one TLS provider.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    tickstream_deployer::tls();
     let code = tickstream_deployer::cli::run(tickstream_deployer::cli::Cli::parse()).await;
     std::process::exit(code);
 }

@@ -61,6 +61,7 @@ pub struct Pushed {
 
 impl Registry {
     pub fn new(base: &str, user: &str, password: &str) -> Result<Registry, RegistryError> {
+        crate::tls();
         let client = Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(Duration::from_secs(10))

@@ -30,6 +30,7 @@ pub async fn websocket(
     deadline: Duration,
     report: &Reporter,
 ) -> Result<Verified, DeployError> {
+    crate::tls();
     let probe = format!(
         "{url}{}{PROBE_QUERY}",
         if url.contains('?') { '&' } else { '?' }

@@ -1,0 +1,394 @@
+//! The `deploy` binary end to end against the local AWS (`localstack/local-aws`: moto and a real
+//! OCI registry), the way a user runs it: a first deploy creates everything and serves live
+//! data; a second changes nothing; a new image rolls out a new revision; `plan`, `status`,
+//! `logs`, `rollback` and `destroy` work; the pushed manifest is in the registry under the
+//! digest the task definition names.
+//!
+//! Needs `TICKSTREAM_LOCAL_AWS` (the emulator) and `TICKSTREAM_STATIC_BIN` (the static musl
+//! binary); `scripts/check` provides both, and without them this test fails naming them.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::Value;
+
+fn required(var: &str, how: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set: {how}"))
+}
+
+/// A deploy.toml for an environment of its own, so the test never touches a user's `local`.
+struct Env {
+    dir: tempfile::TempDir,
+    name: String,
+    port: u16,
+    endpoint: String,
+}
+
+impl Env {
+    fn new() -> Env {
+        let endpoint = required(
+            "TICKSTREAM_LOCAL_AWS",
+            "run ./scripts/check, or `localstack/local-aws start` and set it to http://127.0.0.1:4566",
+        );
+        assert!(
+            endpoint.starts_with("http://127.0.0.1:"),
+            "tests only talk to 127.0.0.1"
+        );
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let name = format!("e{}", std::process::id() % 1_000_000);
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("deploy.toml"),
+            format!(
+                "[defaults]\napp = \"tickstream\"\n[defaults.environment]\nTICKSTREAM_SIM_RATE = \"20\"\n\
+                 [env.{name}]\nemulator = true\nendpoint_url = \"{endpoint}\"\nport = {port}\n\
+                 desired_count = 1\nmin_count = 1\nmax_count = 2\nrepository = \"tickstream-{name}\"\n"
+            ),
+        )
+        .expect("deploy.toml");
+        Env {
+            dir,
+            name,
+            port,
+            endpoint,
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_deploy"))
+            .args(["--env", &self.name, "--output", "json"])
+            .args(args)
+            .current_dir(self.dir.path())
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_ENDPOINT_URL")
+            .output()
+            .expect("run deploy")
+    }
+
+    /// Runs and returns the JSON result, failing with the live view when the command failed.
+    fn ok(&self, args: &[&str]) -> Value {
+        let out = self.run(args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "deploy {args:?}: {}\n{stdout}\n{stderr}",
+            out.status
+        );
+        let doc: Value =
+            serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"));
+        assert_eq!(doc["ok"], true, "{doc}");
+        doc["result"].clone()
+    }
+
+    fn task_pid(&self) -> Option<u32> {
+        let path = self.dir.path().join(format!(
+            ".local-aws/tasks/tickstream-{}/task.json",
+            self.name
+        ));
+        let state: Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+        state["pid"].as_u64().map(|p| p as u32)
+    }
+}
+
+impl Drop for Env {
+    /// A failed test must not leave a task running.
+    fn drop(&mut self) {
+        if let Some(pid) = self.task_pid() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+fn variant(binary: &Path, dir: &Path) -> PathBuf {
+    // The same program with a different digest: trailing bytes do not change what runs.
+    let mut bytes = std::fs::read(binary).expect("binary");
+    bytes.extend_from_slice(b"\0second build");
+    let path = dir.join("tickstream-v2");
+    std::fs::write(&path, bytes).expect("write");
+    path
+}
+
+async fn first_update(url: &str) -> Value {
+    let (mut ws, _) = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio_tungstenite::connect_async(format!("{url}?symbols=AAPL&channels=ticker")),
+    )
+    .await
+    .expect("connect in time")
+    .expect("connect");
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("data in time")
+            .expect("open")
+            .expect("frame");
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
+            let v: Value = serde_json::from_str(&t).expect("json");
+            if v["type"] == "update" {
+                return v;
+            }
+        }
+    }
+}
+
+/// The digest the registry holds under `reference`, asked with the same login the deployer used.
+async fn registry_digest(repository: &str, reference: &str) -> Option<String> {
+    tickstream_deployer::tls();
+    let url = format!("http://127.0.0.1:5000/v2/{repository}/manifests/{reference}");
+    let response = reqwest::Client::new()
+        .head(&url)
+        .basic_auth("AWS", Some("123456789012-auth-token"))
+        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .expect("registry answers");
+    if !response.status().is_success() {
+        return None;
+    }
+    response
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deploy_redeploy_roll_out_roll_back_and_destroy_locally() {
+    let binary = required(
+        "TICKSTREAM_STATIC_BIN",
+        "run ./scripts/check, which builds the static musl binary",
+    );
+    let env = Env::new();
+    let url = format!("ws://127.0.0.1:{}/ws", env.port);
+
+    // 1. First deploy: everything is created, and the URL streams.
+    let first = env.ok(&["--binary", &binary]);
+    assert_eq!(first["stacks"][0]["change"], "create", "{first}");
+    assert_eq!(first["stacks"][1]["change"], "create");
+    assert_eq!(first["task_definition"]["registered"], true);
+    assert_eq!(first["service"]["action"], "create");
+    assert_eq!(first["url"], url.as_str());
+    assert_eq!(
+        first["dashboard_url"],
+        format!("http://127.0.0.1:{}/", env.port)
+    );
+    let reference = first["image"]["reference"]
+        .as_str()
+        .expect("reference")
+        .to_string();
+    let digest = reference
+        .rsplit_once('@')
+        .expect("pinned by digest")
+        .1
+        .to_string();
+    let update = first_update(&url).await;
+    assert!(update["seq"].as_u64().is_some(), "{update}");
+
+    // The pushed manifest is in the registry under the digest the task definition names.
+    let repository = format!("tickstream-{}", env.name);
+    assert_eq!(
+        registry_digest(&repository, &digest).await.as_deref(),
+        Some(digest.as_str())
+    );
+    let sdk = tickstream_deployer::aws::load(&tickstream_deployer::aws::AwsTarget {
+        endpoint_url: Some(env.endpoint.clone()),
+        emulator_credentials: true,
+        ..Default::default()
+    })
+    .await;
+    let ecs = aws_sdk_ecs::Client::new(&sdk);
+    let arn = first["task_definition"]["arn"].as_str().expect("arn");
+    let td = ecs
+        .describe_task_definition()
+        .task_definition(arn)
+        .send()
+        .await
+        .expect("describe");
+    let td = td.task_definition().expect("task definition");
+    let container = &td.container_definitions()[0];
+    assert_eq!(container.image(), Some(reference.as_str()));
+    assert_eq!(container.readonly_root_filesystem(), Some(true));
+    assert_eq!(container.user(), Some("10001:10001"));
+    assert_eq!(
+        td.runtime_platform()
+            .and_then(|p| p.cpu_architecture())
+            .map(|a| a.as_str()),
+        Some("X86_64")
+    );
+    let pid1 = env.task_pid().expect("a local task");
+
+    // 2. The same deploy again changes nothing: no push, no revision, no service update.
+    let second = env.ok(&["--binary", &binary]);
+    assert_eq!(second["stacks"][0]["change"], "unchanged", "{second}");
+    assert_eq!(second["stacks"][1]["change"], "unchanged");
+    assert_eq!(second["image"]["pushed"]["blobs_uploaded"], 0);
+    assert_eq!(second["image"]["pushed"]["manifest_written"], false);
+    assert_eq!(second["task_definition"]["registered"], false);
+    assert_eq!(second["task_definition"]["arn"], arn);
+    assert_eq!(second["service"]["action"], "unchanged");
+    assert_eq!(
+        env.task_pid(),
+        Some(pid1),
+        "the running task was left alone"
+    );
+    let plan = env.ok(&["plan", "--binary", &binary]);
+    assert_eq!(plan["changes"], false, "{plan}");
+
+    // 3. A new image: plan says so, deploy registers revision 2 and replaces the task.
+    let v2 = variant(Path::new(&binary), env.dir.path());
+    let v2 = v2.to_str().expect("utf-8 path");
+    let plan = env.ok(&["--dry-run", "--binary", v2]);
+    assert_eq!(plan["changes"], true);
+    assert_eq!(plan["image_in_registry"], false);
+    assert_eq!(plan["task_definition"][0]["field"], "image", "{plan}");
+    let third = env.ok(&["--binary", v2]);
+    let arn2 = third["task_definition"]["arn"]
+        .as_str()
+        .expect("arn")
+        .to_string();
+    assert!(
+        arn2.ends_with(&format!("tickstream-{}:2", env.name)),
+        "{arn2}"
+    );
+    assert_eq!(third["service"]["action"], "update");
+    assert_ne!(third["image"]["reference"], reference.as_str());
+    let pid2 = env.task_pid().expect("task");
+    assert_ne!(pid2, pid1);
+    assert!(!alive(pid1), "the old task was stopped");
+    first_update(&url).await;
+
+    // 4. Status shows the service, its deployment and the live task.
+    let status = env.ok(&["status"]);
+    assert_eq!(
+        status["task_definition"],
+        format!("tickstream-{}:2", env.name),
+        "{status}"
+    );
+    assert_eq!(status["deployments"][0]["rollout_state"], "COMPLETED");
+    assert_eq!(status["local_task_ready"], true);
+
+    // 5. Logs are the task's own lines.
+    let logs = env.run(&["logs", "--lines", "5"]);
+    assert!(logs.status.success());
+    assert!(!logs.stdout.is_empty(), "log lines");
+
+    // 6. Rollback returns to revision 1, verified.
+    let back = env.ok(&["rollback"]);
+    assert_eq!(back["to"], arn, "{back}");
+    assert_eq!(back["from"], arn2.as_str());
+    let pid3 = env.task_pid().expect("task");
+    assert!(!alive(pid2));
+    first_update(&url).await;
+    let td_now = env.ok(&["status"]);
+    assert_eq!(
+        td_now["task_definition"],
+        format!("tickstream-{}:1", env.name)
+    );
+
+    // 7. Destroy stops the task and removes the service and the stacks.
+    let out = env.run(&["destroy"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "without a terminal, destroy needs --yes"
+    );
+    assert!(alive(pid3), "an unconfirmed destroy changes nothing");
+    let gone = env.ok(&["destroy", "--yes"]);
+    assert_eq!(gone["local_task_stopped"], true, "{gone}");
+    assert_eq!(gone["service_deleted"], true);
+    assert!(!alive(pid3));
+    let status = env.ok(&["status"]);
+    assert_eq!(status["stacks"][0][1], "absent", "{status}");
+    assert!(status["service"].is_null());
+}
+
+#[test]
+fn bad_configuration_fails_before_any_aws_call() {
+    // Something that counts connections stands where AWS would be.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("deploy.toml"),
+        format!(
+            "[env.dev]\nregion = \"eu-west-1\"\nendpoint_url = \"{endpoint}\"\ncpu = 512\nmemory = 512\n\
+             port = 80\narchitecture = \"sparc\"\n[env.dev.secrets]\nAPI_KEY = \"plain-text\"\n"
+        ),
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_deploy"))
+        .args(["--env", "dev", "--output", "json"])
+        .current_dir(dir.path())
+        .env("DEPLOY_DESIRED_COUNT", "0")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(doc["ok"], false);
+    assert_eq!(doc["error"]["kind"], "configuration");
+    let keys: Vec<&str> = doc["error"]["issues"]
+        .as_array()
+        .expect("issues")
+        .iter()
+        .map(|i| i["key"].as_str().expect("key"))
+        .collect();
+    assert_eq!(
+        keys,
+        ["memory", "architecture", "port", "secrets.API_KEY"],
+        "{doc}"
+    );
+    for issue in doc["error"]["issues"].as_array().expect("issues") {
+        assert!(
+            !issue["fix"].as_str().unwrap_or("").is_empty(),
+            "every issue says how to fix it: {issue}"
+        );
+    }
+    assert!(listener.accept().is_err(), "no connection was made to AWS");
+
+    // A misspelt key, and an unknown environment, in text mode.
+    std::fs::write(
+        dir.path().join("deploy.toml"),
+        "[env.dev]\nregoin = \"eu-west-1\"\n",
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_deploy"))
+        .args(["--env", "dev"])
+        .current_dir(dir.path())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("regoin") && stderr.contains("deploy.toml"),
+        "{stderr}"
+    );
+    std::fs::write(dir.path().join("deploy.toml"), "[env.dev]\n").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_deploy"))
+        .args(["--env", "staging", "status"])
+        .current_dir(dir.path())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("known: dev"));
+    assert!(listener.accept().is_err(), "still no connection");
+}
