@@ -137,7 +137,7 @@ impl Image {
         let diff_id = digest(&layer_tar);
         let mut gz = flate2::GzBuilder::new()
             .mtime(0)
-            .write(Vec::new(), flate2::Compression::best());
+            .write(Vec::new(), flate2::Compression::default());
         gz.write_all(&layer_tar).map_err(io(binary))?;
         let layer = Blob::new(LAYER_GZIP, gz.finish().map_err(io(binary))?);
         let config = json!({
