@@ -182,7 +182,16 @@ async fn dispatch(cli: Cli) -> Result<(), DeployError> {
             follow,
             since,
             lines,
-        }) => commands::logs(&ctx, follow, Duration::from(since), lines).await?,
+        }) => {
+            commands::logs(
+                &ctx,
+                follow,
+                Duration::from(since),
+                lines,
+                format == Format::Json,
+            )
+            .await?
+        }
         Some(Command::Destroy { .. }) => output::emit(format, &commands::destroy(&ctx).await?),
     }
     Ok(())

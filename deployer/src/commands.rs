@@ -450,7 +450,19 @@ pub struct Plan {
 /// What `deploy` would change, computed with read-only calls.
 pub async fn plan(ctx: &Context, options: &DeployOptions) -> Result<Plan, DeployError> {
     let s = &ctx.settings;
-    let source = image::resolve(s, &options.image, &ctx.report)?;
+    let nothing_given = options.image.reference.is_none()
+        && options.image.archive.is_none()
+        && options.image.binary.is_none();
+    let source = match image::resolve(s, &options.image, &ctx.report) {
+        Ok(source) => Some(source),
+        // A plan is still useful where the image cannot be built (no engine on this machine).
+        Err(DeployError::Usage(why)) if nothing_given && !s.emulator => {
+            ctx.report
+                .line(format!("image: not built for the plan: {why}"));
+            None
+        }
+        Err(e) => return Err(e),
+    };
     let identity = ctx.preflight().await?;
     let net = stacks::preview(&ctx.cfn, &infra::network(s)).await?;
     let mut stacks = vec![StackResult {
@@ -469,8 +481,13 @@ pub async fn plan(ctx: &Context, options: &DeployOptions) -> Result<Plan, Deploy
         change: change_name(plat.change),
     });
     let (reference, how, digest) = match &source {
-        Source::Pinned(r) => (r.clone(), "--image".to_string(), None),
-        Source::Built { image, how } => (
+        None => (
+            "(built from the Dockerfile at deploy time)".to_string(),
+            "Dockerfile".to_string(),
+            None,
+        ),
+        Some(Source::Pinned(r)) => (r.clone(), "--image".to_string(), None),
+        Some(Source::Built { image, how }) => (
             format!("{}@{}", s.repository, image.manifest.digest),
             how.clone(),
             Some(image.manifest.digest.clone()),
@@ -830,12 +847,33 @@ pub async fn rollback(
     })
 }
 
-/// Prints the service's logs: the local task's file, or CloudWatch.
+/// One log line, as `deploy logs --output json` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogLine<'a> {
+    pub task: &'a str,
+    pub timestamp_ms: Option<i64>,
+    pub message: &'a str,
+}
+
+fn print_line(json: bool, line: &LogLine<'_>) {
+    if json {
+        println!("{}", serde_json::to_string(line).unwrap_or_default());
+    } else {
+        println!("{} {}", &line.task[..line.task.len().min(8)], line.message);
+    }
+}
+
+/// At most this many events are read to find the newest `lines`.
+const MAX_LOG_EVENTS: usize = 10_000;
+
+/// Prints the service's logs: the newest `lines` since `since` (then new ones with `follow`),
+/// from CloudWatch, or from the local task's file for emulator environments.
 pub async fn logs(
     ctx: &Context,
     follow: bool,
     since: Duration,
     lines: usize,
+    json: bool,
 ) -> Result<(), DeployError> {
     let s = &ctx.settings;
     if s.emulator {
@@ -847,13 +885,29 @@ pub async fn logs(
             )));
         }
         for line in local::tail(&path, lines) {
-            println!("{line}");
+            print_line(
+                json,
+                &LogLine {
+                    task: "local",
+                    timestamp_ms: None,
+                    message: &line,
+                },
+            );
         }
         let mut offset = std::fs::metadata(&path).map_or(0, |m| m.len());
         if follow {
             loop {
                 tokio::time::sleep(Duration::from_millis(250)).await;
-                offset = local::print_from(&path, offset);
+                offset = local::read_from(&path, offset, |line| {
+                    print_line(
+                        json,
+                        &LogLine {
+                            task: "local",
+                            timestamp_ms: None,
+                            message: line,
+                        },
+                    )
+                });
             }
         }
         return Ok(());
@@ -867,6 +921,7 @@ pub async fn logs(
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_millis() as i64);
     let mut seen = std::collections::HashSet::new();
+    let mut first = true;
     loop {
         let mut pages = ctx
             .logs
@@ -876,40 +931,48 @@ pub async fn logs(
             .start_time(start)
             .into_paginator()
             .send();
-        let mut newest = start;
-        let mut printed = 0;
+        let mut batch = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(error::aws(format!(
                 "reading logs from {}",
                 platform.log_group
             )))?;
             for e in page.events() {
-                let id = e.event_id().unwrap_or_default().to_string();
-                if !seen.insert(id) {
-                    continue;
-                }
-                newest = newest.max(e.timestamp().unwrap_or(0));
-                let task = e
-                    .log_stream_name()
-                    .unwrap_or_default()
-                    .rsplit('/')
-                    .next()
-                    .unwrap_or_default();
-                println!(
-                    "{} {}",
-                    &task[..task.len().min(8)],
-                    e.message().unwrap_or_default().trim_end()
-                );
-                printed += 1;
-                if !follow && printed >= lines {
-                    return Ok(());
+                if seen.insert(e.event_id().unwrap_or_default().to_string()) {
+                    batch.push(e.clone());
                 }
             }
+            if batch.len() >= MAX_LOG_EVENTS {
+                break;
+            }
+        }
+        batch.sort_by_key(|e| e.timestamp().unwrap_or(0));
+        let skip = if first {
+            batch.len().saturating_sub(lines)
+        } else {
+            0
+        };
+        for e in &batch[skip..] {
+            let task = e
+                .log_stream_name()
+                .unwrap_or_default()
+                .rsplit('/')
+                .next()
+                .unwrap_or_default();
+            print_line(
+                json,
+                &LogLine {
+                    task,
+                    timestamp_ms: e.timestamp(),
+                    message: e.message().unwrap_or_default().trim_end(),
+                },
+            );
         }
         if !follow {
             return Ok(());
         }
-        start = newest;
+        first = false;
+        start = batch.last().and_then(|e| e.timestamp()).unwrap_or(start);
         if seen.len() > 100_000 {
             seen.clear();
         }

@@ -145,8 +145,8 @@ pub fn tail(path: &Path, n: usize) -> Vec<String> {
     lines.into()
 }
 
-/// Prints the log from `offset` on and returns the new offset.
-pub fn print_from(path: &Path, offset: u64) -> u64 {
+/// Hands each complete line from `offset` on to `each` and returns the new offset.
+pub fn read_from(path: &Path, offset: u64, mut each: impl FnMut(&str)) -> u64 {
     let Ok(mut file) = std::fs::File::open(path) else {
         return offset;
     };
@@ -162,7 +162,7 @@ pub fn print_from(path: &Path, offset: u64) -> u64 {
         if n == 0 || !line.ends_with('\n') {
             break;
         }
-        print!("{line}");
+        each(line.trim_end_matches('\n'));
         pos += n as u64;
         line.clear();
     }

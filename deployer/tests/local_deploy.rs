@@ -289,7 +289,18 @@ async fn deploy_redeploy_roll_out_roll_back_and_destroy_locally() {
     // 5. Logs are the task's own lines.
     let logs = env.run(&["logs", "--lines", "5"]);
     assert!(logs.status.success());
-    assert!(!logs.stdout.is_empty(), "log lines");
+    let logs = String::from_utf8_lossy(&logs.stdout);
+    let lines: Vec<Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert!(!lines.is_empty() && lines.len() <= 5, "{logs}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["task"] == "local" && l["message"].is_string()),
+        "{logs}"
+    );
 
     // 6. Rollback returns to revision 1, verified.
     let back = env.ok(&["rollback"]);
