@@ -7,6 +7,17 @@
 
 ARG RUST_VERSION=1.95.0
 ARG ALPINE_VERSION=3.23
+ARG NODE_VERSION=26.13.0
+
+# The dashboard (web/): plain files, the same for every platform, so built once on the build
+# machine's own architecture. npm ci installs exactly web/package-lock.json.
+FROM --platform=$BUILDPLATFORM node:${NODE_VERSION}-alpine${ALPINE_VERSION} AS web
+WORKDIR /web
+COPY web/package.json web/package-lock.json ./
+RUN --mount=type=cache,id=npm,target=/root/.npm npm ci --no-audit --no-fund
+COPY web/index.html web/tsconfig.json web/vite.config.ts ./
+COPY web/src ./src
+RUN npm run build
 
 FROM rust:${RUST_VERSION}-alpine${ALPINE_VERSION} AS builder
 ARG TARGETARCH
@@ -17,19 +28,22 @@ ENV RUSTUP_TOOLCHAIN=${RUST_VERSION} \
 RUN apk add --no-cache musl-dev
 WORKDIR /src
 COPY Cargo.toml Cargo.lock rust-toolchain.toml ./
+# Every workspace member must be present for cargo to load the workspace (scripts/check
+# verifies this list against Cargo.toml); only tickstream is compiled.
 COPY service ./service
 COPY loadgen ./loadgen
+COPY deployer ./deployer
+COPY infra ./infra
 COPY tests ./tests
+# build.rs embeds the dashboard from here instead of running npm.
+COPY --from=web /web/dist /web-dist
+ENV TICKSTREAM_WEB_DIST=/web-dist
 # The registry and target directory live in BuildKit cache mounts (one per architecture), so a
 # source change recompiles tickstream and not its 200 dependencies.
 RUN --mount=type=cache,id=cargo-registry-${TARGETARCH},target=/usr/local/cargo/registry \
     --mount=type=cache,id=cargo-target-${TARGETARCH},target=/src/target \
     cargo build --release --locked -p tickstream --bin tickstream \
     && install -D -m 0555 target/release/tickstream /out/tickstream
-
-# A later stage (issue #7) builds the web dashboard with node:<pinned>-alpine and copies its
-# output next to the binary:
-# FROM node:<pinned>-alpine AS web
 
 FROM alpine:${ALPINE_VERSION}
 ARG VERSION=dev

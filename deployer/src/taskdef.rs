@@ -53,7 +53,11 @@ pub struct Change {
 impl TaskSpec {
     pub fn new(settings: &Settings, platform: &Platform, image: &str) -> TaskSpec {
         let mut environment = settings.environment.clone();
-        environment.insert("PORT".into(), settings.port.to_string());
+        // Explicit, because the image sets TICKSTREAM_LISTEN (which wins over PORT).
+        environment.insert(
+            "TICKSTREAM_LISTEN".into(),
+            format!("0.0.0.0:{}", settings.port),
+        );
         let region = settings.region.clone().unwrap_or_default();
         TaskSpec {
             family: settings.service.clone(),
@@ -299,7 +303,7 @@ mod tests {
             task_role_arn: "arn:task".into(),
             image: "repo@sha256:aa".into(),
             port: 8080,
-            environment: BTreeMap::from([("PORT".into(), "8080".into())]),
+            environment: BTreeMap::from([("TICKSTREAM_LISTEN".into(), "0.0.0.0:8080".into())]),
             secrets: BTreeMap::new(),
             log_options: BTreeMap::from([("mode".into(), "non-blocking".into())]),
             readonly_root_filesystem: true,

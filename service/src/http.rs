@@ -140,14 +140,3 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     )
         .into_response()
 }
-
-pub async fn index() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        include_str!("index.html"),
-    )
-        .into_response()
-}

@@ -21,6 +21,7 @@ pub mod probe;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
+pub mod web;
 pub mod ws;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -119,7 +120,8 @@ pub fn app(state: AppState) -> Router {
             auth::require_key,
         ));
     Router::new()
-        .route("/", get(http::index))
+        .route("/", get(web::index))
+        .route("/assets/{*rest}", get(web::asset))
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
         .route("/metrics", get(http::metrics))

@@ -174,3 +174,69 @@ async fn api_keys_and_origins_guard_the_data_endpoints_only() {
         101
     );
 }
+
+#[tokio::test]
+async fn the_dashboard_is_served_with_revalidation_long_caching_and_gzip() {
+    let state = AppState::new(Config::default()).expect("valid");
+    let get = |path: &str, headers: &[(&str, &str)]| {
+        let mut req = Request::get(path);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        tickstream::app(state.clone()).oneshot(req.body(Body::empty()).expect("request"))
+    };
+    let page = get("/", &[]).await.expect("response");
+    assert_eq!(page.status(), StatusCode::OK);
+    let h = page.headers().clone();
+    assert_eq!(h["content-type"], "text/html; charset=utf-8");
+    assert_eq!(h["cache-control"], "no-cache");
+    assert!(
+        h["content-security-policy"]
+            .to_str()
+            .expect("ascii")
+            .contains("default-src 'self'")
+    );
+    let etag = h["etag"].to_str().expect("etag").to_string();
+    let html = axum::body::to_bytes(page.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    let html = String::from_utf8_lossy(&html);
+    assert!(html.contains("<title>tickstream</title>"), "{html}");
+
+    let again = get("/", &[("if-none-match", &etag)])
+        .await
+        .expect("response");
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+
+    // Every asset the page names is served, cached for a year, gzipped on request.
+    let assets: Vec<&str> = html
+        .split('"')
+        .filter(|s| s.starts_with("/assets/"))
+        .collect();
+    if tickstream::web::WEB_SOURCE == "dashboard" {
+        assert!(assets.iter().any(|a| a.ends_with(".js")), "{html}");
+    }
+    for asset in assets {
+        let plain = get(asset, &[]).await.expect("response");
+        assert_eq!(plain.status(), StatusCode::OK, "{asset}");
+        assert_eq!(
+            plain.headers()["cache-control"],
+            "public, max-age=31536000, immutable"
+        );
+        let size = axum::body::to_bytes(plain.into_body(), 8 << 20)
+            .await
+            .expect("body")
+            .len();
+        let gz = get(asset, &[("accept-encoding", "br, gzip")])
+            .await
+            .expect("response");
+        assert_eq!(gz.headers()["content-encoding"], "gzip", "{asset}");
+        let gz_size = axum::body::to_bytes(gz.into_body(), 8 << 20)
+            .await
+            .expect("body")
+            .len();
+        assert!(gz_size < size / 2, "{asset}: {gz_size} of {size} bytes");
+    }
+    let missing = get("/assets/nope.js", &[]).await.expect("response");
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+}

@@ -1,0 +1,106 @@
+// What the dashboard shows, kept outside React: messages arrive far faster than a screen
+// refreshes, so they update this store and views re-render at most once per animation frame.
+
+import type { Candle, DataMessage, Ticker, Trade } from "./feed";
+
+export interface Quote {
+  ticker: Ticker;
+  seq: number;
+  /** Direction of the last price move, for the flash. */
+  move: "up" | "down" | "flat";
+  /** Bumped on each price change, so the flash restarts. */
+  ticks: number;
+}
+
+export interface Print extends Trade {
+  symbol: string;
+  seq: number;
+  ts: number;
+}
+
+export const TAPE_LENGTH = 60;
+
+export class Market {
+  quotes = new Map<string, Quote>();
+  tape: Print[] = [];
+  version = 0;
+  private listeners = new Set<() => void>();
+  private candleListeners = new Set<(symbol: string, candle: Candle) => void>();
+  private scheduled = false;
+
+  apply(msg: DataMessage) {
+    switch (msg.channel) {
+      case "ticker": {
+        const ticker = msg.data as Ticker;
+        const old = this.quotes.get(msg.symbol);
+        const delta = old ? Number(ticker.last) - Number(old.ticker.last) : 0;
+        this.quotes.set(msg.symbol, {
+          ticker,
+          seq: msg.seq,
+          move: delta > 0 ? "up" : delta < 0 ? "down" : (old?.move ?? "flat"),
+          ticks: (old?.ticks ?? 0) + (delta !== 0 ? 1 : 0),
+        });
+        break;
+      }
+      case "trades":
+        this.tape.unshift({ ...(msg.data as Trade), symbol: msg.symbol, seq: msg.seq, ts: msg.ts });
+        if (this.tape.length > TAPE_LENGTH) this.tape.length = TAPE_LENGTH;
+        break;
+      default:
+        for (const l of this.candleListeners) l(msg.symbol, msg.data as Candle);
+        return;
+    }
+    this.schedule();
+  }
+
+  clearTape() {
+    this.tape = [];
+    this.schedule();
+  }
+
+  onCandle(fn: (symbol: string, candle: Candle) => void): () => void {
+    this.candleListeners.add(fn);
+    return () => this.candleListeners.delete(fn);
+  }
+
+  subscribe = (fn: () => void): (() => void) => {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  };
+
+  snapshot = () => this.version;
+
+  private schedule() {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    const flush = () => {
+      this.scheduled = false;
+      this.version += 1;
+      for (const l of this.listeners) l();
+    };
+    if (typeof requestAnimationFrame === "function" && !document.hidden) requestAnimationFrame(flush);
+    else setTimeout(flush, 100);
+  }
+}
+
+/** "192.2" -> "192.20": prices keep the precision of their quote. */
+export function formatChange(change: string, open: string): string {
+  const c = Number(change);
+  const o = Number(open);
+  const pct = o ? (c / o) * 100 : 0;
+  const sign = c > 0 ? "+" : "";
+  return `${sign}${change} (${sign}${pct.toFixed(2)}%)`;
+}
+
+export function formatVolume(v: string): string {
+  const n = Number(v);
+  if (n >= 1e9) return `${(n / 1e9).toFixed(2)}B`;
+  if (n >= 1e6) return `${(n / 1e6).toFixed(2)}M`;
+  if (n >= 1e3) return `${(n / 1e3).toFixed(1)}K`;
+  return v;
+}
+
+export function formatTime(tsMicros: number): string {
+  const d = new Date(tsMicros / 1000);
+  return d.toLocaleTimeString([], { hour12: false }) + "." + String(d.getMilliseconds()).padStart(3, "0");
+}
