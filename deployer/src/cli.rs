@@ -47,6 +47,15 @@ pub struct Cli {
     /// Point every AWS call at an emulator (the SDK's AWS_ENDPOINT_URL works too).
     #[arg(long, global = true)]
     pub endpoint_url: Option<String>,
+    /// What to deploy: the streaming service on Fargate, or the REST tier on Lambda.
+    #[arg(
+        long,
+        value_enum,
+        env = "DEPLOY_TARGET",
+        default_value = "fargate",
+        global = true
+    )]
+    pub target: Target,
     /// Print the plan and change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -66,6 +75,12 @@ pub struct Cli {
     pub rollout_timeout: Option<String>,
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Target {
+    Fargate,
+    Lambda,
 }
 
 #[derive(Debug, Subcommand)]
@@ -169,6 +184,9 @@ async fn dispatch(cli: Cli) -> Result<(), DeployError> {
     }
     let ctx = Context::new(settings, Reporter::stderr()).await?;
     let format = cli.output;
+    if cli.target == Target::Lambda {
+        return lambda(&ctx, cli, format).await;
+    }
     match cli.command {
         None if cli.dry_run => output::emit(format, &commands::plan(&ctx, &options).await?),
         None => output::emit(format, &commands::deploy(&ctx, &options).await?),
@@ -195,4 +213,67 @@ async fn dispatch(cli: Cli) -> Result<(), DeployError> {
         Some(Command::Destroy { .. }) => output::emit(format, &commands::destroy(&ctx).await?),
     }
     Ok(())
+}
+
+/// `--target lambda`: deploy, status and destroy of the REST tier.
+async fn lambda(ctx: &Context, cli: Cli, format: Format) -> Result<(), DeployError> {
+    let s = &ctx.settings;
+    match cli.command {
+        None if cli.dry_run => Err(DeployError::Usage(
+            "--dry-run is not available for --target lambda yet: `deploy --target lambda status` shows what is deployed".into(),
+        )),
+        None => {
+            let binary = match &cli.binary {
+                Some(b) => b.clone(),
+                None => crate::image::build_static(&s.root, s.architecture, &ctx.report)?,
+            };
+            crate::image::check_static(&binary, s.architecture)?;
+            let identity = ctx.preflight().await?;
+            output::emit(format, &crate::lambda::deploy(ctx, &binary, &identity.account).await?);
+            Ok(())
+        }
+        Some(Command::Status) => {
+            let stack = crate::stacks::describe(&ctx.cfn, &s.lambda_stack).await?;
+            let status = LambdaStatus {
+                stack: s.lambda_stack.clone(),
+                status: stack.as_ref().map_or("absent".into(), |(st, _)| st.clone()),
+                outputs: stack.map(|(_, o)| o).unwrap_or_default(),
+            };
+            output::emit(format, &status);
+            Ok(())
+        }
+        Some(Command::Destroy { .. }) => {
+            ctx.preflight().await?;
+            let deleted = crate::lambda::destroy(ctx).await?;
+            output::emit(
+                format,
+                &LambdaStatus {
+                    stack: s.lambda_stack.clone(),
+                    status: if deleted { "deleted".into() } else { "absent".into() },
+                    outputs: Default::default(),
+                },
+            );
+            Ok(())
+        }
+        Some(_) => Err(DeployError::Usage(
+            "--target lambda supports deploy, status and destroy (plan, rollback and logs are for the Fargate service)".into(),
+        )),
+    }
+}
+
+/// The Lambda stack as `status` and `destroy` report it.
+#[derive(Debug, serde::Serialize)]
+pub struct LambdaStatus {
+    pub stack: String,
+    pub status: String,
+    pub outputs: std::collections::BTreeMap<String, String>,
+}
+
+impl output::Human for LambdaStatus {
+    fn print(&self) {
+        println!("lambda stack {}: {}", self.stack, self.status);
+        for (k, v) in &self.outputs {
+            println!("  {k}: {v}");
+        }
+    }
 }

@@ -83,7 +83,7 @@ impl Context {
     }
 
     /// Who and where: the first AWS call, so bad credentials fail before anything else.
-    async fn preflight(&self) -> Result<Identity, DeployError> {
+    pub async fn preflight(&self) -> Result<Identity, DeployError> {
         let me = self
             .sts
             .get_caller_identity()

@@ -25,6 +25,11 @@ pub struct Layer {
     pub registry_url: Option<String>,
     pub network_stack: Option<String>,
     pub platform_stack: Option<String>,
+    pub lambda_stack: Option<String>,
+    /// MiB for the Lambda REST tier (`--target lambda`).
+    pub lambda_memory: Option<u32>,
+    /// The Lambda tier's reserved concurrency: a bound on cost and load.
+    pub lambda_concurrency: Option<u32>,
     pub service: Option<String>,
     pub repository: Option<String>,
     pub cpu: Option<u32>,
@@ -72,6 +77,9 @@ impl Layer {
             registry_url,
             network_stack,
             platform_stack,
+            lambda_stack,
+            lambda_memory,
+            lambda_concurrency,
             service,
             repository,
             cpu,
@@ -102,7 +110,9 @@ impl Layer {
         // The CLI's own variables, not settings.
         const NOT_SETTINGS: [&str; 4] =
             ["DEPLOY_ENV", "DEPLOY_CONFIG", "DEPLOY_OUTPUT", "DEPLOY_LOG"];
-        const NUMBERS: [&str; 9] = [
+        const NUMBERS: [&str; 11] = [
+            "lambda_memory",
+            "lambda_concurrency",
             "cpu",
             "memory",
             "port",
@@ -189,6 +199,13 @@ impl Architecture {
             Architecture::Arm64 => "arm64",
         }
     }
+    /// Lambda's `Architectures`.
+    pub fn lambda(self) -> &'static str {
+        match self {
+            Architecture::X86_64 => "x86_64",
+            Architecture::Arm64 => "arm64",
+        }
+    }
     /// Rust's target for the static binary.
     pub fn musl_target(self) -> &'static str {
         match self {
@@ -210,6 +227,9 @@ pub struct Settings {
     pub registry_url: Option<String>,
     pub network_stack: String,
     pub platform_stack: String,
+    pub lambda_stack: String,
+    pub lambda_memory: u32,
+    pub lambda_concurrency: u32,
     pub service: String,
     pub repository: String,
     pub cpu: u32,
@@ -434,9 +454,11 @@ fn validate(env: &str, l: Layer, root: PathBuf) -> Result<Settings, ConfigError>
     let platform_stack = l
         .platform_stack
         .unwrap_or_else(|| default_name("-platform"));
+    let lambda_stack = l.lambda_stack.unwrap_or_else(|| default_name("-api"));
     for (key, name) in [
         ("network_stack", &network_stack),
         ("platform_stack", &platform_stack),
+        ("lambda_stack", &lambda_stack),
     ] {
         if !valid_name(name, 128, &['-']) {
             issues.push(Issue::new(
@@ -569,6 +591,22 @@ fn validate(env: &str, l: Layer, root: PathBuf) -> Result<Settings, ConfigError>
             "use at most 1000",
         ));
     }
+    let lambda_memory = l.lambda_memory.unwrap_or(256);
+    if !(128..=10240).contains(&lambda_memory) {
+        issues.push(Issue::new(
+            "lambda_memory",
+            format!("{lambda_memory} MiB is outside Lambda's 128-10240"),
+            "use 128-10240 (256 is plenty for the REST tier)",
+        ));
+    }
+    let lambda_concurrency = l.lambda_concurrency.unwrap_or(50);
+    if !(1..=1000).contains(&lambda_concurrency) {
+        issues.push(Issue::new(
+            "lambda_concurrency",
+            format!("{lambda_concurrency} is not a sensible bound"),
+            "use 1-1000",
+        ));
+    }
     let cpu_target_percent = l.cpu_target_percent.unwrap_or(60);
     if !(10..=95).contains(&cpu_target_percent) {
         issues.push(Issue::new(
@@ -689,6 +727,9 @@ fn validate(env: &str, l: Layer, root: PathBuf) -> Result<Settings, ConfigError>
         registry_url,
         network_stack,
         platform_stack,
+        lambda_stack,
+        lambda_memory,
+        lambda_concurrency,
         service,
         repository,
         cpu,

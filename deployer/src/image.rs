@@ -112,7 +112,7 @@ fn package(settings: &Settings, binary: &Path) -> Result<Source, DeployError> {
 }
 
 /// A dynamically linked or foreign binary would fail only when the task starts; say so now.
-fn check_static(binary: &Path, arch: Architecture) -> Result<(), DeployError> {
+pub fn check_static(binary: &Path, arch: Architecture) -> Result<(), DeployError> {
     let bytes = std::fs::read(binary)
         .map_err(|e| DeployError::Build(format!("{}: {e}", binary.display())))?;
     if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" {

@@ -15,6 +15,7 @@ pub mod ecr;
 pub mod error;
 pub mod image;
 pub mod infra;
+pub mod lambda;
 pub mod local;
 pub mod oci;
 pub mod output;

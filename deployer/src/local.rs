@@ -111,15 +111,17 @@ pub async fn stop(dir: &TaskDir, grace: Duration, report: &Reporter) -> bool {
     true
 }
 
+/// A client for quick local probes: short timeouts, nothing else.
+fn probe_client() -> reqwest::Result<reqwest::Client> {
+    crate::tls();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+}
+
 pub async fn ready(port: u16) -> bool {
     let url = format!("http://127.0.0.1:{port}/readyz");
-    let client = {
-        crate::tls();
-        reqwest::Client::builder()
-    }
-    .timeout(Duration::from_secs(2))
-    .build();
-    match client {
+    match probe_client() {
         Ok(c) => c
             .get(url)
             .send()
@@ -317,13 +319,7 @@ pub async fn ensure_emulator(
     report: &Reporter,
 ) -> Result<(), DeployError> {
     let answers = |url: String| async move {
-        let client = {
-            crate::tls();
-            reqwest::Client::builder()
-        }
-        .timeout(Duration::from_secs(2))
-        .build();
-        match client {
+        match probe_client() {
             Ok(c) => c.get(url).send().await.is_ok(),
             Err(_) => false,
         }
@@ -357,13 +353,7 @@ pub async fn ensure_emulator(
 /// Forgets every resource in the emulator (moto's reset; pushed images stay in the registry).
 pub async fn reset_emulator(endpoint: &str) -> Result<(), DeployError> {
     let url = format!("{}/moto-api/reset", endpoint.trim_end_matches('/'));
-    let client = {
-        crate::tls();
-        reqwest::Client::builder()
-    }
-    .timeout(Duration::from_secs(10))
-    .build()
-    .map_err(|e| DeployError::Local(e.to_string()))?;
+    let client = probe_client().map_err(|e| DeployError::Local(e.to_string()))?;
     let response = client
         .post(&url)
         .send()

@@ -33,6 +33,22 @@ pub struct Blob {
 }
 
 impl Blob {
+    /// A blob read from elsewhere, refused unless its bytes have the digest it was named by.
+    fn verified(named: &str, media_type: &str, data: Vec<u8>) -> Result<Blob, OciError> {
+        let actual = digest(&data);
+        if actual != named {
+            return Err(OciError::DigestMismatch {
+                digest: named.into(),
+                actual,
+            });
+        }
+        Ok(Blob {
+            digest: actual,
+            media_type: media_type.into(),
+            data,
+        })
+    }
+
     pub fn new(media_type: &str, data: Vec<u8>) -> Blob {
         Blob {
             digest: digest(&data),
@@ -242,18 +258,7 @@ impl Image {
                 .ok_or_else(|| OciError::Malformed("descriptor without digest".into()))?;
             let media = d["mediaType"].as_str().unwrap_or(LAYER_GZIP);
             let data = fetch(digest_s).ok_or_else(|| OciError::MissingBlob(digest_s.into()))?;
-            let actual = digest(&data);
-            if actual != digest_s {
-                return Err(OciError::DigestMismatch {
-                    digest: digest_s.into(),
-                    actual,
-                });
-            }
-            Ok(Blob {
-                digest: actual,
-                media_type: media.into(),
-                data,
-            })
+            Blob::verified(digest_s, media, data)
         };
         let config = blob(&m["config"])?;
         let layers = m["layers"]
@@ -337,18 +342,7 @@ impl Store {
         let data = self
             .read(&format!("blobs/sha256/{hex}"))?
             .ok_or_else(|| OciError::MissingBlob(digest_s.into()))?;
-        let actual = digest(&data);
-        if actual != digest_s {
-            return Err(OciError::DigestMismatch {
-                digest: digest_s.into(),
-                actual,
-            });
-        }
-        Ok(Blob {
-            digest: actual,
-            media_type: media,
-            data,
-        })
+        Blob::verified(digest_s, &media, data)
     }
 }
 

@@ -216,3 +216,28 @@ impl Human for Destroyed {
         }
     }
 }
+
+impl Human for crate::lambda::LambdaDeployed {
+    fn print(&self) {
+        println!(
+            "deployed the REST tier: stack {} ({})",
+            self.stack, self.stack_change
+        );
+        println!("  function: {}", self.function);
+        println!(
+            "  code: s3://{}/{} ({} bytes, {})",
+            self.bucket,
+            self.key,
+            self.zip_bytes,
+            if self.uploaded {
+                "uploaded"
+            } else {
+                "already there"
+            }
+        );
+        println!("  verified: {}", self.verified);
+        if let Some(url) = &self.api_url {
+            println!("\nREST API: {url}api/v1/ticker/AAPL");
+        }
+    }
+}

@@ -403,3 +403,57 @@ fn bad_configuration_fails_before_any_aws_call() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("known: dev"));
     assert!(listener.accept().is_err(), "still no connection");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_lambda_tier_deploys_into_the_emulator_and_only_on_change() {
+    let binary = required(
+        "TICKSTREAM_STATIC_BIN",
+        "run ./scripts/check, which builds the static musl binary",
+    );
+    let env = Env::new();
+    // Bytes of its own, so its zip is new to the bucket whatever ran before.
+    let mut bytes = std::fs::read(&binary).expect("binary");
+    bytes.extend_from_slice(env.name.as_bytes());
+    let own = env.dir.path().join("tickstream-lambda");
+    std::fs::write(&own, bytes).expect("write");
+    let binary = own.to_str().expect("utf-8").to_string();
+    let first = env.ok(&["--target", "lambda", "--binary", &binary]);
+    assert_eq!(first["stack_change"], "create", "{first}");
+    assert_eq!(first["uploaded"], true);
+    assert_eq!(first["function"], format!("{}-tickstream-api", env.name));
+    assert!(
+        first["verified"]
+            .as_str()
+            .is_some_and(|v| v.contains("answered a ticker")),
+        "{first}"
+    );
+    assert!(
+        first["zip_bytes"]
+            .as_u64()
+            .is_some_and(|n| n > 100_000 && n < 10_000_000),
+        "{first}"
+    );
+
+    let again = env.ok(&["--target", "lambda", "--binary", &binary]);
+    assert_eq!(again["stack_change"], "unchanged", "{again}");
+    assert_eq!(again["uploaded"], false);
+    assert_eq!(again["key"], first["key"]);
+
+    let status = env.ok(&["--target", "lambda", "status"]);
+    assert_eq!(status["status"], "CREATE_COMPLETE", "{status}");
+    assert!(
+        status["outputs"]["FunctionArn"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("arn:aws:lambda:")),
+        "{status}"
+    );
+
+    let gone = env.ok(&["--target", "lambda", "destroy", "--yes"]);
+    assert_eq!(gone["status"], "deleted", "{gone}");
+    assert_eq!(
+        env.ok(&["--target", "lambda", "status"])["status"],
+        "absent"
+    );
+    let plan = env.run(&["--target", "lambda", "plan"]);
+    assert_eq!(plan.status.code(), Some(2), "unsupported commands say so");
+}

@@ -15,6 +15,7 @@ pub mod config;
 pub mod feed;
 pub mod http;
 pub mod hub;
+pub mod lambda;
 pub mod market;
 pub mod metrics;
 pub mod probe;
@@ -92,6 +93,16 @@ impl AppState {
             ready: Arc::new(AtomicBool::new(false)),
             feed: Arc::new(Mutex::new(Some(feed))),
         })
+    }
+
+    /// The feed, for a caller that drives it itself (Lambda mode), instead of [`run`].
+    pub fn take_feed(&self) -> Option<Feed> {
+        self.feed.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Readiness for a state whose feed is driven by its caller.
+    pub fn mark_ready(&self) {
+        self.ready.store(true, Ordering::Release);
     }
 
     pub fn is_ready(&self) -> bool {

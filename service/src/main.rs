@@ -10,6 +10,16 @@ use tickstream::{AppState, probe, run, shutdown, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Started by the Lambda runtime (provided.al2023): the REST tier, no listener.
+    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() && cli.command.is_none() {
+        return match lambda(cli.config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tickstream: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match cli.command.unwrap_or(Command::Serve) {
         Command::Healthcheck => healthcheck(&cli.config),
         Command::Serve => match serve(cli.config) {
@@ -38,6 +48,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     run(listener, state, shutdown::signal())
         .await
         .context("serving")
+}
+
+#[tokio::main]
+async fn lambda(config: Config) -> Result<(), lambda_http::Error> {
+    telemetry::init(config.log_format);
+    tickstream::lambda::serve(config).await
 }
 
 fn healthcheck(config: &Config) -> ExitCode {
