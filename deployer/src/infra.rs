@@ -70,6 +70,15 @@ pub fn platform(
     if let Some(arn) = &settings.certificate_arn {
         parameters.insert("CertificateArn".into(), arn.clone());
     }
+    if !settings.secrets.is_empty() {
+        // The execution role reads exactly these when it starts a task.
+        let arns: std::collections::BTreeSet<&str> =
+            settings.secrets.values().map(String::as_str).collect();
+        parameters.insert(
+            "SecretArns".into(),
+            arns.into_iter().collect::<Vec<_>>().join(","),
+        );
+    }
     Ok(StackSpec {
         name: settings.platform_stack.clone(),
         template_body: PLATFORM_TEMPLATE.to_string(),
@@ -109,5 +118,62 @@ impl Platform {
             websocket_url: p("WebSocketUrl")?,
             load_balancer_dns: p("LoadBalancerDnsName")?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use crate::config::{Layer, resolve};
+
+    #[test]
+    fn the_execution_role_may_read_exactly_the_configured_secrets() {
+        let toml = r#"
+[env.prod]
+region = "eu-west-1"
+[env.prod.secrets]
+A = "arn:aws:ssm:eu-west-1:123456789012:parameter/a"
+B = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:b"
+C = "arn:aws:ssm:eu-west-1:123456789012:parameter/a"
+[env.dev]
+region = "eu-west-1"
+"#;
+        let network = BTreeMap::from([
+            ("VpcId".to_string(), "vpc-1".to_string()),
+            (
+                "PublicSubnetIds".to_string(),
+                "subnet-a,subnet-b".to_string(),
+            ),
+        ]);
+        let prod = resolve(
+            toml,
+            "deploy.toml",
+            "prod",
+            Layer::default(),
+            Layer::default(),
+            ".".into(),
+        )
+        .expect("valid");
+        let spec = super::platform(&prod, &network).expect("spec");
+        assert_eq!(
+            spec.parameters["SecretArns"],
+            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:b,arn:aws:ssm:eu-west-1:123456789012:parameter/a"
+        );
+        let dev = resolve(
+            toml,
+            "deploy.toml",
+            "dev",
+            Layer::default(),
+            Layer::default(),
+            ".".into(),
+        )
+        .expect("valid");
+        assert!(
+            !super::platform(&dev, &network)
+                .expect("spec")
+                .parameters
+                .contains_key("SecretArns")
+        );
     }
 }
