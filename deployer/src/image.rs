@@ -178,7 +178,17 @@ pub fn build_static(
     report.line(format!(
         "building the static binary: cargo build --release --locked -p tickstream --target {target} (the first build takes a few minutes)"
     ));
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    // For the other architecture no C cross-linker is needed: tickstream is pure Rust, and the
+    // toolchain's own lld links a static musl binary (an arm64 build on x86_64, for instance).
+    let linker_var = format!(
+        "CARGO_TARGET_{}_LINKER",
+        target.to_ascii_uppercase().replace('-', "_")
+    );
+    if !target.starts_with(std::env::consts::ARCH) && std::env::var_os(&linker_var).is_none() {
+        cargo.env(&linker_var, "rust-lld");
+    }
+    let status = cargo
         .args([
             "build",
             "--release",
