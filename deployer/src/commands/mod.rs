@@ -1,0 +1,319 @@
+//! The CLI's commands, each a function from the resolved settings to a result that prints for
+//! people or as JSON. One file per command, as in ecspresso; they share [`Context`] and the
+//! image, wait and verify steps below.
+
+mod deploy;
+mod destroy;
+mod logs;
+mod plan;
+mod rollback;
+mod status;
+
+pub use deploy::deploy;
+pub use destroy::{Destroyed, destroy};
+pub use logs::{LogLine, logs};
+pub use plan::{Plan, plan};
+pub use rollback::{RolledBack, rollback};
+pub use status::{DeploymentStatus, Status, TaskStatus, status};
+
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use serde::Serialize;
+
+use crate::aws::{self, AwsTarget};
+use crate::config::Settings;
+use crate::error::{self, DeployError};
+use crate::image::{ImageOptions, Source};
+use crate::infra::Platform;
+use crate::local::{self, TaskDir};
+use crate::report::Reporter;
+use crate::rollout::{self, Completed, Watch};
+use crate::stacks::{self, StackChange};
+use crate::taskdef::{Change, TaskSpec};
+use crate::verify::{self, Verified};
+
+/// The AWS clients every command needs, built from one configuration.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub settings: Settings,
+    pub report: Reporter,
+    pub sdk: SdkConfig,
+    pub cfn: aws_sdk_cloudformation::Client,
+    pub ecs: aws_sdk_ecs::Client,
+    pub ecr: aws_sdk_ecr::Client,
+    pub logs: aws_sdk_cloudwatchlogs::Client,
+    pub scaling: aws_sdk_applicationautoscaling::Client,
+    pub sts: aws_sdk_sts::Client,
+}
+
+impl Context {
+    pub async fn new(settings: Settings, report: Reporter) -> Result<Context, DeployError> {
+        if settings.emulator
+            && let Some(endpoint) = &settings.endpoint_url
+        {
+            local::ensure_emulator(&settings.root, endpoint, &report).await?;
+        }
+        let sdk = aws::load(&AwsTarget {
+            region: settings.region.clone(),
+            profile: settings.profile.clone(),
+            endpoint_url: settings.endpoint_url.clone(),
+            emulator_credentials: settings.emulator,
+        })
+        .await;
+        if sdk.region().is_none() {
+            return Err(DeployError::Usage(format!(
+                "no AWS region for env {}: set region in [env.{}] of deploy.toml, AWS_REGION, or --region",
+                settings.env, settings.env
+            )));
+        }
+        Ok(Context {
+            cfn: aws_sdk_cloudformation::Client::new(&sdk),
+            ecs: aws_sdk_ecs::Client::new(&sdk),
+            ecr: aws_sdk_ecr::Client::new(&sdk),
+            logs: aws_sdk_cloudwatchlogs::Client::new(&sdk),
+            scaling: aws_sdk_applicationautoscaling::Client::new(&sdk),
+            sts: aws_sdk_sts::Client::new(&sdk),
+            sdk,
+            settings,
+            report,
+        })
+    }
+
+    fn region(&self) -> String {
+        self.sdk.region().map(|r| r.to_string()).unwrap_or_default()
+    }
+
+    fn poll(&self) -> Duration {
+        if self.settings.emulator {
+            Duration::from_millis(300)
+        } else {
+            Duration::from_secs(3)
+        }
+    }
+
+    fn task_dir(&self) -> TaskDir {
+        TaskDir::new(&self.settings.root, &self.settings.service)
+    }
+
+    /// Who and where: the first AWS call, so bad credentials fail before anything else.
+    pub async fn preflight(&self) -> Result<Identity, DeployError> {
+        let me = self
+            .sts
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(error::aws(
+                "checking the AWS identity (sts:GetCallerIdentity)",
+            ))?;
+        let identity = Identity {
+            account: me.account().unwrap_or_default().to_string(),
+            caller: me.arn().unwrap_or_default().to_string(),
+            region: self.region(),
+            env: self.settings.env.clone(),
+            endpoint: self.settings.endpoint_url.clone(),
+        };
+        self.report.line(format!(
+            "env {} -> account {} in {}{} as {}",
+            identity.env,
+            identity.account,
+            identity.region,
+            identity
+                .endpoint
+                .as_ref()
+                .map(|e| format!(" at {e}"))
+                .unwrap_or_default(),
+            identity.caller
+        ));
+        Ok(identity)
+    }
+
+    /// Stack outputs as the service needs them, when both stacks exist.
+    async fn platform(&self) -> Result<Option<Platform>, DeployError> {
+        let Some((_, net)) = stacks::describe(&self.cfn, &self.settings.network_stack).await?
+        else {
+            return Ok(None);
+        };
+        let Some((_, plat)) = stacks::describe(&self.cfn, &self.settings.platform_stack).await?
+        else {
+            return Ok(None);
+        };
+        Ok(Platform::from_outputs(&self.settings, &net, &plat).ok())
+    }
+
+    /// The URL clients use: the local task's, or the load balancer's.
+    fn url(&self, platform: &Platform) -> String {
+        if self.settings.emulator {
+            format!("ws://127.0.0.1:{}/ws", self.settings.port)
+        } else {
+            platform.websocket_url.clone()
+        }
+    }
+}
+
+fn dashboard(ws_url: &str) -> String {
+    ws_url
+        .replacen("wss://", "https://", 1)
+        .replacen("ws://", "http://", 1)
+        .trim_end_matches("/ws")
+        .to_string()
+        + "/"
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Identity {
+    pub account: String,
+    pub caller: String,
+    pub region: String,
+    pub env: String,
+    pub endpoint: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StackResult {
+    pub name: String,
+    pub change: &'static str,
+}
+
+fn change_name(c: StackChange) -> &'static str {
+    match c {
+        StackChange::Created => "create",
+        StackChange::Updated => "update",
+        StackChange::Unchanged => "unchanged",
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageResult {
+    pub reference: String,
+    pub source: String,
+    pub pushed: Option<crate::registry::Pushed>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskDefinitionResult {
+    pub arn: String,
+    pub registered: bool,
+    pub changes: Vec<Change>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceResult {
+    pub name: String,
+    pub action: &'static str,
+    pub changes: Vec<Change>,
+    pub autoscaling_changed: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Deployed {
+    pub identity: Identity,
+    pub stacks: Vec<StackResult>,
+    pub image: ImageResult,
+    pub task_definition: TaskDefinitionResult,
+    pub service: ServiceResult,
+    pub rollout: Completed,
+    pub local_task: Option<local::TaskState>,
+    pub verified: Verified,
+    pub url: String,
+    pub dashboard_url: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeployOptions {
+    pub image: ImageOptions,
+    /// How long verification may retry (the ALB registers targets after ECS says COMPLETED).
+    pub verify_within: Option<Duration>,
+}
+
+/// The image reference the task definition names, pushing first when it was built here.
+async fn publish(ctx: &Context, source: Source) -> Result<ImageResult, DeployError> {
+    let s = &ctx.settings;
+    let repo = crate::ecr::ensure(&ctx.ecr, &s.repository, &s.app, &ctx.report).await?;
+    match source {
+        Source::Pinned(reference) => Ok(ImageResult {
+            reference,
+            source: "--image".into(),
+            pushed: None,
+        }),
+        Source::Built { image, how } => {
+            let registry = crate::ecr::login(&ctx.ecr, s.registry_url.as_deref()).await?;
+            let tag = format!("sha256-{}", &image.manifest.digest[7..23]);
+            ctx.report.line(format!("image: {how}"));
+            let pushed = registry.push(&s.repository, &image, &tag).await?;
+            ctx.report.line(format!(
+                "image: pushed {}:{tag} to {} ({} blob(s) uploaded, {} already there, {} bytes)",
+                s.repository,
+                registry.host(),
+                pushed.blobs_uploaded,
+                pushed.blobs_skipped,
+                pushed.bytes_uploaded
+            ));
+            let name = if s.registry_url.is_some() {
+                format!("{}/{}", registry.host(), s.repository)
+            } else {
+                repo.uri.clone()
+            };
+            Ok(ImageResult {
+                reference: format!("{name}@{}", image.manifest.digest),
+                source: how,
+                pushed: Some(pushed),
+            })
+        }
+    }
+}
+
+/// The registry the local task pulls from (emulators only).
+async fn local_registry(ctx: &Context) -> Result<crate::registry::Registry, DeployError> {
+    crate::ecr::login(&ctx.ecr, ctx.settings.registry_url.as_deref()).await
+}
+
+async fn wait_and_verify(
+    ctx: &Context,
+    platform: &Platform,
+    deployment_id: String,
+    task_definition: &str,
+    spec: &TaskSpec,
+    options: &DeployOptions,
+) -> Result<(Completed, Option<local::TaskState>, Verified, String), DeployError> {
+    let s = &ctx.settings;
+    let watch = Watch {
+        cluster: platform.cluster.clone(),
+        service: s.service.clone(),
+        deployment_id,
+        task_definition: task_definition.to_string(),
+        timeout: s.rollout_timeout,
+        poll: ctx.poll(),
+        logs: Some((platform.log_group.clone(), s.app.clone())),
+    };
+    let completed = rollout::wait(&ctx.ecs, Some(&ctx.logs), &watch, &ctx.report).await?;
+    ctx.report.line(format!(
+        "rollout: {} COMPLETED and PRIMARY ({} of {} running) after {:.1}s",
+        completed.deployment_id, completed.running, completed.desired, completed.waited_seconds
+    ));
+    let local_task = if s.emulator {
+        let registry = local_registry(ctx).await?;
+        Some(
+            local::run(
+                &ctx.task_dir(),
+                spec,
+                task_definition,
+                &registry,
+                &s.repository,
+                s.port,
+                &ctx.report,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    let url = ctx.url(platform);
+    let within = options.verify_within.unwrap_or(if s.emulator {
+        Duration::from_secs(15)
+    } else {
+        Duration::from_secs(180)
+    });
+    let verified = verify::websocket(&url, within, &ctx.report).await?;
+    Ok((completed, local_task, verified, url))
+}
