@@ -342,6 +342,19 @@ impl Hub {
     }
 
     /// Up to `limit` most recent candles, oldest first, the last one possibly still open.
+    /// The open candle of a symbol and interval, if one is being built.
+    pub fn open_candle(&self, symbol: &str, interval: Interval) -> Option<Option<Candle>> {
+        let stream = self.stream(interval.channel(), symbol)?;
+        let st = self.lock(stream);
+        Some(match &st.latest {
+            Some(Event {
+                payload: Payload::Candle(c),
+                ..
+            }) => Some(c.clone()),
+            _ => None,
+        })
+    }
+
     pub fn candles(&self, symbol: &str, interval: Interval, limit: usize) -> Option<Vec<Candle>> {
         let stream = self.stream(interval.channel(), symbol)?;
         let st = self.lock(stream);

@@ -64,6 +64,10 @@ pub struct AppState {
     next_id: Arc<AtomicU64>,
     ready: Arc<AtomicBool>,
     feed: Arc<Mutex<Option<Feed>>>,
+    /// The simulator's model, when it is the source: REST computes candle history from it.
+    pub sim: Option<Arc<feed::sim::Sim>>,
+    /// Computed closed candles per symbol and interval, reused until a new interval closes.
+    pub history: Arc<http::HistoryCache>,
 }
 
 impl AppState {
@@ -82,7 +86,13 @@ impl AppState {
             limits,
             metrics.clone(),
         ));
+        let sim = match &feed {
+            Feed::Sim(sim) => Some(Arc::new(sim.clone())),
+            _ => None,
+        };
         Ok(Self {
+            sim,
+            history: Arc::default(),
             config: Arc::new(config),
             hub,
             metrics,

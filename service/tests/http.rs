@@ -240,3 +240,29 @@ async fn the_dashboard_is_served_with_revalidation_long_caching_and_gzip() {
     let missing = get("/assets/nope.js", &[]).await.expect("response");
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn a_fresh_server_has_candle_history_computed_from_the_simulator() {
+    let server = start(|_| {}).await;
+    let (status, body) = server
+        .get("/api/v1/candles/AAPL?interval=1m&limit=30")
+        .await;
+    assert_eq!(status, 200);
+    let candles = body["candles"].as_array().expect("candles");
+    assert_eq!(
+        candles.len(),
+        30,
+        "half an hour of history a second after start"
+    );
+    let starts: Vec<i64> = candles.iter().filter_map(|c| c["start"].as_i64()).collect();
+    assert!(
+        starts.windows(2).all(|w| w[1] - w[0] == 60_000_000),
+        "{starts:?}"
+    );
+    assert!(candles[..29].iter().all(|c| c["closed"] == true));
+    assert_eq!(candles[29]["closed"], false, "the last one is open");
+    // Each closed candle opens where the previous one closed.
+    for w in candles.windows(2) {
+        assert_eq!(w[1]["open"], w[0]["close"], "{w:?}");
+    }
+}

@@ -100,7 +100,7 @@ export function Chart({
     candles.current?.setData([]);
     volumes.current?.setData([]);
     setBars(0);
-    fetch(api(`/api/v1/candles/${encodeURIComponent(symbol)}?interval=${interval}&limit=300`))
+    fetch(api(`/api/v1/candles/${encodeURIComponent(symbol)}?interval=${interval}&limit=${interval === "1s" ? 300 : 120}`))
       .then((r) => (r.ok ? r.json() : Promise.reject(new Error(`HTTP ${r.status}`))))
       .then((body: { candles: Candle[] }) => {
         if (cancelled || !candles.current || !volumes.current) return;

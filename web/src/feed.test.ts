@@ -169,6 +169,10 @@ describe("Feed", () => {
       ["subscribe", ["MSFT"]],
     ]);
     expect(h.feed.positions.last.has("candles_1s:AAPL")).toBe(false);
+    // An update that was already on its way is dropped, not tracked again.
+    h.sockets[0].receive(update(8, "candles_1s", "AAPL"));
+    expect(h.feed.positions.last.has("candles_1s:AAPL")).toBe(false);
+    expect(h.data.map(([m]) => m.symbol)).toEqual(["AAPL"]);
   });
 
   it("ignores what it does not understand", () => {

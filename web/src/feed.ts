@@ -191,6 +191,11 @@ export class Feed {
     if (this.socket?.readyState === 1) this.sendSubscribe({ symbols, channels });
   }
 
+  private wants(key: string): boolean {
+    for (const s of this.wanted.values()) if (keys(s).includes(key)) return true;
+    return false;
+  }
+
   private heldElsewhere(key: string, except: string, replacement: Subscription): boolean {
     if (keys(replacement).includes(key)) return true;
     for (const [n, s] of this.wanted) if (n !== except && keys(s).includes(key)) return true;
@@ -262,6 +267,8 @@ export class Feed {
       case "update":
       case "snapshot": {
         const data = msg as unknown as DataMessage;
+        // Updates already in flight when a stream was unsubscribed: not ours any more.
+        if (!this.wants(streamKey(data.channel, data.symbol))) break;
         const verdict = this.positions.accept(data);
         if (verdict !== "duplicate") this.opts.onData(data, verdict);
         break;

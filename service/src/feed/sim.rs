@@ -268,6 +268,94 @@ impl Sim {
         sum
     }
 
+    /// The closed candles of one symbol that start in `[end - count * interval, end)`, oldest
+    /// first, exactly as a running simulator would have closed them. Computed from the trades
+    /// alone (a quote per trade), so a day of 1 m candles costs a few milliseconds: the chart
+    /// history a fresh task or a Lambda function did not live through. `end` must not be after
+    /// the start of the interval holding the current tick.
+    pub fn history(
+        &self,
+        symbol: usize,
+        interval: Interval,
+        end: Micros,
+        count: usize,
+    ) -> Vec<Candle> {
+        let Some(spec) = self.specs.get(symbol) else {
+            return Vec::new();
+        };
+        let len = interval.micros();
+        let end = floor_to(end, len);
+        let first = end - len * count as Micros;
+        let (k0, k_end) = (self.first_tick_from(first), self.first_tick_from(end));
+        if count == 0 || k0 >= k_end {
+            return Vec::new();
+        }
+        let mut slots: Vec<Option<CandleAcc>> = vec![None; count];
+        let slot_of = |k: u64| {
+            usize::try_from((floor_to(self.tick_ts(k), len) - first) / len).unwrap_or(usize::MAX)
+        };
+        // Intervals with ticks exist; the rest (rates below one tick per interval) do not.
+        let mut k = k0;
+        while k < k_end {
+            let slot = slot_of(k);
+            if let Some(s) = slots.get_mut(slot) {
+                *s = Some(CandleAcc {
+                    start: first + slot as Micros * len,
+                    open: 0,
+                    high: 0,
+                    low: 0,
+                    close: 0,
+                    lots: 0,
+                    trades: 0,
+                });
+            }
+            k = self
+                .first_tick_from(first + (slot as Micros + 1) * len)
+                .max(k + 1);
+        }
+        let mut trades: Vec<Vec<(i64, i64)>> = vec![Vec::new(); count];
+        for block in k0 / BLOCK..=(k_end - 1) / BLOCK {
+            for t in self.block_trades(spec, block) {
+                let tk = block * BLOCK + t.offset;
+                if (k0..k_end).contains(&tk) {
+                    let price = self.trade_price(spec, tk, t.side);
+                    if let Some(list) = trades.get_mut(slot_of(tk)) {
+                        list.push((price, t.lots));
+                    }
+                }
+            }
+        }
+        let mut last = self.last_before(spec, k0);
+        let mut out = Vec::with_capacity(count);
+        for (slot, prints) in slots.into_iter().zip(trades) {
+            let Some(mut c) = slot else { continue };
+            c.open = last;
+            c.high = last;
+            c.low = last;
+            c.close = last;
+            for (price, lots) in prints {
+                c.high = c.high.max(price);
+                c.low = c.low.min(price);
+                c.close = price;
+                c.lots += lots;
+                c.trades += 1;
+            }
+            last = c.close;
+            out.push(Candle {
+                interval,
+                start: c.start,
+                open: spec.price(c.open),
+                high: spec.price(c.high),
+                low: spec.price(c.low),
+                close: spec.price(c.close),
+                volume: spec.size(c.lots),
+                trades: c.trades,
+                closed: true,
+            });
+        }
+        out
+    }
+
     /// The state of every symbol just before tick `k`, ready for [`SimState::step`] at `k`.
     pub fn state_before(&self, k: u64) -> SimState {
         let symbols = self
@@ -514,6 +602,38 @@ mod tests {
     }
 
     const NOW_K: u64 = 17_640_000_000; // 2025-11-24 at 10 Hz
+
+    #[test]
+    fn history_equals_the_candles_a_running_simulator_closes() {
+        for rate in [10, 3] {
+            let sim = sim(rate);
+            let from = NOW_K / 10 * u64::from(rate);
+            let events = run(&sim, from, u64::from(rate) * 200);
+            for interval in [Interval::S1, Interval::M1] {
+                for symbol in [0_u16, 7] {
+                    let closed: Vec<Candle> = events
+                        .iter()
+                        .filter(|e| e.symbol == symbol)
+                        .filter_map(|e| match &e.payload {
+                            Payload::Candle(c) if c.interval == interval && c.closed => {
+                                Some(c.clone())
+                            }
+                            _ => None,
+                        })
+                        // The first interval was entered part-way: its candle began late.
+                        .skip(1)
+                        .collect();
+                    assert!(!closed.is_empty(), "rate {rate} {interval:?}");
+                    let end = closed
+                        .last()
+                        .map(|c| c.start + interval.micros())
+                        .expect("one");
+                    let computed = sim.history(usize::from(symbol), interval, end, closed.len());
+                    assert_eq!(computed, closed, "rate {rate} {interval:?} symbol {symbol}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn a_late_start_emits_the_same_events() {
