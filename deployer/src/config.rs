@@ -275,7 +275,7 @@ pub struct Issue {
 }
 
 impl Issue {
-    fn new(key: &str, problem: impl Into<String>, fix: impl Into<String>) -> Issue {
+    pub fn new(key: &str, problem: impl Into<String>, fix: impl Into<String>) -> Issue {
         Issue {
             key: key.to_string(),
             problem: problem.into(),

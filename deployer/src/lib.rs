@@ -19,6 +19,7 @@ pub mod lambda;
 pub mod local;
 pub mod oci;
 pub mod output;
+pub mod preflight;
 pub mod registry;
 pub mod report;
 pub mod rollout;

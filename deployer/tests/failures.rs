@@ -409,3 +409,126 @@ async fn a_stack_that_rolls_back_names_the_resource_that_failed() {
             .any(|l| l.contains("HttpsListener") && l.contains("CREATE_FAILED"))
     );
 }
+
+#[tokio::test]
+async fn preflight_names_a_missing_certificate_and_missing_secrets_before_anything_changes() {
+    use aws_sdk_acm::operation::describe_certificate::DescribeCertificateOutput;
+    use aws_sdk_acm::types::{CertificateDetail, CertificateStatus};
+    use aws_sdk_secretsmanager::operation::describe_secret::{
+        DescribeSecretError, DescribeSecretOutput,
+    };
+    use aws_sdk_ssm::operation::describe_parameters::DescribeParametersOutput;
+    use aws_sdk_ssm::types::ParameterMetadata;
+    use tickstream_deployer::config::{ConfigError, Layer, resolve};
+    use tickstream_deployer::preflight::{self, Clients};
+
+    let toml = r#"
+[env.prod]
+region = "eu-west-1"
+certificate_arn = "arn:aws:acm:eu-west-1:123456789012:certificate/abc"
+[env.prod.secrets]
+API_KEYS = "arn:aws:ssm:eu-west-1:123456789012:parameter/tickstream/api-keys"
+FEED_TOKEN = "arn:aws:ssm:eu-west-1:123456789012:parameter/tickstream/feed-token"
+DB = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:db-AbCdEf"
+"#;
+    let settings = resolve(
+        toml,
+        "deploy.toml",
+        "prod",
+        Layer::default(),
+        Layer::default(),
+        ".".into(),
+    )
+    .expect("valid");
+    let pending = mock!(aws_sdk_acm::Client::describe_certificate).then_output(|| {
+        DescribeCertificateOutput::builder()
+            .certificate(
+                CertificateDetail::builder()
+                    .status(CertificateStatus::PendingValidation)
+                    .build(),
+            )
+            .build()
+    });
+    let params = mock!(aws_sdk_ssm::Client::describe_parameters).then_output(|| {
+        DescribeParametersOutput::builder()
+            .parameters(
+                ParameterMetadata::builder()
+                    .name("/tickstream/api-keys")
+                    .build(),
+            )
+            .build()
+    });
+    let missing_secret = mock!(aws_sdk_secretsmanager::Client::describe_secret).then_error(|| {
+        DescribeSecretError::ResourceNotFoundException(
+            aws_sdk_secretsmanager::types::error::ResourceNotFoundException::builder()
+                .message("not found")
+                .build(),
+        )
+    });
+    let clients = Clients {
+        acm: mock_client!(aws_sdk_acm, [&pending]),
+        ssm: mock_client!(aws_sdk_ssm, [&params]),
+        secrets: mock_client!(aws_sdk_secretsmanager, [&missing_secret]),
+    };
+    let err = preflight::check(&clients, &settings, "eu-west-1")
+        .await
+        .expect_err("three problems");
+    assert_eq!(err.exit_code(), exit::CONFIG);
+    let DeployError::Config(ConfigError::Invalid(issues)) = &err else {
+        panic!("{err}")
+    };
+    let found: Vec<(&str, &str)> = issues
+        .iter()
+        .map(|i| (i.key.as_str(), i.problem.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("certificate_arn", "the certificate is PENDING_VALIDATION"),
+            (
+                "secrets.DB",
+                "no such secret: arn:aws:secretsmanager:eu-west-1:123456789012:secret:db-AbCdEf"
+            ),
+            (
+                "secrets.FEED_TOKEN",
+                "no SSM parameter /tickstream/feed-token in eu-west-1"
+            ),
+        ],
+        "{err}"
+    );
+
+    // Everything in place: no complaint, and no secret value was asked for.
+    let issued = mock!(aws_sdk_acm::Client::describe_certificate).then_output(|| {
+        DescribeCertificateOutput::builder()
+            .certificate(
+                CertificateDetail::builder()
+                    .status(CertificateStatus::Issued)
+                    .build(),
+            )
+            .build()
+    });
+    let both = mock!(aws_sdk_ssm::Client::describe_parameters).then_output(|| {
+        DescribeParametersOutput::builder()
+            .parameters(
+                ParameterMetadata::builder()
+                    .name("/tickstream/api-keys")
+                    .build(),
+            )
+            .parameters(
+                ParameterMetadata::builder()
+                    .name("/tickstream/feed-token")
+                    .build(),
+            )
+            .build()
+    });
+    let secret = mock!(aws_sdk_secretsmanager::Client::describe_secret)
+        .then_output(|| DescribeSecretOutput::builder().build());
+    let clients = Clients {
+        acm: mock_client!(aws_sdk_acm, [&issued]),
+        ssm: mock_client!(aws_sdk_ssm, [&both]),
+        secrets: mock_client!(aws_sdk_secretsmanager, [&secret]),
+    };
+    preflight::check(&clients, &settings, "eu-west-1")
+        .await
+        .expect("all present");
+}

@@ -14,6 +14,7 @@ pub async fn deploy(ctx: &Context, options: &DeployOptions) -> Result<Deployed, 
     // Everything that can be decided without AWS, first.
     let source = image::resolve(s, &options.image, &ctx.report)?;
     let identity = ctx.preflight().await?;
+    crate::preflight::check(&ctx.needs, s, &identity.region).await?;
 
     let net = stacks::deploy(&ctx.cfn, &infra::network(s), s.stack_timeout, &ctx.report).await?;
     let platform_spec =

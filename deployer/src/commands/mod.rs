@@ -45,6 +45,8 @@ pub struct Context {
     pub logs: aws_sdk_cloudwatchlogs::Client,
     pub scaling: aws_sdk_applicationautoscaling::Client,
     pub sts: aws_sdk_sts::Client,
+    /// Certificate and secrets checks before anything changes.
+    pub needs: crate::preflight::Clients,
 }
 
 impl Context {
@@ -74,6 +76,11 @@ impl Context {
             logs: aws_sdk_cloudwatchlogs::Client::new(&sdk),
             scaling: aws_sdk_applicationautoscaling::Client::new(&sdk),
             sts: aws_sdk_sts::Client::new(&sdk),
+            needs: crate::preflight::Clients {
+                acm: aws_sdk_acm::Client::new(&sdk),
+                ssm: aws_sdk_ssm::Client::new(&sdk),
+                secrets: aws_sdk_secretsmanager::Client::new(&sdk),
+            },
             sdk,
             settings,
             report,

@@ -38,6 +38,7 @@ pub async fn plan(ctx: &Context, options: &DeployOptions) -> Result<Plan, Deploy
         Err(e) => return Err(e),
     };
     let identity = ctx.preflight().await?;
+    crate::preflight::check(&ctx.needs, s, &identity.region).await?;
     let net = stacks::preview(&ctx.cfn, &infra::network(s)).await?;
     let mut stacks = vec![StackResult {
         name: s.network_stack.clone(),
