@@ -502,9 +502,9 @@ fn validate(env: &str, l: Layer, root: PathBuf) -> Result<Settings, ConfigError>
                 "use a region code such as eu-west-1",
             ));
         }
-    } else if !emulator {
-        // The standard chain may still find one (AWS_REGION, the profile); checked at preflight.
     }
+    // Without a region here, the standard chain may still find one (AWS_REGION, the profile);
+    // `Context::new` fails with the fix when it does not.
     for (key, url) in [
         ("endpoint_url", &l.endpoint_url),
         ("registry_url", &l.registry_url),

@@ -126,8 +126,3 @@ where
         _ => DisplayErrorContext(e).to_string(),
     }
 }
-
-/// The AWS error code, for deciding what to do about it.
-pub fn code<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> Option<String> {
-    e.code().map(str::to_string)
-}

@@ -55,7 +55,7 @@ impl Market {
             return Err(LambdaError::Replay);
         }
         // Checked now, so a bad setting fails the function's init, not every request.
-        AppState::new(config.clone())?;
+        config.validate().map_err(StartError::from)?;
         Ok(Market {
             config: Arc::new(config),
             clock: Arc::default(),

@@ -270,11 +270,6 @@ async fn publish(ctx: &Context, source: Source) -> Result<ImageResult, DeployErr
     }
 }
 
-/// The registry the local task pulls from (emulators only).
-async fn local_registry(ctx: &Context) -> Result<crate::registry::Registry, DeployError> {
-    crate::ecr::login(&ctx.ecr, ctx.settings.registry_url.as_deref()).await
-}
-
 async fn wait_and_verify(
     ctx: &Context,
     platform: &Platform,
@@ -299,7 +294,8 @@ async fn wait_and_verify(
         completed.deployment_id, completed.running, completed.desired, completed.waited_seconds
     ));
     let local_task = if s.emulator {
-        let registry = local_registry(ctx).await?;
+        // The emulator's registry, where the task's image was pushed.
+        let registry = crate::ecr::login(&ctx.ecr, s.registry_url.as_deref()).await?;
         Some(
             local::run(
                 &ctx.task_dir(),

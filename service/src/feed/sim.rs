@@ -290,7 +290,7 @@ impl Sim {
         if count == 0 || k0 >= k_end {
             return Vec::new();
         }
-        let mut slots: Vec<Option<CandleAcc>> = vec![None; count];
+        let mut ticked = vec![false; count];
         let slot_of = |k: u64| {
             usize::try_from((floor_to(self.tick_ts(k), len) - first) / len).unwrap_or(usize::MAX)
         };
@@ -298,16 +298,8 @@ impl Sim {
         let mut k = k0;
         while k < k_end {
             let slot = slot_of(k);
-            if let Some(s) = slots.get_mut(slot) {
-                *s = Some(CandleAcc {
-                    start: first + slot as Micros * len,
-                    open: 0,
-                    high: 0,
-                    low: 0,
-                    close: 0,
-                    lots: 0,
-                    trades: 0,
-                });
+            if let Some(t) = ticked.get_mut(slot) {
+                *t = true;
             }
             k = self
                 .first_tick_from(first + (slot as Micros + 1) * len)
@@ -327,31 +319,16 @@ impl Sim {
         }
         let mut last = self.last_before(spec, k0);
         let mut out = Vec::with_capacity(count);
-        for (slot, prints) in slots.into_iter().zip(trades) {
-            let Some(mut c) = slot else { continue };
-            c.open = last;
-            c.high = last;
-            c.low = last;
-            c.close = last;
+        for (slot, prints) in trades.into_iter().enumerate() {
+            if !ticked[slot] {
+                continue;
+            }
+            let mut c = CandleAcc::opening(first + slot as Micros * len, last);
             for (price, lots) in prints {
-                c.high = c.high.max(price);
-                c.low = c.low.min(price);
-                c.close = price;
-                c.lots += lots;
-                c.trades += 1;
+                c.add(price, lots);
             }
             last = c.close;
-            out.push(Candle {
-                interval,
-                start: c.start,
-                open: spec.price(c.open),
-                high: spec.price(c.high),
-                low: spec.price(c.low),
-                close: spec.price(c.close),
-                volume: spec.size(c.lots),
-                trades: c.trades,
-                closed: true,
-            });
+            out.push(c.candle(spec, interval, true));
         }
         out
     }
@@ -417,6 +394,44 @@ struct CandleAcc {
     trades: u32,
 }
 
+/// One candle being built, the same way by the running simulator and by [`Sim::history`].
+impl CandleAcc {
+    /// A candle opens at the last price before its first tick.
+    fn opening(start: Micros, last: i64) -> CandleAcc {
+        CandleAcc {
+            start,
+            open: last,
+            high: last,
+            low: last,
+            close: last,
+            lots: 0,
+            trades: 0,
+        }
+    }
+
+    fn add(&mut self, price: i64, lots: i64) {
+        self.high = self.high.max(price);
+        self.low = self.low.min(price);
+        self.close = price;
+        self.lots += lots;
+        self.trades += 1;
+    }
+
+    fn candle(&self, spec: &SymbolSpec, interval: Interval, closed: bool) -> Candle {
+        Candle {
+            interval,
+            start: self.start,
+            open: spec.price(self.open),
+            high: spec.price(self.high),
+            low: spec.price(self.low),
+            close: spec.price(self.close),
+            volume: spec.size(self.lots),
+            trades: self.trades,
+            closed,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct SymbolState {
     block: u64,
@@ -476,15 +491,7 @@ impl SimState {
             for (slot, interval) in INTERVALS.iter().enumerate() {
                 let start = floor_to(ts, interval.micros());
                 if st.candles[slot].as_ref().is_none_or(|c| c.start != start) {
-                    st.candles[slot] = Some(CandleAcc {
-                        start,
-                        open: st.last,
-                        high: st.last,
-                        low: st.last,
-                        close: st.last,
-                        lots: 0,
-                        trades: 0,
-                    });
+                    st.candles[slot] = Some(CandleAcc::opening(start, st.last));
                 }
             }
             let offset = k % BLOCK;
@@ -503,11 +510,7 @@ impl SimState {
                 st.last = price;
                 st.day_lots += t.lots;
                 for c in st.candles.iter_mut().flatten() {
-                    c.high = c.high.max(price);
-                    c.low = c.low.min(price);
-                    c.close = price;
-                    c.lots += t.lots;
-                    c.trades += 1;
+                    c.add(price, t.lots);
                 }
                 out.push(Event {
                     channel: Channel::Trades,
@@ -542,17 +545,11 @@ impl SimState {
                     symbol,
                     seq: k,
                     ts,
-                    payload: Payload::Candle(Candle {
-                        interval: *interval,
-                        start: c.start,
-                        open: spec.price(c.open),
-                        high: spec.price(c.high),
-                        low: spec.price(c.low),
-                        close: spec.price(c.close),
-                        volume: spec.size(c.lots),
-                        trades: c.trades,
-                        closed: floor_to(next_ts, interval.micros()) != c.start,
-                    }),
+                    payload: Payload::Candle(c.candle(
+                        spec,
+                        *interval,
+                        floor_to(next_ts, interval.micros()) != c.start,
+                    )),
                 });
             }
         }
