@@ -137,19 +137,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .as_ref()
         .map(proc_stat::Process::rss_kib)
         .transpose()?;
-    let cpu_start = server
-        .as_ref()
-        .map(proc_stat::Process::cpu_seconds)
-        .transpose()?;
+    let cpu_start = server.as_ref().map(proc_stat::Process::cpu).transpose()?;
+    let host_before = proc_stat::HostTicks::read()?;
     let started = Instant::now();
     shared.measuring.store(true, Ordering::Release);
     tokio::time::sleep(args.duration).await;
     shared.measuring.store(false, Ordering::Release);
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu_end = server
-        .as_ref()
-        .map(proc_stat::Process::cpu_seconds)
-        .transpose()?;
+    let steal_pct = host_before.steal_pct_until(proc_stat::HostTicks::read()?);
+    let cpu_end = server.as_ref().map(proc_stat::Process::cpu).transpose()?;
     let rss_end = server
         .as_ref()
         .map(proc_stat::Process::rss_kib)
@@ -162,14 +158,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let server_figures = match (cpu_start, cpu_end, rss_before, rss_connected, rss_end) {
         (Some(c0), Some(c1), Some(r0), Some(r1), Some(r2)) => Some(report::ServerFigures {
-            cpu_seconds: c1 - c0,
+            cpu: c1 - c0,
             rss_before_kib: r0,
             rss_connected_kib: r1,
             rss_end_kib: r2,
         }),
         _ => None,
     };
-    let report = report::Report::new(&args, &shared, elapsed, ramp_s, server_figures);
+    let report = report::Report::new(&args, &shared, elapsed, ramp_s, steal_pct, server_figures);
     report.print();
     Ok(())
 }

@@ -5,11 +5,12 @@ use std::sync::atomic::Ordering;
 use serde_json::json;
 
 use crate::RunArgs;
+use crate::proc_stat::CpuTime;
 use crate::stats::Shared;
 
 #[derive(Debug, Clone, Copy)]
 pub struct ServerFigures {
-    pub cpu_seconds: f64,
+    pub cpu: CpuTime,
     pub rss_before_kib: u64,
     pub rss_connected_kib: u64,
     pub rss_end_kib: u64,
@@ -26,6 +27,7 @@ impl Report {
         shared: &Shared,
         elapsed: f64,
         ramp_s: f64,
+        steal_pct: f64,
         server: Option<ServerFigures>,
     ) -> Self {
         let messages = shared.messages.load(Ordering::Relaxed);
@@ -44,6 +46,7 @@ impl Report {
             "msgs_per_s": rate.round(),
             "bytes_per_s": (shared.bytes.load(Ordering::Relaxed) as f64 / elapsed).round(),
             "gaps": shared.gaps.load(Ordering::Relaxed),
+            "host_steal_pct": round(steal_pct, 2),
             "latency_ms": {
                 "p50": round(h.value_at_quantile(0.5) as f64 / 1000.0, 3),
                 "p99": round(h.value_at_quantile(0.99) as f64 / 1000.0, 3),
@@ -55,10 +58,12 @@ impl Report {
             json["delivered_pct"] = json!(round(100.0 * rate / offered, 2));
         }
         if let Some(s) = server {
-            let per_million = if messages > 0 {
-                s.cpu_seconds / (messages as f64 / 1e6)
-            } else {
-                0.0
+            let per_million = |seconds: f64| {
+                if messages > 0 {
+                    round(seconds / (messages as f64 / 1e6), 3)
+                } else {
+                    0.0
+                }
             };
             let per_conn = if connected > 0 {
                 (s.rss_connected_kib.saturating_sub(s.rss_before_kib) * 1024) as f64
@@ -67,9 +72,13 @@ impl Report {
                 0.0
             };
             json["server"] = json!({
-                "cpu_s": round(s.cpu_seconds, 2),
-                "cpu_cores": round(s.cpu_seconds / elapsed, 3),
-                "cpu_s_per_million_msgs": round(per_million, 3),
+                "cpu_s": round(s.cpu.total(), 2),
+                "cpu_user_s": round(s.cpu.user, 2),
+                "cpu_system_s": round(s.cpu.system, 2),
+                "cpu_cores": round(s.cpu.total() / elapsed, 3),
+                "cpu_s_per_million_msgs": per_million(s.cpu.total()),
+                "cpu_user_s_per_million_msgs": per_million(s.cpu.user),
+                "cpu_system_s_per_million_msgs": per_million(s.cpu.system),
                 "rss_before_kib": s.rss_before_kib,
                 "rss_connected_kib": s.rss_connected_kib,
                 "rss_end_kib": s.rss_end_kib,
@@ -90,7 +99,7 @@ impl Report {
     pub fn print(&self) {
         let j = &self.json;
         eprintln!(
-            "{}: {} of {} connected ({} failed, {} dropped); {} msgs/s; latency p50 {} ms p99 {} ms p99.9 {} ms max {} ms; gaps {}",
+            "{}: {} of {} connected ({} failed, {} dropped); {} msgs/s; latency p50 {} ms p99 {} ms p99.9 {} ms max {} ms; gaps {}; host steal {} %",
             j["label"],
             j["connected"],
             j["connections"],
@@ -101,14 +110,17 @@ impl Report {
             j["latency_ms"]["p99"],
             j["latency_ms"]["p999"],
             j["latency_ms"]["max"],
-            j["gaps"]
+            j["gaps"],
+            j["host_steal_pct"]
         );
         if let Some(s) = j.get("server") {
             eprintln!(
-                "server: {} CPU-s ({} cores), {} CPU-s per million messages; RSS {} -> {} KiB ({} B per connection)",
+                "server: {} CPU-s ({} cores), {} CPU-s per million messages ({} user, {} kernel); RSS {} -> {} KiB ({} B per connection)",
                 s["cpu_s"],
                 s["cpu_cores"],
                 s["cpu_s_per_million_msgs"],
+                s["cpu_user_s_per_million_msgs"],
+                s["cpu_system_s_per_million_msgs"],
                 s["rss_before_kib"],
                 s["rss_connected_kib"],
                 s["rss_per_connection_bytes"]

@@ -85,5 +85,27 @@ async fn a_short_run_reports_every_figure() {
             .as_u64()
             .is_some_and(|r| r > 0)
     );
-    assert!(summary["server"]["cpu_s"].as_f64().is_some());
+    assert!(
+        summary["host_steal_pct"]
+            .as_f64()
+            .is_some_and(|p| (0.0..=100.0).contains(&p)),
+        "{summary}"
+    );
+    let server = &summary["server"];
+    let cpu = |key: &str| {
+        server[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key}: {summary}"))
+    };
+    let (total, user, system) = (cpu("cpu_s"), cpu("cpu_user_s"), cpu("cpu_system_s"));
+    assert!(user >= 0.0 && system >= 0.0, "{summary}");
+    assert!(
+        (user + system - total).abs() < 0.015,
+        "the split adds up: {summary}"
+    );
+    let per_million = cpu("cpu_user_s_per_million_msgs") + cpu("cpu_system_s_per_million_msgs");
+    assert!(
+        (per_million - cpu("cpu_s_per_million_msgs")).abs() < 0.01,
+        "{summary}"
+    );
 }
