@@ -7,6 +7,7 @@
 import socket, time, base64, hashlib, json, sys, select, os
 N = int(sys.argv[1]); PORT = int(sys.argv[2])
 ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); ls.bind(("127.0.0.1", PORT)); ls.listen(4096)
+print("listening", flush=True)
 conns = []  # (sock, symbol)
 syms = "AAPL,MSFT,NVDA,AMZN,GOOGL,TSLA,SPY,BTC-USD,ETH-USD,SOL-USD".split(",")
 while len(conns) < N:
