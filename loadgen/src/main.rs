@@ -139,12 +139,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .transpose()?;
     let cpu_start = server.as_ref().map(proc_stat::Process::cpu).transpose()?;
     let host_before = proc_stat::HostTicks::read()?;
+    let this = proc_stat::Process::new(std::process::id());
+    let own_before = this.cpu()?;
     let started = Instant::now();
     shared.measuring.store(true, Ordering::Release);
     tokio::time::sleep(args.duration).await;
     shared.measuring.store(false, Ordering::Release);
     let elapsed = started.elapsed().as_secs_f64();
     let steal_pct = host_before.steal_pct_until(proc_stat::HostTicks::read()?);
+    let own_cpu = this.cpu()? - own_before;
     let cpu_end = server.as_ref().map(proc_stat::Process::cpu).transpose()?;
     let rss_end = server
         .as_ref()
@@ -165,7 +168,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }),
         _ => None,
     };
-    let report = report::Report::new(&args, &shared, elapsed, ramp_s, steal_pct, server_figures);
+    let report = report::Report::new(
+        &args,
+        &shared,
+        report::Window {
+            elapsed,
+            ramp_s,
+            steal_pct,
+            own_cpu,
+        },
+        server_figures,
+    );
     report.print();
     Ok(())
 }

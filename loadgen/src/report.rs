@@ -16,6 +16,18 @@ pub struct ServerFigures {
     pub rss_end_kib: u64,
 }
 
+/// What was measured of the run itself, beside the server.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    /// Seconds measured.
+    pub elapsed: f64,
+    /// Seconds the connections took to open.
+    pub ramp_s: f64,
+    pub steal_pct: f64,
+    /// The load generator's own CPU time while measuring.
+    pub own_cpu: CpuTime,
+}
+
 #[derive(Debug)]
 pub struct Report {
     json: serde_json::Value,
@@ -25,11 +37,15 @@ impl Report {
     pub fn new(
         args: &RunArgs,
         shared: &Shared,
-        elapsed: f64,
-        ramp_s: f64,
-        steal_pct: f64,
+        window: Window,
         server: Option<ServerFigures>,
     ) -> Self {
+        let Window {
+            elapsed,
+            ramp_s,
+            steal_pct,
+            own_cpu,
+        } = window;
         let messages = shared.messages.load(Ordering::Relaxed);
         let rate = messages as f64 / elapsed;
         let h = shared.latency();
@@ -47,6 +63,8 @@ impl Report {
             "bytes_per_s": (shared.bytes.load(Ordering::Relaxed) as f64 / elapsed).round(),
             "gaps": shared.gaps.load(Ordering::Relaxed),
             "host_steal_pct": round(steal_pct, 2),
+            // On one machine the load generator competes with the server for the same cores.
+            "load_generator_cpu_cores": round(own_cpu.total() / elapsed, 3),
             "latency_ms": {
                 "p50": round(h.value_at_quantile(0.5) as f64 / 1000.0, 3),
                 "p99": round(h.value_at_quantile(0.99) as f64 / 1000.0, 3),
@@ -99,7 +117,7 @@ impl Report {
     pub fn print(&self) {
         let j = &self.json;
         eprintln!(
-            "{}: {} of {} connected ({} failed, {} dropped); {} msgs/s; latency p50 {} ms p99 {} ms p99.9 {} ms max {} ms; gaps {}; host steal {} %",
+            "{}: {} of {} connected ({} failed, {} dropped); {} msgs/s; latency p50 {} ms p99 {} ms p99.9 {} ms max {} ms; gaps {}; host steal {} %; load generator {} cores",
             j["label"],
             j["connected"],
             j["connections"],
@@ -111,7 +129,8 @@ impl Report {
             j["latency_ms"]["p999"],
             j["latency_ms"]["max"],
             j["gaps"],
-            j["host_steal_pct"]
+            j["host_steal_pct"],
+            j["load_generator_cpu_cores"]
         );
         if let Some(s) = j.get("server") {
             eprintln!(

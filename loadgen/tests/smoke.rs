@@ -91,6 +91,12 @@ async fn a_short_run_reports_every_figure() {
             .is_some_and(|p| (0.0..=100.0).contains(&p)),
         "{summary}"
     );
+    assert!(
+        summary["load_generator_cpu_cores"]
+            .as_f64()
+            .is_some_and(|c| c >= 0.0),
+        "{summary}"
+    );
     let server = &summary["server"];
     let cpu = |key: &str| {
         server[key]
