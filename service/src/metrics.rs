@@ -41,6 +41,7 @@ pub struct Metrics {
     pub bytes_sent: Counter,
     pub events_published: Counter,
     pub frames_dropped: Counter,
+    pub writes_blocked: Counter,
     pub slow_consumer_disconnects: Counter,
     pub heartbeat_timeouts: Counter,
     pub client_errors: Family<CodeLabel, Counter>,
@@ -64,6 +65,7 @@ impl Metrics {
             bytes_sent: Counter::default(),
             events_published: Counter::default(),
             frames_dropped: Counter::default(),
+            writes_blocked: Counter::default(),
             slow_consumer_disconnects: Counter::default(),
             heartbeat_timeouts: Counter::default(),
             client_errors: Family::default(),
@@ -104,6 +106,11 @@ impl Metrics {
             "frames_dropped",
             "Frames not queued because a client's queue was full",
             m.frames_dropped.clone(),
+        );
+        registry.register(
+            "writes_blocked",
+            "Writes a client's socket could not take at once (back-pressure); its connection task finishes them",
+            m.writes_blocked.clone(),
         );
         registry.register(
             "slow_consumer_disconnects",

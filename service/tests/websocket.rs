@@ -406,6 +406,63 @@ async fn heartbeats_carry_positions_and_silent_clients_are_dropped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_gets_everything_in_order_when_it_reads_again() {
+    let server = start(|c| {
+        c.sim_rate = 200;
+        c.queue_capacity = 100_000;
+    })
+    .await;
+    let all = "?symbols=AAPL,MSFT,NVDA,AMZN,GOOGL,TSLA,SPY,BTC-USD,ETH-USD,SOL-USD&channels=ticker,trades,candles";
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    let stream = socket.connect(server.addr).await.expect("connect");
+    let (mut ws, _) = tokio_tungstenite::client_async(
+        server.ws_url(all),
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+    )
+    .await
+    .expect("handshake");
+    // Not reading: the server's direct writes to this socket block, and frames queue up for
+    // the connection task.
+    let metrics = &server.state.metrics;
+    let started = tokio::time::Instant::now();
+    while metrics.writes_blocked.get() == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the socket never blocked"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Reading again: the queue drains, then the hub writes directly again.
+    let mut frames = Vec::new();
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the client never caught up"
+        );
+        let batch = collect(&mut ws, Duration::from_millis(200)).await;
+        let lag = batch
+            .iter()
+            .rev()
+            .find(|f| f["type"] == "update")
+            .and_then(|f| f["ts"].as_i64())
+            .map(|ts| now_micros() - ts);
+        frames.extend(batch);
+        if lag.is_some_and(|lag| lag < 200_000) {
+            break;
+        }
+    }
+    assert_contiguous(&frames);
+    assert!(frames.len() > 1000, "{} frames", frames.len());
+    assert_eq!(
+        metrics.slow_consumer_disconnects.get(),
+        0,
+        "it was not cut off"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_is_cut_off_without_delaying_a_fast_one() {
     let server = start(|c| {
         c.sim_rate = 200;

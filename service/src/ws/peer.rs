@@ -7,6 +7,8 @@ use std::io::{self, IoSlice};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
+use socket2::SockRef;
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
@@ -159,6 +161,16 @@ impl Peer {
         }
     }
 
+    /// A non-blocking `sendmsg` rather than tokio's `writev`: the socket call skips the file
+    /// layer (`fdget_pos`, `vfs_writev`, `do_iter_readv_writev`), which was about 8 % of the
+    /// server's CPU time at the point benchmark (`docs/benchmarks.md`). Readiness is tracked
+    /// the same way: a would-block clears it for the connection task's `writable()`.
+    fn send_vectored(&self, iov: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.stream.try_io(Interest::WRITABLE, || {
+            SockRef::from(&self.stream).send_vectored(iov)
+        })
+    }
+
     fn write(&self, st: &mut PeerState) -> (Drain, usize, usize) {
         let (mut frames, mut bytes) = (0usize, 0usize);
         let result = loop {
@@ -171,7 +183,7 @@ impl Peer {
                 iov[i] = IoSlice::new(if i == 0 { &f[st.written..] } else { f });
                 n += 1;
             }
-            match self.stream.try_write_vectored(&iov[..n]) {
+            match self.send_vectored(&iov[..n]) {
                 Ok(0) => break Drain::Failed,
                 Ok(mut wrote) => {
                     bytes += wrote;
@@ -197,7 +209,10 @@ impl Peer {
         }
         match result {
             Drain::Done => {}
-            Drain::Blocked => st.blocked = true,
+            Drain::Blocked => {
+                st.blocked = true;
+                self.metrics.writes_blocked.inc();
+            }
             Drain::Failed => st.closed = true,
         }
         (result, frames, bytes)
