@@ -413,15 +413,7 @@ async fn a_client_that_stops_reading_gets_everything_in_order_when_it_reads_agai
     })
     .await;
     let all = "?symbols=AAPL,MSFT,NVDA,AMZN,GOOGL,TSLA,SPY,BTC-USD,ETH-USD,SOL-USD&channels=ticker,trades,candles";
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket.set_recv_buffer_size(4096).expect("rcvbuf");
-    let stream = socket.connect(server.addr).await.expect("connect");
-    let (mut ws, _) = tokio_tungstenite::client_async(
-        server.ws_url(all),
-        tokio_tungstenite::MaybeTlsStream::Plain(stream),
-    )
-    .await
-    .expect("handshake");
+    let mut ws = connect_small_buffer(&server, all).await;
     // Not reading: the server's direct writes to this socket block, and frames queue up for
     // the connection task.
     let metrics = &server.state.metrics;
@@ -471,15 +463,7 @@ async fn a_slow_consumer_is_cut_off_without_delaying_a_fast_one() {
     .await;
     let all = "?symbols=AAPL,MSFT,NVDA,AMZN,GOOGL,TSLA,SPY,BTC-USD,ETH-USD,SOL-USD&channels=ticker,trades,candles";
     // The slow client has a tiny receive buffer and never reads.
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket.set_recv_buffer_size(4096).expect("rcvbuf");
-    let stream = socket.connect(server.addr).await.expect("connect");
-    let (mut slow, _) = tokio_tungstenite::client_async(
-        server.ws_url(all),
-        tokio_tungstenite::MaybeTlsStream::Plain(stream),
-    )
-    .await
-    .expect("handshake");
+    let mut slow = connect_small_buffer(&server, all).await;
     let mut fast = server.connect(all).await;
     let started = tokio::time::Instant::now();
     let mut frames = Vec::new();

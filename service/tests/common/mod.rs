@@ -121,6 +121,21 @@ pub async fn connect(url: &str) -> Ws {
     ws
 }
 
+/// A client whose socket has a tiny receive buffer, so that the server's writes to it block as
+/// soon as it stops reading.
+pub async fn connect_small_buffer(server: &Server, query: &str) -> Ws {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    let stream = socket.connect(server.addr).await.expect("connect");
+    let (ws, _) = tokio_tungstenite::client_async(
+        server.ws_url(query),
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+    )
+    .await
+    .expect("handshake");
+    ws
+}
+
 /// The next message of any kind (pings included), or `None` when the stream ended.
 pub async fn next_raw(ws: &mut Ws) -> Option<Message> {
     tokio::time::timeout(WAIT, ws.next())
