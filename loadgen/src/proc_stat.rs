@@ -11,7 +11,7 @@ const CLOCK_TICKS: f64 = 100.0;
 
 /// CPU seconds spent in user space and in the kernel (which includes the soft interrupts the
 /// kernel ran on the process's behalf, such as loopback's receive path).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy)]
 pub struct CpuTime {
     pub user: f64,
     pub system: f64,
@@ -78,7 +78,7 @@ impl Process {
 /// The whole machine's CPU ticks from /proc/stat: all of them, and those stolen by the
 /// hypervisor. A virtual machine whose host is busy loses time it cannot see otherwise, and
 /// latency figures from such a run say more about the neighbours than about the server.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct HostTicks {
     pub total: u64,
     pub steal: u64,

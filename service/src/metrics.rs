@@ -109,7 +109,7 @@ impl Metrics {
         );
         registry.register(
             "writes_blocked",
-            "Writes a client's socket could not take at once (back-pressure); its connection task finishes them",
+            "Write attempts a client's socket refused (back-pressure); its connection task retries when it drains",
             m.writes_blocked.clone(),
         );
         registry.register(

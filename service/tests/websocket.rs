@@ -8,6 +8,9 @@ use std::time::Duration;
 use common::*;
 use serde_json::{Value, json};
 
+/// Every channel of every default symbol: the heaviest subscription a client can make.
+const EVERY_STREAM: &str = "?symbols=AAPL,MSFT,NVDA,AMZN,GOOGL,TSLA,SPY,BTC-USD,ETH-USD,SOL-USD&channels=ticker,trades,candles";
+
 /// Every update's seq is exactly one more than the last seen on its stream.
 fn assert_contiguous(frames: &[Value]) -> HashMap<String, u64> {
     let mut last: HashMap<String, u64> = HashMap::new();
@@ -412,8 +415,7 @@ async fn a_client_that_stops_reading_gets_everything_in_order_when_it_reads_agai
         c.queue_capacity = 100_000;
     })
     .await;
-    let all = "?symbols=AAPL,MSFT,NVDA,AMZN,GOOGL,TSLA,SPY,BTC-USD,ETH-USD,SOL-USD&channels=ticker,trades,candles";
-    let mut ws = connect_small_buffer(&server, all).await;
+    let mut ws = connect_small_buffer(&server, EVERY_STREAM).await;
     // Not reading: the server's direct writes to this socket block, and frames queue up for
     // the connection task.
     let metrics = &server.state.metrics;
@@ -461,10 +463,9 @@ async fn a_slow_consumer_is_cut_off_without_delaying_a_fast_one() {
         c.queue_capacity = 64;
     })
     .await;
-    let all = "?symbols=AAPL,MSFT,NVDA,AMZN,GOOGL,TSLA,SPY,BTC-USD,ETH-USD,SOL-USD&channels=ticker,trades,candles";
     // The slow client has a tiny receive buffer and never reads.
-    let mut slow = connect_small_buffer(&server, all).await;
-    let mut fast = server.connect(all).await;
+    let mut slow = connect_small_buffer(&server, EVERY_STREAM).await;
+    let mut fast = server.connect(EVERY_STREAM).await;
     let started = tokio::time::Instant::now();
     let mut frames = Vec::new();
     let mut worst_lag = 0;

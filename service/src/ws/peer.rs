@@ -162,8 +162,8 @@ impl Peer {
     }
 
     /// A non-blocking `sendmsg` rather than tokio's `writev`: the socket call skips the file
-    /// layer (`fdget_pos`, `vfs_writev`, `do_iter_readv_writev`), which was about 8 % of the
-    /// server's CPU time at the point benchmark (`docs/benchmarks.md`). Readiness is tracked
+    /// layer (`fdget_pos`, `vfs_writev`, `do_iter_readv_writev`), about 3.5 % of the server's
+    /// CPU time at the point benchmark in the profile (`docs/benchmarks.md`). Readiness is tracked
     /// the same way: a would-block clears it for the connection task's `writable()`.
     fn send_vectored(&self, iov: &[IoSlice<'_>]) -> io::Result<usize> {
         self.stream.try_io(Interest::WRITABLE, || {
