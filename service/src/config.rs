@@ -111,11 +111,21 @@ pub struct Config {
     #[arg(long, env = "TICKSTREAM_DRAIN_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
     pub drain_timeout: Duration,
 
+    /// Once ECS marks the task STOPPED (task metadata), clients are told to reconnect spread
+    /// over this window, before the load balancer's deregistration delay ends.
+    #[arg(long, env = "TICKSTREAM_DRAIN_WINDOW", value_parser = humantime::parse_duration, default_value = "15s")]
+    pub drain_window: Duration,
+
+    /// ECS's task metadata endpoint, watched for the task being stopped (ECS sets it).
+    #[arg(long, env = "ECS_CONTAINER_METADATA_URI_V4")]
+    pub ecs_metadata_uri: Option<String>,
+
     /// Browser origins allowed to open /ws (empty: any).
     #[arg(long, env = "TICKSTREAM_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
-    /// API keys for /ws and /api (empty: open). Sent as `Authorization: Bearer KEY` or `?token=KEY`.
+    /// API keys for /ws and /api (empty: open), presented as `Authorization: Bearer KEY` or, by
+    /// browsers, in the `tickstream.key.*` WebSocket subprotocol.
     #[arg(
         long,
         env = "TICKSTREAM_API_KEYS",
@@ -123,6 +133,11 @@ pub struct Config {
         hide_env_values = true
     )]
     pub api_keys: Vec<String>,
+
+    /// A file of API keys, one per line (blank lines and `#` comments ignored), added to
+    /// --api-keys: for keys mounted from a secret store.
+    #[arg(long, env = "TICKSTREAM_API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]

@@ -190,7 +190,7 @@ pub async fn healthz() -> Response {
 /// 503 until the feed is live, and again from the first moment of shutdown so the load
 /// balancer stops sending new clients.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    if state.shutdown.is_cancelled() {
+    if state.shutdown.is_cancelled() || state.draining.is_cancelled() {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"status": "draining"})),

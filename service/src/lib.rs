@@ -10,8 +10,9 @@
 //! [`app`] builds the router (used by `main`, the tests and later the Lambda entry point) and
 //! [`run`] serves it on a listener until a shutdown future resolves, then drains.
 
-mod auth;
+pub mod auth;
 pub mod config;
+pub mod drain;
 pub mod feed;
 pub mod http;
 pub mod hub;
@@ -41,13 +42,98 @@ use metrics::Metrics;
 
 pub use feed::replay::ReplayError;
 
-/// Why the server could not start.
+/// Why the server could not start: each says what failed, and [`StartError::fix`] what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] config::ConfigError),
     #[error(transparent)]
     Replay(#[from] ReplayError),
+    #[error("cannot read the API-key file {}: {message}", .path.display())]
+    ApiKeysFile {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    #[error("cannot listen on {addr}: {}", bind_cause(.source))]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+fn bind_cause(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => "the address is already in use".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        std::io::ErrorKind::AddrNotAvailable => {
+            "no interface of this machine has that address".into()
+        }
+        _ => e.to_string(),
+    }
+}
+
+impl StartError {
+    /// What to do about it.
+    pub fn fix(&self) -> String {
+        match self {
+            StartError::Config(config::ConfigError::Port(_)) => {
+                "set PORT to a number from 1 to 65535, or use --listen ADDRESS:PORT".into()
+            }
+            StartError::Config(_) => {
+                "`tickstream --help` lists every flag, its variable and its range".into()
+            }
+            StartError::Replay(ReplayError::Io { .. }) => {
+                "check the path given to --replay (TICKSTREAM_REPLAY)".into()
+            }
+            StartError::Replay(ReplayError::Line { .. }) => {
+                "fix or remove that line: each line is one JSON event {\"channel\", \"symbol\", \"ts\", \"data\"} (docs/protocol.md, Replay files)".into()
+            }
+            StartError::Replay(ReplayError::Empty(_)) => {
+                "record some events into the file first (docs/protocol.md, Replay files)".into()
+            }
+            StartError::ApiKeysFile { .. } => {
+                "check --api-keys-file (TICKSTREAM_API_KEYS_FILE): one key per line, blank lines and # comments ignored".into()
+            }
+            StartError::Bind { addr, source } => match source.kind() {
+                std::io::ErrorKind::AddrInUse => format!(
+                    "stop what listens there (`ss -ltnp 'sport = :{}'` shows it), or listen elsewhere: --listen 127.0.0.1:PORT (or PORT=...)",
+                    addr.port()
+                ),
+                std::io::ErrorKind::PermissionDenied => {
+                    "ports below 1024 need privileges the container does not have: use 8080".into()
+                }
+                _ => "listen on an address of this machine: --listen 0.0.0.0:8080".into(),
+            },
+        }
+    }
+}
+
+/// Reads the keys in `path`: one per line, blank lines and `#` comments skipped.
+fn read_api_keys(path: &std::path::Path) -> Result<Vec<String>, StartError> {
+    let fail = |message: String| StartError::ApiKeysFile {
+        path: path.to_path_buf(),
+        message,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
+    if meta.len() > 1 << 20 {
+        return Err(fail("it is larger than 1 MiB".into()));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    let mut keys = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let key = line.trim();
+        if key.is_empty() || key.starts_with('#') {
+            continue;
+        }
+        if key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(fail(format!("line {}: a key cannot contain spaces", n + 1)));
+        }
+        keys.push(key.to_string());
+    }
+    if keys.is_empty() {
+        return Err(fail("it holds no keys".into()));
+    }
+    Ok(keys)
 }
 
 /// Everything a request handler may need. Cheap to clone.
@@ -58,6 +144,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Cancelled when shutdown begins: readiness fails, clients are told to reconnect.
     pub shutdown: CancellationToken,
+    /// Cancelled when ECS starts stopping the task: readiness fails, and clients are told to
+    /// reconnect spread over the drain window ([`drain`]).
+    pub draining: CancellationToken,
     /// Every connection task, HTTP and WebSocket, so shutdown can wait for them with a deadline.
     pub tracker: TaskTracker,
     connections: Arc<AtomicUsize>,
@@ -72,8 +161,12 @@ pub struct AppState {
 
 impl AppState {
     /// Validates the configuration and prepares the feed (a replay file is checked here).
-    pub fn new(config: Config) -> Result<Self, StartError> {
+    pub fn new(mut config: Config) -> Result<Self, StartError> {
         config.validate()?;
+        if let Some(path) = &config.api_keys_file {
+            let keys = read_api_keys(path)?;
+            config.api_keys.extend(keys);
+        }
         let feed = Feed::from_config(&config)?;
         let metrics = Arc::new(Metrics::new());
         let limits = HubLimits {
@@ -97,6 +190,7 @@ impl AppState {
             hub,
             metrics,
             shutdown: CancellationToken::new(),
+            draining: CancellationToken::new(),
             tracker: TaskTracker::new(),
             connections: Arc::new(AtomicUsize::new(0)),
             next_id: Arc::new(AtomicU64::new(1)),
@@ -116,7 +210,25 @@ impl AppState {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire) && !self.shutdown.is_cancelled()
+        self.ready.load(Ordering::Acquire)
+            && !self.shutdown.is_cancelled()
+            && !self.draining.is_cancelled()
+    }
+
+    /// Starts the spread-out drain: readiness fails now, and each connection says goodbye at
+    /// its own moment within the drain window.
+    pub fn begin_drain(&self, why: &str) {
+        if self.draining.is_cancelled() {
+            return;
+        }
+        tracing::info!(
+            why,
+            connections = self.connections(),
+            window_ms = self.config.drain_window.as_millis() as u64,
+            "draining: telling clients to reconnect over the window"
+        );
+        self.metrics.draining.set(1);
+        self.draining.cancel();
     }
 
     /// WebSocket connections open now.
@@ -169,6 +281,9 @@ pub async fn run(
                 "feed live; ready"
             );
         }));
+    }
+    if let Some(uri) = state.config.ecs_metadata_uri.clone() {
+        tokio::spawn(drain::watch(uri, state.clone()));
     }
     let watcher = token.clone();
     tokio::spawn(async move {

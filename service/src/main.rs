@@ -3,10 +3,9 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Parser;
-use tickstream::config::{Cli, Command, Config};
-use tickstream::{AppState, probe, run, shutdown, telemetry};
+use tickstream::config::{Cli, Command, Config, LogFormat};
+use tickstream::{AppState, StartError, probe, run, shutdown, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -22,32 +21,66 @@ fn main() -> ExitCode {
     }
     match cli.command.unwrap_or(Command::Serve) {
         Command::Healthcheck => healthcheck(&cli.config),
-        Command::Serve => match serve(cli.config) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!("{e:#}");
-                eprintln!("tickstream: {e:#}");
-                ExitCode::FAILURE
+        Command::Serve => {
+            let format = cli.config.log_format;
+            match serve(cli.config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(Failure::Start(e)) => {
+                    report(format, &e.to_string(), Some(&e.fix()));
+                    ExitCode::FAILURE
+                }
+                Err(Failure::Serving(e)) => {
+                    report(format, &format!("serving failed: {e}"), None);
+                    ExitCode::FAILURE
+                }
             }
+        }
+    }
+}
+
+enum Failure {
+    Start(StartError),
+    Serving(std::io::Error),
+}
+
+impl From<StartError> for Failure {
+    fn from(e: StartError) -> Self {
+        Failure::Start(e)
+    }
+}
+
+/// Says it once: on stderr for a person, or as one JSON log line for CloudWatch.
+fn report(format: LogFormat, message: &str, fix: Option<&str>) {
+    match format {
+        LogFormat::Json => match fix {
+            Some(fix) => tracing::error!(fix, "{message}"),
+            None => tracing::error!("{message}"),
         },
+        LogFormat::Text => {
+            eprintln!("tickstream: {message}");
+            if let Some(fix) = fix {
+                eprintln!("  fix: {fix}");
+            }
+        }
     }
 }
 
 #[tokio::main]
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config) -> Result<(), Failure> {
     telemetry::init(config.log_format);
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(n) => tracing::debug!(nofile = n, "open-files limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
     }
-    let addr = config.listen_addr()?;
-    let state = AppState::new(config).context("invalid configuration")?;
-    let listener = tickstream::server::bind(addr).with_context(|| format!("binding {addr}"))?;
-    let local = listener.local_addr().context("reading the bound address")?;
+    let addr = config.listen_addr().map_err(StartError::from)?;
+    let state = AppState::new(config)?;
+    let listener =
+        tickstream::server::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+    let local = listener.local_addr().map_err(Failure::Serving)?;
     tracing::info!(addr = %local, version = env!("CARGO_PKG_VERSION"), "listening");
     run(listener, state, shutdown::signal())
         .await
-        .context("serving")
+        .map_err(Failure::Serving)
 }
 
 #[tokio::main]

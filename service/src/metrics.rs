@@ -35,6 +35,8 @@ impl EncodeLabelValue for CodeValue {
 pub struct Metrics {
     registry: Registry,
     pub connections_open: Gauge,
+    /// 1 once ECS has started stopping this task.
+    pub draining: Gauge,
     pub connections_total: Counter,
     pub connections_rejected: Family<CodeLabel, Counter>,
     pub messages_sent: Counter,
@@ -59,6 +61,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("tickstream");
         let m = Self {
             connections_open: Gauge::default(),
+            draining: Gauge::default(),
             connections_total: Counter::default(),
             connections_rejected: Family::default(),
             messages_sent: Counter::default(),
@@ -76,6 +79,11 @@ impl Metrics {
             "connections_open",
             "WebSocket connections now open",
             m.connections_open.clone(),
+        );
+        registry.register(
+            "draining",
+            "1 once ECS has started stopping this task: clients are being told to reconnect",
+            m.draining.clone(),
         );
         registry.register(
             "connections",

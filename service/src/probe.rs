@@ -19,7 +19,12 @@ pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<(
     )?;
     let mut raw = Vec::new();
     stream.take(MAX_RESPONSE).read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw);
+    parse_response(&raw)
+}
+
+/// The status code and body of a whole HTTP/1.1 response (chunked or not).
+pub fn parse_response(raw: &[u8]) -> io::Result<(u16, String)> {
+    let text = String::from_utf8_lossy(raw);
     let bad = || io::Error::new(io::ErrorKind::InvalidData, "not an HTTP response");
     let status = text
         .strip_prefix("HTTP/1.1 ")

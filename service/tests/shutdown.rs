@@ -29,15 +29,7 @@ async fn run_tells_clients_to_reconnect_then_returns() {
     assert!(!server.state.is_ready());
     for mut ws in clients {
         let (texts, code) = until_close(&mut ws).await;
-        let reconnect = texts
-            .iter()
-            .find(|t| t["type"] == "reconnect")
-            .expect("a reconnect message");
-        assert!(
-            reconnect["streams"]["ticker:AAPL"].as_u64().is_some(),
-            "{reconnect}"
-        );
-        assert_eq!(code, Some(1012));
+        expect_reconnect(&texts, code, "ticker:AAPL");
     }
 }
 

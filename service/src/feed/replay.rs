@@ -19,7 +19,7 @@ const MAX_SYMBOLS: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
-    #[error("reading {path}: {source}")]
+    #[error("cannot read the replay file {}: {source}", .path.display())]
     Io {
         path: PathBuf,
         source: std::io::Error,

@@ -43,6 +43,8 @@ enum End {
     /// The client sent a close frame with this code.
     ClientClosed(u16),
     Shutdown,
+    /// The task is being stopped: this connection's turn in the drain window came.
+    Drained,
     Kicked,
     HeartbeatTimeout,
     WriteTimeout,
@@ -147,11 +149,22 @@ impl Connection {
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let shutdown = self.state.shutdown.clone();
         let mut shutdown = pin!(shutdown.cancelled());
+        let draining = self.state.draining.clone();
+        let mut draining = pin!(draining.cancelled());
+        // Armed when the drain starts, for this connection's moment in the window.
+        let mut goodbye = pin!(tokio::time::sleep(Duration::from_secs(86_400 * 365)));
+        let mut armed = false;
         let peer = self.peer.clone();
         loop {
             tokio::select! {
                 biased;
                 () = &mut shutdown => return End::Shutdown,
+                () = &mut draining, if !armed => {
+                    armed = true;
+                    let window = self.state.config.drain_window;
+                    goodbye.as_mut().reset(Instant::now() + crate::drain::offset(self.peer.id(), window));
+                }
+                () = &mut goodbye, if armed => return End::Drained,
                 () = peer.wake.notified() => {
                     if peer.is_kicked() {
                         return End::Kicked;
@@ -487,6 +500,14 @@ impl Connection {
                 }),
                 CLOSE_SERVICE_RESTART,
                 "server restart: reconnect",
+            ),
+            End::Drained => (
+                Some(ServerMessage::Reconnect {
+                    reason: "this task is stopping; the load balancer sends you to another".into(),
+                    streams: self.positions(),
+                }),
+                CLOSE_SERVICE_RESTART,
+                "task stopping: reconnect",
             ),
             End::Kicked => {
                 metrics.slow_consumer_disconnects.inc();

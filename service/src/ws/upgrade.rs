@@ -111,6 +111,20 @@ pub async fn ws_handler(
     if let Ok(v) = HeaderValue::from_str(&accept) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
+    // The one subprotocol we speak, when offered (a browser offering any must get one back).
+    // Never the key-carrying one: the key is not echoed.
+    let offered = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == crate::auth::PROTOCOL);
+    if offered {
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(crate::auth::PROTOCOL),
+        );
+    }
     response
 }
 

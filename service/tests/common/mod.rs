@@ -221,3 +221,18 @@ pub fn key(v: &Value) -> String {
 pub fn now_micros() -> i64 {
     tickstream::feed::now_micros()
 }
+
+/// The `reconnect` a closing server sent, after asserting it came with close code 1012 and
+/// the resume position of `stream`.
+pub fn expect_reconnect<'a>(texts: &'a [Value], code: Option<u16>, stream: &str) -> &'a Value {
+    let reconnect = texts
+        .iter()
+        .find(|t| t["type"] == "reconnect")
+        .expect("a reconnect message");
+    assert!(
+        reconnect["streams"][stream].as_u64().is_some(),
+        "{reconnect}"
+    );
+    assert_eq!(code, Some(1012));
+    reconnect
+}
