@@ -40,6 +40,10 @@ pub struct Cli {
         global = true
     )]
     pub output: Format,
+    /// How much to log on stderr: error, warn, info, debug (with the full chain of an error's
+    /// causes), trace. RUST_LOG, when set, wins.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log: Option<LogLevel>,
     #[arg(long, global = true)]
     pub region: Option<String>,
     #[arg(long, global = true)]
@@ -75,6 +79,42 @@ pub struct Cli {
     pub rollout_timeout: Option<String>,
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+/// The log filter: RUST_LOG (or DEPLOY_LOG) when set; else `--log` for everything; else only
+/// the deployer's own warnings, so the SDK's (a credential chain dumped as debug text) stay
+/// below the default level.
+pub fn log_filter(flag: Option<LogLevel>, vars: &[(String, String)]) -> String {
+    let var = |name: &str| {
+        vars.iter()
+            .find(|(k, v)| k == name && !v.is_empty())
+            .map(|(_, v)| v.clone())
+    };
+    var("RUST_LOG")
+        .or_else(|| var("DEPLOY_LOG"))
+        .or_else(|| flag.map(|l| l.as_str().to_string()))
+        .unwrap_or_else(|| "tickstream_deployer=warn".into())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -128,9 +168,10 @@ impl Cli {
 
 fn confirm(question: &str) -> Result<bool, DeployError> {
     if !std::io::stdin().is_terminal() {
-        return Err(DeployError::Usage(format!(
-            "{question}: pass --yes to confirm without a terminal"
-        )));
+        return Err(DeployError::usage(
+            format!("{question} needs a confirmation, and there is no terminal to ask on"),
+            "pass --yes to confirm",
+        ));
     }
     eprint!("{question} [y/N] ");
     let _ = std::io::stderr().flush();
@@ -142,30 +183,33 @@ fn confirm(question: &str) -> Result<bool, DeployError> {
     Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
-/// Runs the command and returns the process exit code.
-pub async fn run(cli: Cli) -> i32 {
+/// Runs the command with the process's environment `vars` and returns the exit code.
+pub async fn run(cli: Cli, vars: Vec<(String, String)>) -> i32 {
     let format = cli.output;
-    match dispatch(cli).await {
+    let verbose = log_filter(cli.log, &vars).contains("debug")
+        || log_filter(cli.log, &vars).contains("trace");
+    match dispatch(cli, vars).await {
         Ok(()) => 0,
         Err(e) => {
-            output::emit_error(format, &e);
+            output::emit_error(format, &e, verbose);
             e.exit_code()
         }
     }
 }
 
-async fn dispatch(cli: Cli) -> Result<(), DeployError> {
-    let path = match &cli.config {
-        Some(p) => p.clone(),
+async fn dispatch(cli: Cli, env_vars: Vec<(String, String)>) -> Result<(), DeployError> {
+    let cwd = std::env::current_dir().map_err(|e| DeployError::Local(e.to_string()))?;
+    let (path, shown) = match &cli.config {
+        Some(p) => (p.clone(), p.display().to_string()),
         None => {
-            let cwd = std::env::current_dir().map_err(|e| DeployError::Local(e.to_string()))?;
-            config::find_file(&cwd).ok_or_else(|| {
-                DeployError::Usage("no deploy.toml here or in a parent directory: run from the repository, or pass --config".into())
-            })?
+            let found = config::find_file(&cwd)
+                .ok_or_else(|| config::ConfigError::NotFound { start: cwd.clone() })?;
+            let shown = config::shown(&found, &cwd);
+            (found, shown)
         }
     };
-    let vars = Layer::from_env(std::env::vars())?;
-    let settings = config::load(&path, &cli.env, vars, cli.flags())?;
+    let vars = Layer::from_env(env_vars.iter().cloned())?;
+    let settings = config::load(&path, &shown, &cli.env, vars, cli.flags())?;
     let options = DeployOptions {
         image: ImageOptions {
             reference: cli.image.clone(),
@@ -180,9 +224,12 @@ async fn dispatch(cli: Cli) -> Result<(), DeployError> {
             settings.env, settings.service
         ))?
     {
-        return Err(DeployError::Usage("destroy not confirmed".into()));
+        return Err(DeployError::usage(
+            "destroy was not confirmed; nothing changed",
+            "answer y, or pass --yes",
+        ));
     }
-    let ctx = Context::new(settings, Reporter::stderr()).await?;
+    let ctx = Context::new(settings, Reporter::stderr(), env_vars).await?;
     let format = cli.output;
     if cli.target == Target::Lambda {
         return lambda(&ctx, cli, format).await;
@@ -219,8 +266,9 @@ async fn dispatch(cli: Cli) -> Result<(), DeployError> {
 async fn lambda(ctx: &Context, cli: Cli, format: Format) -> Result<(), DeployError> {
     let s = &ctx.settings;
     match cli.command {
-        None if cli.dry_run => Err(DeployError::Usage(
-            "--dry-run is not available for --target lambda yet: `deploy --target lambda status` shows what is deployed".into(),
+        None if cli.dry_run => Err(DeployError::usage(
+            "--dry-run is not available for --target lambda yet",
+            "`deploy --target lambda status` shows what is deployed",
         )),
         None => {
             let binary = match &cli.binary {
@@ -229,7 +277,10 @@ async fn lambda(ctx: &Context, cli: Cli, format: Format) -> Result<(), DeployErr
             };
             crate::image::check_static(&binary, s.architecture)?;
             let identity = ctx.preflight().await?;
-            output::emit(format, &crate::lambda::deploy(ctx, &binary, &identity.account).await?);
+            output::emit(
+                format,
+                &crate::lambda::deploy(ctx, &binary, &identity.account).await?,
+            );
             Ok(())
         }
         Some(Command::Status) => {
@@ -249,14 +300,19 @@ async fn lambda(ctx: &Context, cli: Cli, format: Format) -> Result<(), DeployErr
                 format,
                 &LambdaStatus {
                     stack: s.lambda_stack.clone(),
-                    status: if deleted { "deleted".into() } else { "absent".into() },
+                    status: if deleted {
+                        "deleted".into()
+                    } else {
+                        "absent".into()
+                    },
                     outputs: Default::default(),
                 },
             );
             Ok(())
         }
-        Some(_) => Err(DeployError::Usage(
-            "--target lambda supports deploy, status and destroy (plan, rollback and logs are for the Fargate service)".into(),
+        Some(_) => Err(DeployError::usage(
+            "--target lambda supports deploy, status and destroy; plan, rollback and logs are for the Fargate service",
+            "drop --target lambda, or use deploy, status or destroy",
         )),
     }
 }

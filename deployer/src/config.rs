@@ -28,8 +28,21 @@ pub struct Layer {
     pub lambda_stack: Option<String>,
     /// MiB for the Lambda REST tier (`--target lambda`).
     pub lambda_memory: Option<u32>,
-    /// The Lambda tier's reserved concurrency: a bound on cost and load.
+    /// The Lambda tier's reserved concurrency: a bound on cost and load. Unset: none reserved
+    /// (a reservation must leave the account 100 unreserved executions; new accounts may have
+    /// only 10 in all).
     pub lambda_concurrency: Option<u32>,
+    /// The AWS account this environment lives in: a deploy with credentials for any other
+    /// account stops before it changes anything.
+    pub account_id: Option<String>,
+    /// The URL clients use (`wss://markets.example.com/ws`), when it is not the load
+    /// balancer's own name: the certificate names this host, so verification uses it.
+    pub public_url: Option<String>,
+    /// How long the load balancer keeps a stopping task's connections (its deregistration delay).
+    pub deregistration_delay_seconds: Option<u32>,
+    /// Over how long a stopping task tells its clients to reconnect, so they do not all arrive
+    /// at the other tasks at once. Must end well inside the deregistration delay.
+    pub drain_window_seconds: Option<u32>,
     pub service: Option<String>,
     pub repository: Option<String>,
     pub cpu: Option<u32>,
@@ -80,6 +93,10 @@ impl Layer {
             lambda_stack,
             lambda_memory,
             lambda_concurrency,
+            account_id,
+            public_url,
+            deregistration_delay_seconds,
+            drain_window_seconds,
             service,
             repository,
             cpu,
@@ -108,9 +125,16 @@ impl Layer {
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Layer, ConfigError> {
         // The CLI's own variables, not settings.
-        const NOT_SETTINGS: [&str; 4] =
-            ["DEPLOY_ENV", "DEPLOY_CONFIG", "DEPLOY_OUTPUT", "DEPLOY_LOG"];
-        const NUMBERS: [&str; 11] = [
+        // DEPLOY_VERIFY_API_KEY is a secret: read on its own, never a setting a file could hold.
+        const NOT_SETTINGS: [&str; 6] = [
+            "DEPLOY_ENV",
+            "DEPLOY_CONFIG",
+            "DEPLOY_OUTPUT",
+            "DEPLOY_LOG",
+            "DEPLOY_TARGET",
+            "DEPLOY_VERIFY_API_KEY",
+        ];
+        const NUMBERS: [&str; 13] = [
             "lambda_memory",
             "lambda_concurrency",
             "cpu",
@@ -122,6 +146,8 @@ impl Layer {
             "cpu_target_percent",
             "log_retention_days",
             "stop_timeout_seconds",
+            "deregistration_delay_seconds",
+            "drain_window_seconds",
         ];
         let mut table = toml::Table::new();
         let mut issues = Vec::new();
@@ -168,10 +194,7 @@ impl Layer {
         }
         toml::Value::Table(table)
             .try_into::<Layer>()
-            .map_err(|e| ConfigError::Parse {
-                origin: "DEPLOY_* variables".into(),
-                message: e.to_string().replace("field", "setting"),
-            })
+            .map_err(|e| ConfigError::parse("DEPLOY_* variables", None, &e))
     }
 }
 
@@ -229,7 +252,11 @@ pub struct Settings {
     pub platform_stack: String,
     pub lambda_stack: String,
     pub lambda_memory: u32,
-    pub lambda_concurrency: u32,
+    pub lambda_concurrency: Option<u32>,
+    pub account_id: Option<String>,
+    pub public_url: Option<String>,
+    pub deregistration_delay_seconds: u32,
+    pub drain_window_seconds: u32,
     pub service: String,
     pub repository: String,
     pub cpu: u32,
@@ -286,11 +313,18 @@ impl Issue {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error("no deploy.toml in {} or any directory above it", .start.display())]
+    NotFound { start: PathBuf },
     #[error("cannot read {path}: {message}")]
     Read { path: PathBuf, message: String },
-    #[error("{origin}: {message}")]
-    Parse { origin: String, message: String },
-    #[error("no environment `{env}` in {path}; known: {known}")]
+    #[error("{origin}{}: {message}", .line.map(|l| format!(" line {l}")).unwrap_or_default())]
+    Parse {
+        origin: String,
+        line: Option<usize>,
+        message: String,
+        fix: Option<String>,
+    },
+    #[error("there is no environment `{env}` in {path} (it has {known})")]
     UnknownEnv {
         env: String,
         path: PathBuf,
@@ -300,11 +334,146 @@ pub enum ConfigError {
     Invalid(Vec<Issue>),
 }
 
+impl ConfigError {
+    pub fn kind(&self) -> crate::error::Kind {
+        use crate::error::Kind;
+        match self {
+            ConfigError::NotFound { .. } => Kind::NoConfigFile,
+            ConfigError::Read { .. } | ConfigError::Parse { .. } | ConfigError::Invalid(_) => {
+                Kind::InvalidConfiguration
+            }
+            ConfigError::UnknownEnv { .. } => Kind::UnknownEnvironment,
+        }
+    }
+
+    pub fn fix(&self) -> Option<String> {
+        match self {
+            ConfigError::NotFound { .. } => Some(
+                "run from the repository (it has deploy.toml at its root), or pass --config PATH"
+                    .into(),
+            ),
+            ConfigError::Read { .. } => Some("check the path given to --config".into()),
+            ConfigError::Parse { fix, .. } => fix.clone(),
+            ConfigError::UnknownEnv { env, known, .. } => Some(format!(
+                "use one of them (--env {}), or add an [env.{env}] table to deploy.toml",
+                known.split(", ").next().unwrap_or("dev")
+            )),
+            ConfigError::Invalid(issues) if issues.len() == 1 => Some(issues[0].fix.clone()),
+            // Each issue carries its own fix, in the message.
+            ConfigError::Invalid(_) => None,
+        }
+    }
+
+    /// A TOML or settings error from `origin`, as one line with its line number and, for a
+    /// misspelt key, the setting that was probably meant.
+    fn parse(origin: &str, text: Option<&str>, e: &toml::de::Error) -> ConfigError {
+        let line = match (text, e.span()) {
+            (Some(text), Some(span)) => {
+                Some(text[..span.start.min(text.len())].matches('\n').count() + 1)
+            }
+            _ => None,
+        };
+        let message = e.message().trim().replace("field", "setting");
+        let (message, fix) = match message
+            .strip_prefix("unknown setting `")
+            .and_then(|rest| rest.split_once('`'))
+        {
+            Some((unknown, _)) => {
+                let fix = match closest(unknown) {
+                    Some(known) => format!(
+                        "did you mean `{known}`? Every setting is listed in the README's Deploy section"
+                    ),
+                    None => "remove it; every setting is listed in the README's Deploy section"
+                        .to_string(),
+                };
+                (format!("unknown setting `{unknown}`"), Some(fix))
+            }
+            None => (message, None),
+        };
+        ConfigError::Parse {
+            origin: origin.to_string(),
+            line,
+            message,
+            fix,
+        }
+    }
+}
+
+/// Every key a layer may hold.
+pub const KEYS: [&str; 37] = [
+    "app",
+    "emulator",
+    "region",
+    "profile",
+    "endpoint_url",
+    "registry_url",
+    "network_stack",
+    "platform_stack",
+    "lambda_stack",
+    "lambda_memory",
+    "lambda_concurrency",
+    "account_id",
+    "public_url",
+    "deregistration_delay_seconds",
+    "drain_window_seconds",
+    "service",
+    "repository",
+    "cpu",
+    "memory",
+    "architecture",
+    "port",
+    "desired_count",
+    "min_count",
+    "max_count",
+    "cpu_target_percent",
+    "private_subnets",
+    "certificate_arn",
+    "log_retention_days",
+    "stop_timeout_seconds",
+    "health_check_grace_seconds",
+    "rollout_timeout",
+    "stack_timeout",
+    "environment",
+    "secrets",
+    "defaults",
+    "env",
+    "deploy",
+];
+
+/// The known key nearest to `word`, if it is near enough to be a typo.
+fn closest(word: &str) -> Option<&'static str> {
+    fn distance(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut prev = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let next = (row[j + 1] + 1)
+                    .min(row[j] + 1)
+                    .min(prev + usize::from(ca != *cb));
+                prev = row[j + 1];
+                row[j + 1] = next;
+            }
+        }
+        row[b.len()]
+    }
+    KEYS.iter()
+        .filter(|k| !matches!(**k, "defaults" | "env" | "deploy"))
+        .map(|k| (distance(word, k), *k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min()
+        .map(|(_, k)| k)
+}
+
 struct Issues<'a>(&'a [Issue]);
 
 impl fmt::Display for Issues<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} problem(s) in the configuration:", self.0.len())?;
+        if let [one] = self.0 {
+            return write!(f, "{}: {}", one.key, one.problem);
+        }
+        write!(f, "{} problems in the configuration:", self.0.len())?;
         for i in self.0 {
             write!(f, "\n  - {}: {} (fix: {})", i.key, i.problem, i.fix)?;
         }
@@ -320,17 +489,39 @@ pub fn find_file(start: &Path) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// `path` as the user would type it from `cwd`: `deploy.toml`, `../deploy.toml`, or whole.
+pub fn shown(path: &Path, cwd: &Path) -> String {
+    let Some(dir) = path.parent() else {
+        return path.display().to_string();
+    };
+    let name = path
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    match cwd.ancestors().position(|a| a == dir) {
+        Some(0) => name,
+        Some(up) => format!("{}{name}", "../".repeat(up)),
+        None => path.display().to_string(),
+    }
+}
+
 /// Reads `path` and resolves environment `env` with the `vars` and `flags` layers on top.
-pub fn load(path: &Path, env: &str, vars: Layer, flags: Layer) -> Result<Settings, ConfigError> {
+/// Messages name the file as `shown`.
+pub fn load(
+    path: &Path,
+    shown: &str,
+    env: &str,
+    vars: Layer,
+    flags: Layer,
+) -> Result<Settings, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-        path: path.to_path_buf(),
+        path: PathBuf::from(shown),
         message: e.to_string(),
     })?;
     let root = path
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
-    resolve(&text, &path.display().to_string(), env, vars, flags, root)
+    resolve(&text, shown, env, vars, flags, root)
 }
 
 pub fn resolve(
@@ -341,10 +532,8 @@ pub fn resolve(
     flags: Layer,
     root: PathBuf,
 ) -> Result<Settings, ConfigError> {
-    let file: File = toml::from_str(text).map_err(|e| ConfigError::Parse {
-        origin: source.to_string(),
-        message: e.to_string(),
-    })?;
+    let file: File =
+        toml::from_str(text).map_err(|e| ConfigError::parse(source, Some(text), &e))?;
     let Some(env_layer) = file.env.get(env).cloned() else {
         return Err(ConfigError::UnknownEnv {
             env: env.to_string(),
@@ -355,6 +544,10 @@ pub fn resolve(
     let layer = file.defaults.merge(env_layer).merge(vars).merge(flags);
     validate(env, layer, root)
 }
+
+/// How long a task may take to notice it is being stopped (it polls the task metadata every
+/// second) plus a margin, before its drain window starts.
+pub const DRAIN_NOTICE_SECONDS: u32 = 5;
 
 const FARGATE_SIZES: [(u32, u32, u32, u32); 7] = [
     // cpu units, smallest memory, largest memory, step (MiB)
@@ -599,12 +792,48 @@ fn validate(env: &str, l: Layer, root: PathBuf) -> Result<Settings, ConfigError>
             "use 128-10240 (256 is plenty for the REST tier)",
         ));
     }
-    let lambda_concurrency = l.lambda_concurrency.unwrap_or(50);
-    if !(1..=1000).contains(&lambda_concurrency) {
+    if let Some(c) = l.lambda_concurrency
+        && !(1..=1000).contains(&c)
+    {
         issues.push(Issue::new(
             "lambda_concurrency",
-            format!("{lambda_concurrency} is not a sensible bound"),
-            "use 1-1000",
+            format!("{c} is not a sensible bound"),
+            "use 1-1000, or leave it unset to reserve none",
+        ));
+    }
+    if let Some(account) = &l.account_id
+        && !(account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()))
+    {
+        issues.push(Issue::new(
+            "account_id",
+            format!("`{account}` is not an AWS account id"),
+            "write the 12 digits `aws sts get-caller-identity` shows as Account",
+        ));
+    }
+    let deregistration_delay_seconds = l.deregistration_delay_seconds.unwrap_or(30);
+    let drain_window_seconds = l.drain_window_seconds.unwrap_or(15);
+    if deregistration_delay_seconds > 3600 {
+        issues.push(Issue::new(
+            "deregistration_delay_seconds",
+            "above ELB's 3600",
+            "use 0-3600 (30 suits tickstream: clients are told to reconnect first)",
+        ));
+    }
+    if drain_window_seconds > 600 {
+        issues.push(Issue::new(
+            "drain_window_seconds",
+            "above 600",
+            "use 0-600 (15 spreads a reconnect storm well)",
+        ));
+    } else if drain_window_seconds + DRAIN_NOTICE_SECONDS > deregistration_delay_seconds {
+        issues.push(Issue::new(
+            "drain_window_seconds",
+            format!(
+                "{drain_window_seconds} s of draining plus {DRAIN_NOTICE_SECONDS} s to notice the stop outlast the load balancer's {deregistration_delay_seconds} s deregistration delay: it would cut clients that were not yet told to reconnect"
+            ),
+            format!(
+                "make deregistration_delay_seconds at least drain_window_seconds + {DRAIN_NOTICE_SECONDS} (docs/adr/0012-draining-behind-a-load-balancer.md)"
+            ),
         ));
     }
     let cpu_target_percent = l.cpu_target_percent.unwrap_or(60);
@@ -622,6 +851,34 @@ fn validate(env: &str, l: Layer, root: PathBuf) -> Result<Settings, ConfigError>
             "certificate_arn",
             format!("`{arn}` is not an ACM certificate ARN"),
             "use arn:aws:acm:REGION:ACCOUNT:certificate/ID, or remove it for plain ws://",
+        ));
+    }
+    if let Some(url) = &l.public_url {
+        let scheme_ok = url.starts_with("wss://") || url.starts_with("ws://");
+        let host = url
+            .split("://")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .unwrap_or("");
+        if !scheme_ok || host.is_empty() || url.contains('?') || url.contains('#') {
+            issues.push(Issue::new(
+                "public_url",
+                format!("`{url}` is not a WebSocket URL"),
+                "write the URL clients use, such as wss://markets.example.com/ws",
+            ));
+        } else if url.starts_with("ws://") && l.certificate_arn.is_some() {
+            issues.push(Issue::new(
+                "public_url",
+                "is ws:// while certificate_arn serves TLS (port 80 redirects to HTTPS)",
+                "use wss://",
+            ));
+        }
+    }
+    if l.certificate_arn.is_some() && l.public_url.is_none() && !emulator {
+        issues.push(Issue::new(
+            "public_url",
+            "is missing: with certificate_arn the load balancer serves your domain's certificate, and its own name fails the TLS name check",
+            "set public_url = \"wss://YOUR.DOMAIN/ws\" (the name the certificate covers)",
         ));
     }
     // The values infra/platform.yaml accepts.
@@ -687,9 +944,14 @@ fn validate(env: &str, l: Layer, root: PathBuf) -> Result<Settings, ConfigError>
         }
     }
     for (name, arn) in &l.secrets {
+        // Secrets Manager: the secret's ARN (full or partial), optionally followed by
+        // `:json-key:version-stage:version-id` (ECS's form for one key of a JSON secret).
+        let fields = arn.split(':').count();
         let ok = arn.starts_with("arn:aws")
             && (arn.contains(":ssm:") && arn.contains(":parameter/")
-                || arn.contains(":secretsmanager:") && arn.contains(":secret:"));
+                || arn.contains(":secretsmanager:")
+                    && arn.split(':').nth(5) == Some("secret")
+                    && (fields == 7 || fields == 10));
         if !ok {
             issues.push(Issue::new(
                 &format!("secrets.{name}"),
@@ -714,9 +976,8 @@ fn validate(env: &str, l: Layer, root: PathBuf) -> Result<Settings, ConfigError>
     let registry_url = l
         .registry_url
         .or_else(|| emulator.then(|| "http://127.0.0.1:5000".to_string()));
-    let region = l
-        .region
-        .or_else(|| emulator.then(|| "us-east-1".to_string()));
+    // Unset, the SDK's chain decides (AWS_REGION, the profile); see `aws::load`.
+    let region = l.region;
     Ok(Settings {
         env: env.to_string(),
         app,
@@ -729,7 +990,11 @@ fn validate(env: &str, l: Layer, root: PathBuf) -> Result<Settings, ConfigError>
         platform_stack,
         lambda_stack,
         lambda_memory,
-        lambda_concurrency,
+        lambda_concurrency: l.lambda_concurrency,
+        account_id: l.account_id,
+        public_url: l.public_url,
+        deregistration_delay_seconds,
+        drain_window_seconds,
         service,
         repository,
         cpu,
@@ -834,6 +1099,7 @@ TICKSTREAM_API_KEYS = "arn:aws:ssm:eu-west-1:123456789012:parameter/tickstream/a
                 "port",
                 "desired_count",
                 "certificate_arn",
+                "public_url",
                 "environment.DB_PASSWORD"
             ]
         );
@@ -851,9 +1117,15 @@ TICKSTREAM_API_KEYS = "arn:aws:ssm:eu-west-1:123456789012:parameter/tickstream/a
             PathBuf::new(),
         )
         .expect_err("typo");
-        assert!(e.to_string().contains("unknown field `cpus`"), "{e}");
+        assert_eq!(e.to_string(), "deploy.toml line 2: unknown setting `cpus`");
+        assert!(
+            e.fix()
+                .is_some_and(|f| f.starts_with("did you mean `cpu`?")),
+            "{:?}",
+            e.fix()
+        );
         let e = resolve_with("staging", &[], Layer::default()).expect_err("no such env");
-        assert!(e.to_string().contains("known: local, prod"), "{e}");
+        assert!(e.to_string().contains("(it has local, prod)"), "{e}");
         let e = resolve_with("prod", &[("DEPLOY_CPUS", "1")], Layer::default()).expect_err("typo");
         assert!(e.to_string().contains("cpus"), "{e}");
         let e = issues(

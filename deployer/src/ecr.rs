@@ -126,6 +126,29 @@ pub async fn ensure(
     })
 }
 
+/// The repository's URI, if it exists (read-only: `deploy plan` uses it).
+pub async fn uri(client: &Client, name: &str) -> Result<Option<String>, DeployError> {
+    match client
+        .describe_repositories()
+        .repository_names(name)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(out
+            .repositories()
+            .first()
+            .and_then(|r| r.repository_uri())
+            .map(str::to_string)),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_repository_not_found_exception()) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(error::aws(format!("describing ECR repository {name}"))(e)),
+    }
+}
+
 /// Logs in to the account's registry. `endpoint` replaces ECR's own proxy endpoint: emulators
 /// answer the API but serve the registry elsewhere.
 pub async fn login(client: &Client, endpoint: Option<&str>) -> Result<Registry, DeployError> {

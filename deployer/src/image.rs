@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::config::{Architecture, Settings};
-use crate::error::DeployError;
+use crate::error::{DeployError, Kind};
 use crate::oci::Image;
+use crate::reference::ImageRef;
 use crate::report::Reporter;
 
 #[derive(Debug, Clone, Default)]
@@ -26,7 +27,7 @@ pub enum Source {
     /// Push this, then run it.
     Built { image: Image, how: String },
     /// Run this reference as it is.
-    Pinned(String),
+    Pinned(ImageRef),
 }
 
 /// How `deploy` finds the image, decided before the first AWS call.
@@ -36,12 +37,12 @@ pub fn resolve(
     report: &Reporter,
 ) -> Result<Source, DeployError> {
     if let Some(reference) = &options.reference {
-        if !reference.contains("@sha256:") {
-            return Err(DeployError::Usage(format!(
-                "--image {reference} is not pinned: give it as NAME@sha256:DIGEST so every task runs the same bytes"
-            )));
-        }
-        return Ok(Source::Pinned(reference.clone()));
+        return ImageRef::parse(reference).map(Source::Pinned).map_err(|e| {
+            DeployError::usage(
+                format!("--image: {e}"),
+                "give it pinned, as REGISTRY/REPOSITORY@sha256:DIGEST, so every task runs the same bytes",
+            )
+        });
     }
     if let Some(archive) = &options.archive {
         let image = Image::from_layout(archive, settings.architecture)?;
@@ -57,9 +58,13 @@ pub fn resolve(
         if let Some(engine) = engine() {
             return build_with(engine, settings, report);
         }
-        return Err(DeployError::Usage(
-            "no container engine answers (docker or podman): start one, or pass --image-archive PATH (an OCI layout) or --image REF@sha256:..."
-                .into(),
+        return Err(DeployError::refused(
+            Kind::NoContainerEngine,
+            format!(
+                "env {} builds the image from the Dockerfile, and no container engine answers (`docker info` and `podman info` both failed)",
+                settings.env
+            ),
+            "start Docker (or install podman), or pass --image-archive PATH (an OCI layout) or --image REF@sha256:DIGEST",
         ));
     }
     let binary = build_static(&settings.root, settings.architecture, report)?;

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use crate::commands::Context;
 use crate::error::{self, DeployError};
 use crate::report::Reporter;
-use crate::stacks::{self, StackChange, StackSpec};
+use crate::stacks::{self, StackSpec};
 
 pub const TEMPLATE: &str = include_str!("../../infra/lambda.yaml");
 
@@ -108,7 +108,14 @@ pub async fn deploy(
     account: &str,
 ) -> Result<LambdaDeployed, DeployError> {
     let s = &ctx.settings;
-    let region = ctx.sdk.region().map(|r| r.to_string()).unwrap_or_default();
+    let region = ctx.region.clone();
+    let function_name = format!("{}-{}-api", s.app, s.env);
+    if let Some(wanted) = s.lambda_concurrency
+        && !s.emulator
+    {
+        let lambda = aws_sdk_lambda::Client::new(&ctx.sdk);
+        check_concurrency(&lambda, &function_name, wanted).await?;
+    }
     let zip = package(binary)?;
     let key = format!("lambda/{}/{}.zip", s.app, &hex(&zip)[..32]);
     let bucket = bucket_name(&s.app, account, &region);
@@ -145,21 +152,22 @@ pub async fn deploy(
         name: s.lambda_stack.clone(),
         template_body: TEMPLATE.to_string(),
         parameters: BTreeMap::from([
-            ("EnvironmentName".to_string(), s.env.clone()),
+            ("AppName".to_string(), s.app.clone()),
+            ("EnvironmentName".into(), s.env.clone()),
             ("CodeS3Bucket".into(), bucket.clone()),
             ("CodeS3Key".into(), key.clone()),
             ("Architecture".into(), s.architecture.lambda().into()),
             ("MemorySize".into(), s.lambda_memory.to_string()),
             (
                 "ReservedConcurrency".into(),
-                s.lambda_concurrency.to_string(),
+                s.lambda_concurrency.unwrap_or(0).to_string(),
             ),
             ("Endpoint".into(), endpoint.into()),
             ("LogRetentionDays".into(), s.log_retention_days.to_string()),
         ]),
-        named_iam: true,
+        named_iam: false,
     };
-    let deployed = stacks::deploy(&ctx.cfn, &spec, s.stack_timeout, &ctx.report).await?;
+    let deployed = stacks::deploy(&ctx.cfn, &spec, ctx.stack_waiting(), &ctx.report).await?;
     let function = deployed
         .outputs
         .get("FunctionName")
@@ -176,11 +184,7 @@ pub async fn deploy(
     };
     Ok(LambdaDeployed {
         stack: spec.name,
-        stack_change: match deployed.change {
-            StackChange::Created => "create",
-            StackChange::Updated => "update",
-            StackChange::Unchanged => "unchanged",
-        },
+        stack_change: deployed.change.as_str(),
         bucket,
         key,
         zip_bytes: zip.len(),
@@ -191,6 +195,71 @@ pub async fn deploy(
     })
 }
 
+/// Lambda refuses a reservation that leaves the account fewer than this many unreserved
+/// executions.
+pub const MIN_UNRESERVED: i32 = 100;
+
+/// A reservation of `wanted` must leave the account [`MIN_UNRESERVED`] executions; new
+/// accounts often have 10-50 in all. Checked before anything changes, so a stack never fails
+/// half-way for it.
+pub async fn check_concurrency(
+    lambda: &aws_sdk_lambda::Client,
+    function: &str,
+    wanted: u32,
+) -> Result<(), DeployError> {
+    let settings = lambda
+        .get_account_settings()
+        .send()
+        .await
+        .map_err(error::aws(
+            "reading Lambda's account limits (lambda:GetAccountSettings)",
+        ))?;
+    let limit = settings.account_limit();
+    let total = limit.map_or(0, |l| l.concurrent_executions());
+    let unreserved = limit
+        .and_then(|l| l.unreserved_concurrent_executions())
+        .unwrap_or(0);
+    // What this function already holds comes back to the pool when its reservation changes.
+    let ours = match lambda
+        .get_function_concurrency()
+        .function_name(function)
+        .send()
+        .await
+    {
+        Ok(out) => out.reserved_concurrent_executions().unwrap_or(0),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_resource_not_found_exception()) =>
+        {
+            0
+        }
+        Err(e) => {
+            return Err(error::aws(format!(
+                "reading {function}'s reserved concurrency (lambda:GetFunctionConcurrency)"
+            ))(e));
+        }
+    };
+    let wanted = i32::try_from(wanted).unwrap_or(i32::MAX);
+    let left = unreserved + ours - wanted;
+    if left >= MIN_UNRESERVED {
+        return Ok(());
+    }
+    let most = (unreserved + ours - MIN_UNRESERVED).max(0);
+    Err(DeployError::refused(
+        crate::error::Kind::LimitExceeded,
+        format!(
+            "lambda_concurrency = {wanted} would leave the account {left} unreserved executions; Lambda requires at least {MIN_UNRESERVED} (this account allows {total} in all, {unreserved} unreserved)"
+        ),
+        if most > 0 {
+            format!(
+                "lower lambda_concurrency to at most {most}, or remove it to reserve none; or raise \"Concurrent executions\" in Service Quotas (Lambda)"
+            )
+        } else {
+            "remove lambda_concurrency to reserve none, or raise \"Concurrent executions\" in Service Quotas (Lambda)".to_string()
+        },
+    ))
+}
+
 /// Calls the public API until it answers a ticker (a new function version may take seconds).
 async fn verify_url(
     base: &str,
@@ -198,7 +267,7 @@ async fn verify_url(
     report: &Reporter,
 ) -> Result<String, DeployError> {
     crate::tls();
-    let url = format!("{}/api/v1/ticker/AAPL", base.trim_end_matches('/'));
+    let base = base.trim_end_matches('/');
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(15))
         .build()
@@ -207,30 +276,48 @@ async fn verify_url(
     let mut last = String::new();
     while started.elapsed() < within {
         let t = tokio::time::Instant::now();
-        match client.get(&url).send().await {
-            Ok(r) if r.status().is_success() => {
-                let body: serde_json::Value = r
-                    .json()
-                    .await
-                    .map_err(|e| DeployError::Verify(e.to_string()))?;
-                if body["seq"].as_u64().is_some() {
-                    let text = format!(
-                        "GET {url} answered a ticker in {} ms",
-                        t.elapsed().as_millis()
-                    );
-                    report.line(format!("verified: {text}"));
-                    return Ok(text);
-                }
-                last = format!("unexpected body {body}");
+        match ticker(&client, base).await {
+            Ok(url) => {
+                let text = format!(
+                    "GET {url} answered a ticker in {} ms",
+                    t.elapsed().as_millis()
+                );
+                report.line(format!("verified: {text}"));
+                return Ok(text);
             }
-            Ok(r) => last = format!("HTTP {}", r.status()),
-            Err(e) => last = e.to_string(),
+            Err(e) => last = e,
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     Err(DeployError::Verify(format!(
-        "{url} did not answer a ticker within {within:?}: {last}"
+        "{base} did not answer a ticker within {}: {last}",
+        humantime::format_duration(within)
     )))
+}
+
+/// The first listed symbol's ticker; the URL that answered it.
+async fn ticker(client: &reqwest::Client, base: &str) -> Result<String, String> {
+    let json = |url: String| async move {
+        let r = client.get(&url).send().await.map_err(|e| e.to_string())?;
+        if !r.status().is_success() {
+            return Err(format!("GET {url}: HTTP {}", r.status()));
+        }
+        r.json::<serde_json::Value>()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))
+    };
+    let list = json(format!("{base}/api/v1/symbols")).await?;
+    let symbol = list["symbols"][0]
+        .as_str()
+        .ok_or_else(|| format!("GET {base}/api/v1/symbols listed no symbols"))?
+        .to_string();
+    let url = format!("{base}/api/v1/ticker/{symbol}");
+    let body = json(url.clone()).await?;
+    if body["seq"].as_u64().is_some() {
+        Ok(url)
+    } else {
+        Err(format!("GET {url}: unexpected body {body}"))
+    }
 }
 
 /// Emulators create the function but cannot run it: the uploaded zip itself is fetched back,
@@ -301,7 +388,7 @@ pub async fn destroy(ctx: &Context) -> Result<bool, DeployError> {
     Ok(stacks::delete(
         &ctx.cfn,
         &ctx.settings.lambda_stack,
-        ctx.settings.stack_timeout,
+        ctx.stack_waiting(),
         &ctx.report,
     )
     .await?)

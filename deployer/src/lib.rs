@@ -2,8 +2,9 @@
 //! service (or, with `--env local`, to the local emulator and a task running on this machine).
 //!
 //! Layout: [`config`] resolves and checks the settings; [`aws`] builds the one SDK
-//! configuration; [`stacks`] and [`infra`] own the CloudFormation stacks; [`oci`], [`registry`]
-//! and [`ecr`] make and push the image; [`taskdef`] and [`service`] describe what ECS should
+//! configuration; [`prerequisites`] makes what a new account lacks; [`stacks`] and [`infra`]
+//! own the CloudFormation stacks; [`oci`], [`reference`], [`registry`] and [`ecr`] make, name
+//! and push the image; [`taskdef`] and [`service`] describe what ECS should
 //! run; [`rollout`] waits for it, [`verify`] proves it over a WebSocket; [`local`] plays the
 //! part of Fargate on one machine; [`commands`] ties them into the CLI's commands.
 
@@ -20,6 +21,8 @@ pub mod local;
 pub mod oci;
 pub mod output;
 pub mod preflight;
+pub mod prerequisites;
+pub mod reference;
 pub mod registry;
 pub mod report;
 pub mod rollout;

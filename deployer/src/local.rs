@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::{Instant, sleep};
 
 use crate::error::DeployError;
+use crate::reference::ImageRef;
 use crate::registry::Registry;
 use crate::report::Reporter;
 use crate::taskdef::TaskSpec;
@@ -194,20 +195,14 @@ pub async fn run(
         ));
         return Ok(state);
     }
-    let digest = spec
-        .image
-        .rsplit_once('@')
-        .map(|(_, d)| d.to_string())
-        .ok_or_else(|| DeployError::Local(format!("{} is not pinned by digest", spec.image)))?;
-    let rootfs = dir.0.join(format!(
-        "rootfs-{}",
-        &digest.trim_start_matches("sha256:")[..12]
-    ));
-    let image = registry.pull(repository, &digest).await?;
+    let image_ref = ImageRef::parse(&spec.image)
+        .map_err(|e| DeployError::Local(format!("the task definition's image: {e}")))?;
+    let digest = &image_ref.digest;
+    let rootfs = dir.0.join(format!("rootfs-{}", digest.short()));
+    let image = registry.pull(repository, digest).await?;
     report.line(format!(
-        "local task: pulled {}@{} from {} ({} layer(s))",
-        repository,
-        &digest[..19],
+        "local task: pulled {repository}@sha256:{} from {} ({} layer(s))",
+        digest.short(),
         registry.host(),
         image.layers.len()
     ));
@@ -329,9 +324,11 @@ pub async fn ensure_emulator(
     }
     let script = root.join("localstack/local-aws");
     if !endpoint.contains("127.0.0.1:4566") || !script.is_file() {
-        return Err(DeployError::Local(format!(
-            "nothing answers at {endpoint}: start the emulator first (localstack/local-aws start)"
-        )));
+        return Err(DeployError::refused(
+            crate::error::Kind::EmulatorUnreachable,
+            format!("the local AWS does not answer at {endpoint}"),
+            "start it (`localstack/local-aws start` in the repository), or correct endpoint_url for this environment in deploy.toml",
+        ));
     }
     report.line("local AWS is not running: starting it (localstack/local-aws start; the first time installs moto)");
     let status = tokio::process::Command::new(&script)
@@ -343,9 +340,11 @@ pub async fn ensure_emulator(
         .await
         .map_err(|e| DeployError::Local(format!("{}: {e}", script.display())))?;
     if !status.success() || !answers(endpoint.to_string()).await {
-        return Err(DeployError::Local(format!(
-            "localstack/local-aws start failed ({status}); see .local-aws/*.log"
-        )));
+        return Err(DeployError::refused(
+            crate::error::Kind::EmulatorUnreachable,
+            format!("the local AWS did not start ({status})"),
+            "read .local-aws/moto.log and .local-aws/registry.log; `localstack/local-aws start` shows the same",
+        ));
     }
     Ok(())
 }

@@ -1,17 +1,19 @@
 //! `deploy`: see `tickstream_deployer::cli`.
 
 use clap::Parser;
+use tickstream_deployer::cli::{self, Cli};
 
 #[tokio::main]
 async fn main() {
+    let cli = Cli::parse();
+    let vars: Vec<(String, String)> = std::env::vars().collect();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DEPLOY_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::new(cli::log_filter(
+            cli.log, &vars,
+        )))
         .init();
     tickstream_deployer::tls();
-    let code = tickstream_deployer::cli::run(tickstream_deployer::cli::Cli::parse()).await;
+    let code = cli::run(cli, vars).await;
     std::process::exit(code);
 }

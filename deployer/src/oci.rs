@@ -8,9 +8,9 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use crate::config::Architecture;
+use crate::reference::Digest;
 
 pub const MANIFEST_V1: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const INDEX_V1: &str = "application/vnd.oci.image.index.v1+json";
@@ -27,19 +27,19 @@ pub const BINARY_PATH: &str = "usr/local/bin/tickstream";
 
 #[derive(Debug, Clone)]
 pub struct Blob {
-    pub digest: String,
+    pub digest: Digest,
     pub media_type: String,
     pub data: Vec<u8>,
 }
 
 impl Blob {
     /// A blob read from elsewhere, refused unless its bytes have the digest it was named by.
-    fn verified(named: &str, media_type: &str, data: Vec<u8>) -> Result<Blob, OciError> {
-        let actual = digest(&data);
-        if actual != named {
+    fn verified(named: &Digest, media_type: &str, data: Vec<u8>) -> Result<Blob, OciError> {
+        let actual = Digest::of(&data);
+        if &actual != named {
             return Err(OciError::DigestMismatch {
-                digest: named.into(),
-                actual,
+                digest: named.to_string(),
+                actual: actual.to_string(),
             });
         }
         Ok(Blob {
@@ -51,7 +51,7 @@ impl Blob {
 
     pub fn new(media_type: &str, data: Vec<u8>) -> Blob {
         Blob {
-            digest: digest(&data),
+            digest: Digest::of(&data),
             media_type: media_type.to_string(),
             data,
         }
@@ -87,16 +87,6 @@ pub enum OciError {
     WrongArchitecture { image: String, wanted: String },
     #[error("{path} is larger than {MAX_ARCHIVE_BYTES} bytes")]
     TooLarge { path: String },
-}
-
-pub fn digest(data: &[u8]) -> String {
-    let hash = Sha256::digest(data);
-    let mut out = String::with_capacity(71);
-    out.push_str("sha256:");
-    for b in hash {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> OciError + '_ {
@@ -150,7 +140,7 @@ impl Image {
         };
         build(&mut tar).map_err(io(binary))?;
         let layer_tar = tar.into_inner().map_err(io(binary))?;
-        let diff_id = digest(&layer_tar);
+        let diff_id = Digest::of(&layer_tar).to_string();
         let mut gz = flate2::GzBuilder::new()
             .mtime(0)
             .write(Vec::new(), flate2::Compression::default());
@@ -248,17 +238,15 @@ impl Image {
     /// Builds an image from a manifest and the blobs it names (as pulled from a registry).
     pub fn from_parts(
         manifest: Blob,
-        mut fetch: impl FnMut(&str) -> Option<Vec<u8>>,
+        mut fetch: impl FnMut(&Digest) -> Option<Vec<u8>>,
     ) -> Result<Image, OciError> {
         let m: Value = serde_json::from_slice(&manifest.data)
             .map_err(|e| OciError::Malformed(e.to_string()))?;
         let mut blob = |d: &Value| -> Result<Blob, OciError> {
-            let digest_s = d["digest"]
-                .as_str()
-                .ok_or_else(|| OciError::Malformed("descriptor without digest".into()))?;
+            let named = descriptor_digest(d)?;
             let media = d["mediaType"].as_str().unwrap_or(LAYER_GZIP);
-            let data = fetch(digest_s).ok_or_else(|| OciError::MissingBlob(digest_s.into()))?;
-            Blob::verified(digest_s, media, data)
+            let data = fetch(&named).ok_or_else(|| OciError::MissingBlob(named.to_string()))?;
+            Blob::verified(&named, media, data)
         };
         let config = blob(&m["config"])?;
         let layers = m["layers"]
@@ -274,9 +262,13 @@ impl Image {
         })
     }
 
-    /// Unpacks the layers in order into `root` (whiteouts honoured, nothing outside `root`).
+    /// Unpacks the layers in order into `root`. Whiteouts (`.wh.NAME` removes NAME,
+    /// `.wh..wh..opq` empties its directory) apply to what earlier layers left, and neither an
+    /// entry nor a whiteout can reach outside `root`: `..`, absolute paths and paths through a
+    /// symbolic link are refused.
     pub fn unpack(&self, root: &Path) -> Result<(), OciError> {
         std::fs::create_dir_all(root).map_err(io(root))?;
+        let root = root.canonicalize().map_err(io(root))?;
         for layer in &self.layers {
             let reader: Box<dyn Read> = if layer.media_type.contains("gzip") {
                 Box::new(flate2::read::GzDecoder::new(layer.data.as_slice()))
@@ -285,15 +277,27 @@ impl Image {
             };
             let mut archive = tar::Archive::new(reader);
             archive.set_preserve_permissions(true);
-            for entry in archive.entries().map_err(io(root))? {
-                let mut entry = entry.map_err(io(root))?;
-                let path = entry.path().map_err(io(root))?.into_owned();
+            for entry in archive.entries().map_err(io(&root))? {
+                let mut entry = entry.map_err(io(&root))?;
+                let path = entry.path().map_err(io(&root))?.into_owned();
                 let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
                 if let Some(hidden) = name.strip_prefix(".wh.") {
-                    if hidden != ".wh..opq" {
-                        let gone = root.join(path.with_file_name(hidden));
-                        let _ =
-                            std::fs::remove_dir_all(&gone).or_else(|_| std::fs::remove_file(&gone));
+                    let target = if hidden == ".wh..opq" {
+                        path.parent().map(Path::to_path_buf).unwrap_or_default()
+                    } else {
+                        path.with_file_name(hidden)
+                    };
+                    let Some(target) = inside(&root, &target) else {
+                        return Err(OciError::Malformed(format!(
+                            "layer {}: whiteout {} points outside the image",
+                            layer.digest.short(),
+                            path.display()
+                        )));
+                    };
+                    if hidden == ".wh..opq" {
+                        empty_dir(&target).map_err(io(&target))?;
+                    } else {
+                        remove(&target).map_err(io(&target))?;
                     }
                     continue;
                 }
@@ -304,11 +308,73 @@ impl Image {
                 ) {
                     continue;
                 }
-                entry.unpack_in(root).map_err(io(root))?;
+                if inside(&root, &path).is_none() {
+                    return Err(OciError::Malformed(format!(
+                        "layer {}: {} points outside the image",
+                        layer.digest.short(),
+                        path.display()
+                    )));
+                }
+                entry.unpack_in(&root).map_err(io(&root))?;
             }
         }
         Ok(())
     }
+}
+
+/// `root` joined with the relative `path`, if every component is a plain name and no directory
+/// on the way is a symbolic link (which could lead anywhere). `root` is canonical.
+fn inside(root: &Path, path: &Path) -> Option<std::path::PathBuf> {
+    use std::path::Component;
+    let mut at = root.to_path_buf();
+    let mut parts = path.components().peekable();
+    while let Some(part) = parts.next() {
+        match part {
+            // A leading `/` means the image's root, as tar itself reads it.
+            Component::CurDir | Component::RootDir => continue,
+            Component::Normal(name) => at.push(name),
+            Component::ParentDir | Component::Prefix(_) => return None,
+        }
+        // Every directory we pass through must be a real directory (or not exist yet).
+        if parts.peek().is_some()
+            && std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink())
+        {
+            return None;
+        }
+    }
+    Some(at)
+}
+
+/// Removes a file, a link (not what it points to) or a whole directory; absent is fine.
+fn remove(path: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+    }
+}
+
+/// Removes what a directory holds, keeping the directory (an opaque whiteout).
+fn empty_dir(dir: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+        Ok(m) if !m.is_dir() => return Ok(()),
+        Ok(_) => {}
+    }
+    for entry in std::fs::read_dir(dir)? {
+        remove(&entry?.path())?;
+    }
+    Ok(())
+}
+
+/// A descriptor's digest, checked.
+fn descriptor_digest(d: &Value) -> Result<Digest, OciError> {
+    let text = d["digest"]
+        .as_str()
+        .ok_or_else(|| OciError::Malformed("descriptor without digest".into()))?;
+    Digest::parse(text).map_err(|e| OciError::Malformed(e.to_string()))
 }
 
 enum Store {
@@ -332,17 +398,12 @@ impl Store {
     }
 
     fn blob(&self, d: &Value) -> Result<Blob, OciError> {
-        let digest_s = d["digest"]
-            .as_str()
-            .ok_or_else(|| OciError::Malformed("descriptor without digest".into()))?;
+        let named = descriptor_digest(d)?;
         let media = d["mediaType"].as_str().unwrap_or_default().to_string();
-        let hex = digest_s
-            .strip_prefix("sha256:")
-            .ok_or_else(|| OciError::Malformed(format!("unsupported digest {digest_s}")))?;
         let data = self
-            .read(&format!("blobs/sha256/{hex}"))?
-            .ok_or_else(|| OciError::MissingBlob(digest_s.into()))?;
-        Blob::verified(digest_s, &media, data)
+            .read(&format!("blobs/sha256/{}", named.hex()))?
+            .ok_or_else(|| OciError::MissingBlob(named.to_string()))?;
+        Blob::verified(&named, &media, data)
     }
 }
 
@@ -483,7 +544,7 @@ mod tests {
             .into_iter()
             .chain(&image.layers)
         {
-            std::fs::write(blobs.join(&b.digest[7..]), &b.data).expect("blob");
+            std::fs::write(blobs.join(b.digest.hex()), &b.data).expect("blob");
         }
         let index = json!({"schemaVersion": 2, "manifests": [{
             "mediaType": MANIFEST_V1, "digest": image.manifest.digest, "size": image.manifest.data.len(),
@@ -510,7 +571,7 @@ mod tests {
             image.manifest.digest
         );
 
-        std::fs::write(blobs.join(&image.layers[0].digest[7..]), b"tampered").expect("tamper");
+        std::fs::write(blobs.join(image.layers[0].digest.hex()), b"tampered").expect("tamper");
         assert!(matches!(
             Image::from_layout(&layout, Architecture::Arm64),
             Err(OciError::DigestMismatch { .. })

@@ -22,17 +22,40 @@ pub fn emit<T: Serialize + Human>(format: Format, value: &T) {
     }
 }
 
-pub fn emit_error(format: Format, error: &DeployError) {
+/// The error as one short paragraph: what failed and why on the first line, the fix on the
+/// next. `verbose` (`--log debug`) adds the whole chain of causes.
+pub fn emit_error(format: Format, error: &DeployError, verbose: bool) {
+    let fix = error.fix();
+    let detail = verbose.then(|| error.detail()).flatten();
     match format {
         Format::Json => {
-            let doc = serde_json::json!({
-                "ok": false,
-                "error": { "kind": error.kind(), "exit_code": error.exit_code(), "message": error.to_string(),
-                           "issues": match error { DeployError::Config(crate::config::ConfigError::Invalid(i)) => serde_json::to_value(i).unwrap_or_default(), _ => serde_json::Value::Null } }
+            let issues = match error {
+                DeployError::Config(crate::config::ConfigError::Invalid(i)) => {
+                    serde_json::to_value(i).unwrap_or_default()
+                }
+                _ => serde_json::Value::Null,
+            };
+            let mut body = serde_json::json!({
+                "kind": error.kind(),
+                "exit_code": error.exit_code(),
+                "message": error.to_string(),
+                "fix": fix,
+                "issues": issues,
             });
-            println!("{doc}");
+            if let Some(d) = detail {
+                body["detail"] = d.into();
+            }
+            println!("{}", serde_json::json!({ "ok": false, "error": body }));
         }
-        Format::Text => eprintln!("error: {error}"),
+        Format::Text => {
+            eprintln!("error: {error}");
+            if let Some(fix) = fix {
+                eprintln!("  fix: {fix}");
+            }
+            if let Some(d) = detail {
+                eprintln!("  detail: {d}");
+            }
+        }
     }
 }
 
@@ -97,6 +120,13 @@ impl Human for Plan {
             "plan for {} in {} ({}):",
             self.service.name, self.identity.env, self.identity.region
         );
+        match self.ecs_service_linked_role {
+            "create" => println!("  account: ECS's service-linked role would be created"),
+            "unknown" => println!(
+                "  account: ECS's service-linked role unknown (iam:GetRole denied); the deploy will try to create it"
+            ),
+            _ => {}
+        }
         for s in &self.stacks {
             println!("  stack {}: {}", s.name, s.change);
         }
@@ -237,7 +267,7 @@ impl Human for crate::lambda::LambdaDeployed {
         );
         println!("  verified: {}", self.verified);
         if let Some(url) = &self.api_url {
-            println!("\nREST API: {url}api/v1/ticker/AAPL");
+            println!("\nREST API: {url}api/v1/symbols");
         }
     }
 }

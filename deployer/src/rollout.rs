@@ -3,9 +3,15 @@
 //! services-stable waiter also passes after a circuit-breaker rollback, which is how other
 //! deployers reported failed deploys as successes. A failure says why: the rollout reason, new
 //! service events, each stopped task's reason and exit codes, and its last log lines.
+//!
+//! What belongs to this rollout is decided by AWS's own identifiers and clock, never ours:
+//! stopped tasks are those ECS started for our deployment (`startedBy` is the deployment id),
+//! read across every page; service events are those after the deployment's `createdAt`.
+//! Throttling or a passing fault while waiting does not end the wait: the rollout goes on in
+//! ECS whatever we fail to read, so we keep reading until the deadline.
 
 use std::collections::HashSet;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use aws_sdk_ecs::Client;
 use aws_sdk_ecs::types::{DesiredStatus, Service};
@@ -43,10 +49,22 @@ struct Seen {
     stopped: HashSet<String>,
     last_line: String,
     stopped_reasons: Vec<String>,
+    transient: u32,
 }
 
-/// At most this many stopped tasks are described per poll.
-const STOPPED_PER_POLL: usize = 10;
+/// A read that failed for a passing reason: said once in a while, not on every poll.
+fn report_transient(seen: &mut Seen, report: &Reporter, cause: &str) {
+    seen.transient += 1;
+    if seen.transient == 1 || seen.transient.is_multiple_of(10) {
+        report.line(format!(
+            "  (reading the rollout failed {} time(s), still waiting: {cause})",
+            seen.transient
+        ));
+    }
+}
+
+/// At most this many stopped tasks of ours are shown per poll (all are counted).
+const STOPPED_SHOWN: usize = 10;
 /// Log lines shown for a stopped task.
 const LOG_LINES: i32 = 10;
 
@@ -57,21 +75,41 @@ pub async fn wait(
     report: &Reporter,
 ) -> Result<Completed, DeployError> {
     let started = Instant::now();
-    let since = SystemTime::now() - Duration::from_secs(5);
     let mut seen = Seen::default();
     loop {
-        let out = ecs
+        let out = match ecs
             .describe_services()
             .cluster(&watch.cluster)
             .services(&watch.service)
             .send()
             .await
-            .map_err(error::aws(format!("describing service {}", watch.service)))?;
+        {
+            Ok(out) => out,
+            Err(e) if error::transient(&e) && started.elapsed() < watch.timeout => {
+                report_transient(&mut seen, report, &error::classify(String::new(), &e).cause);
+                sleep(watch.poll).await;
+                continue;
+            }
+            Err(e) => {
+                return Err(error::aws(format!("describing service {}", watch.service))(
+                    e,
+                ));
+            }
+        };
         let service = out.services().first().cloned().ok_or_else(|| {
             DeployError::Rollout(format!("service {} disappeared", watch.service))
         })?;
+        let since = service
+            .deployments()
+            .iter()
+            .find(|d| d.id() == Some(watch.deployment_id.as_str()))
+            .and_then(|d| d.created_at())
+            .map(|t| t.secs());
         report_events(&service, since, &mut seen, report);
-        stopped_tasks(ecs, logs, watch, &mut seen, report).await?;
+        if let Err(e) = stopped_tasks(ecs, logs, watch, &mut seen, report).await {
+            // Stopped tasks explain a failure; failing to read them is not one.
+            report_transient(&mut seen, report, &e.to_string());
+        }
 
         let ours = service
             .deployments()
@@ -167,12 +205,17 @@ fn failure(seen: &Seen, summary: String) -> DeployError {
     DeployError::Rollout(text)
 }
 
-fn report_events(service: &Service, since: SystemTime, seen: &mut Seen, report: &Reporter) {
-    let since = aws_sdk_ecs::primitives::DateTime::from(since);
+/// Service events since our deployment was created (by ECS's clock), each once.
+fn report_events(service: &Service, since: Option<i64>, seen: &mut Seen, report: &Reporter) {
     let mut fresh: Vec<_> = service
         .events()
         .iter()
-        .filter(|e| e.created_at().is_some_and(|t| t.secs() >= since.secs()))
+        .filter(|e| match (since, e.created_at()) {
+            (Some(since), Some(t)) => t.secs() >= since,
+            // Without our deployment's time (it is gone: rolled back), every new event counts.
+            (None, _) => true,
+            (Some(_), None) => false,
+        })
         .filter(|e| e.id().is_some_and(|id| !seen.events.contains(id)))
         .collect();
     fresh.reverse();
@@ -191,37 +234,49 @@ async fn stopped_tasks(
     seen: &mut Seen,
     report: &Reporter,
 ) -> Result<(), DeployError> {
-    let listed = ecs
+    // Every page: a busy service lists many stopped tasks, ours may be on any page.
+    let mut fresh: Vec<String> = Vec::new();
+    let mut pages = ecs
         .list_tasks()
         .cluster(&watch.cluster)
         .service_name(&watch.service)
         .desired_status(DesiredStatus::Stopped)
-        .send()
-        .await
-        .map_err(error::aws("listing stopped tasks"))?;
-    let fresh: Vec<String> = listed
-        .task_arns()
-        .iter()
-        .filter(|arn| !seen.stopped.contains(*arn))
-        .take(STOPPED_PER_POLL)
-        .cloned()
-        .collect();
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(error::aws("listing stopped tasks"))?;
+        fresh.extend(
+            page.task_arns()
+                .iter()
+                .filter(|arn| !seen.stopped.contains(*arn))
+                .cloned(),
+        );
+    }
     if fresh.is_empty() {
         return Ok(());
     }
-    let described = ecs
-        .describe_tasks()
-        .cluster(&watch.cluster)
-        .set_tasks(Some(fresh.clone()))
-        .send()
-        .await
-        .map_err(error::aws("describing stopped tasks"))?;
+    let mut described = Vec::new();
+    // DescribeTasks takes up to 100 tasks a call.
+    for batch in fresh.chunks(100) {
+        let out = ecs
+            .describe_tasks()
+            .cluster(&watch.cluster)
+            .set_tasks(Some(batch.to_vec()))
+            .send()
+            .await
+            .map_err(error::aws("describing stopped tasks"))?;
+        described.extend(out.tasks().iter().cloned());
+    }
     seen.stopped.extend(fresh);
-    for task in described.tasks() {
-        // Only tasks of this rollout: earlier stops are history.
-        if task.started_by() != Some(watch.deployment_id.as_str())
-            && task.task_definition_arn() != Some(watch.task_definition.as_str())
-        {
+    let mut shown = 0;
+    for task in &described {
+        // Only tasks ECS started for this deployment: earlier stops are history, even of the
+        // same task definition.
+        if task.started_by() != Some(watch.deployment_id.as_str()) {
+            continue;
+        }
+        shown += 1;
+        if shown > STOPPED_SHOWN {
             continue;
         }
         let id = task

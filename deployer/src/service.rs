@@ -253,12 +253,17 @@ impl ServiceSpec {
     }
 }
 
-/// The service if it exists and is not deleted.
-pub async fn find(
-    client: &Client,
-    cluster: &str,
-    name: &str,
-) -> Result<Option<Service>, DeployError> {
+/// A service of that name, as ECS reports it.
+#[derive(Debug, Clone)]
+pub enum Found {
+    Active(Box<Service>),
+    /// Being deleted: not live, and its name cannot be reused until it is INACTIVE.
+    Draining,
+    Absent,
+}
+
+/// The service of that name and its state.
+pub async fn lookup(client: &Client, cluster: &str, name: &str) -> Result<Found, DeployError> {
     let out = match client
         .describe_services()
         .cluster(cluster)
@@ -271,15 +276,64 @@ pub async fn find(
             if e.as_service_error()
                 .is_some_and(|e| e.is_cluster_not_found_exception()) =>
         {
-            return Ok(None);
+            return Ok(Found::Absent);
         }
         Err(e) => return Err(error::aws(format!("describing ECS service {name}"))(e)),
     };
-    Ok(out
-        .services()
-        .iter()
-        .find(|s| s.status() != Some("INACTIVE"))
-        .cloned())
+    let services = out.services();
+    if let Some(active) = services.iter().find(|s| s.status() == Some("ACTIVE")) {
+        return Ok(Found::Active(Box::new(active.clone())));
+    }
+    if services.iter().any(|s| s.status() == Some("DRAINING")) {
+        return Ok(Found::Draining);
+    }
+    Ok(Found::Absent)
+}
+
+/// The live (ACTIVE) service, if any: a DRAINING one is on its way out.
+pub async fn find(
+    client: &Client,
+    cluster: &str,
+    name: &str,
+) -> Result<Option<Service>, DeployError> {
+    Ok(match lookup(client, cluster, name).await? {
+        Found::Active(s) => Some(*s),
+        Found::Draining | Found::Absent => None,
+    })
+}
+
+/// Waits (at most `timeout`) until no service of that name is DRAINING, so it can be created.
+pub async fn wait_drained(
+    client: &Client,
+    cluster: &str,
+    name: &str,
+    timeout: std::time::Duration,
+    poll: std::time::Duration,
+    report: &Reporter,
+) -> Result<Option<Service>, DeployError> {
+    let started = tokio::time::Instant::now();
+    let mut said = false;
+    loop {
+        match lookup(client, cluster, name).await? {
+            Found::Active(s) => return Ok(Some(*s)),
+            Found::Absent => return Ok(None),
+            Found::Draining => {
+                if !said {
+                    report.line(format!(
+                        "service {name}: DRAINING (an earlier delete); waiting for it to go before creating it again"
+                    ));
+                    said = true;
+                }
+                if started.elapsed() > timeout {
+                    return Err(DeployError::Rollout(format!(
+                        "service {name} is still DRAINING after {}",
+                        humantime::format_duration(timeout)
+                    )));
+                }
+                tokio::time::sleep(poll).await;
+            }
+        }
+    }
 }
 
 /// The PRIMARY deployment's id: the one a rollout must see COMPLETED.

@@ -50,15 +50,42 @@ pub struct Change {
     pub to: Option<String>,
 }
 
+/// What a task definition is made from, besides the settings.
+#[derive(Debug, Clone)]
+pub struct Inputs<'a> {
+    pub platform: &'a Platform,
+    pub image: &'a str,
+    /// The region the SDK resolved (deploy.toml, `AWS_REGION` or the profile), never empty:
+    /// `awslogs-region` is required.
+    pub region: &'a str,
+    /// Variable -> `valueFrom`, as the preflight resolved them.
+    pub secrets: &'a BTreeMap<String, String>,
+}
+
 impl TaskSpec {
-    pub fn new(settings: &Settings, platform: &Platform, image: &str) -> TaskSpec {
+    pub fn new(settings: &Settings, inputs: &Inputs<'_>) -> TaskSpec {
+        let platform = inputs.platform;
         let mut environment = settings.environment.clone();
         // Explicit, because the image sets TICKSTREAM_LISTEN (which wins over PORT).
         environment.insert(
             "TICKSTREAM_LISTEN".into(),
             format!("0.0.0.0:{}", settings.port),
         );
-        let region = settings.region.clone().unwrap_or_default();
+        // The drain timeline (ADR-0012): told of the stop through the task metadata, the
+        // task spreads its clients' reconnects over the window, well inside the load
+        // balancer's deregistration delay; SIGTERM then finds few left, and the last are
+        // closed before the stop timeout.
+        environment.insert(
+            "TICKSTREAM_DRAIN_WINDOW".into(),
+            format!("{}s", settings.drain_window_seconds),
+        );
+        environment.insert(
+            "TICKSTREAM_DRAIN_TIMEOUT".into(),
+            format!(
+                "{}s",
+                settings.stop_timeout_seconds.saturating_sub(5).max(1)
+            ),
+        );
         TaskSpec {
             family: settings.service.clone(),
             cpu: settings.cpu.to_string(),
@@ -66,13 +93,13 @@ impl TaskSpec {
             cpu_architecture: settings.architecture.ecs().to_string(),
             execution_role_arn: platform.execution_role_arn.clone(),
             task_role_arn: platform.task_role_arn.clone(),
-            image: image.to_string(),
+            image: inputs.image.to_string(),
             port: i32::from(settings.port),
             environment,
-            secrets: settings.secrets.clone(),
+            secrets: inputs.secrets.clone(),
             log_options: BTreeMap::from([
                 ("awslogs-group".into(), platform.log_group.clone()),
-                ("awslogs-region".into(), region),
+                ("awslogs-region".into(), inputs.region.to_string()),
                 ("awslogs-stream-prefix".into(), settings.app.clone()),
                 // A full log buffer drops lines instead of stalling the service.
                 ("mode".into(), "non-blocking".into()),

@@ -1,11 +1,13 @@
 //! The `deploy` binary end to end against the local AWS (`localstack/local-aws`: moto and a real
-//! OCI registry), the way a user runs it: a first deploy creates everything and serves live
-//! data; a second changes nothing; a new image rolls out a new revision; `plan`, `status`,
-//! `logs`, `rollback` and `destroy` work; the pushed manifest is in the registry under the
-//! digest the task definition names.
+//! OCI registry, behind a front that answers as ECR does), the way a user runs it: a first
+//! deploy creates everything and serves live data; a second changes nothing; a new image rolls
+//! out a new revision; `plan`, `status`, `logs`, `rollback` and `destroy` work; the pushed
+//! manifest is in the registry under the digest the task definition names.
 //!
 //! Needs `TICKSTREAM_LOCAL_AWS` (the emulator) and `TICKSTREAM_STATIC_BIN` (the static musl
 //! binary); `scripts/check` provides both, and without them this test fails naming them.
+
+mod support;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -15,16 +17,21 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::Value;
 
+/// The region the whole test runs in, given only as AWS_REGION (deploy.toml names none).
+const REGION: &str = "eu-west-2";
+
 fn required(var: &str, how: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set: {how}"))
 }
 
 /// A deploy.toml for an environment of its own, so the test never touches a user's `local`.
+/// Its images go through a registry front that answers as ECR does.
 struct Env {
     dir: tempfile::TempDir,
     name: String,
     port: u16,
     endpoint: String,
+    front: support::ecr_front::EcrFront,
 }
 
 impl Env {
@@ -43,12 +50,14 @@ impl Env {
             .port();
         let name = format!("e{}", std::process::id() % 1_000_000);
         let dir = tempfile::tempdir().expect("tempdir");
+        let front = support::ecr_front::EcrFront::start("http://127.0.0.1:5000");
         std::fs::write(
             dir.path().join("deploy.toml"),
             format!(
                 "[defaults]\napp = \"tickstream\"\n[defaults.environment]\nTICKSTREAM_SIM_RATE = \"20\"\n\
-                 [env.{name}]\nemulator = true\nendpoint_url = \"{endpoint}\"\nport = {port}\n\
-                 desired_count = 1\nmin_count = 1\nmax_count = 2\nrepository = \"tickstream-{name}\"\n"
+                 [env.{name}]\nemulator = true\nendpoint_url = \"{endpoint}\"\nregistry_url = \"{}\"\n\
+                 port = {port}\ndesired_count = 1\nmin_count = 1\nmax_count = 2\nrepository = \"tickstream-{name}\"\n",
+                front.url
             ),
         )
         .expect("deploy.toml");
@@ -57,6 +66,7 @@ impl Env {
             name,
             port,
             endpoint,
+            front,
         }
     }
 
@@ -67,6 +77,8 @@ impl Env {
             .current_dir(self.dir.path())
             .env_remove("AWS_PROFILE")
             .env_remove("AWS_ENDPOINT_URL")
+            // The region only from the environment, as a profile or AWS_REGION gives it.
+            .env("AWS_REGION", REGION)
             .output()
             .expect("run deploy")
     }
@@ -203,7 +215,14 @@ async fn deploy_redeploy_roll_out_roll_back_and_destroy_locally() {
     let update = first_update(&url).await;
     assert!(update["seq"].as_u64().is_some(), "{update}");
 
-    // The pushed manifest is in the registry under the digest the task definition names.
+    // The pushed manifest is in the registry under the digest the task definition names, and
+    // the image went up as ECR takes it: no PATCH.
+    assert!(reference.starts_with(&env.front.host()), "{reference}");
+    assert!(
+        env.front.log().iter().all(|l| !l.starts_with("PATCH")),
+        "{:?}",
+        env.front.log()
+    );
     let repository = format!("tickstream-{}", env.name);
     assert_eq!(
         registry_digest(&repository, &digest).await.as_deref(),
@@ -212,6 +231,7 @@ async fn deploy_redeploy_roll_out_roll_back_and_destroy_locally() {
     let sdk = tickstream_deployer::aws::load(&tickstream_deployer::aws::AwsTarget {
         endpoint_url: Some(env.endpoint.clone()),
         emulator_credentials: true,
+        region: Some(REGION.into()),
         ..Default::default()
     })
     .await;
@@ -227,6 +247,16 @@ async fn deploy_redeploy_roll_out_roll_back_and_destroy_locally() {
     let container = &td.container_definitions()[0];
     assert_eq!(container.image(), Some(reference.as_str()));
     assert_eq!(container.readonly_root_filesystem(), Some(true));
+    // awslogs-region is the region the SDK resolved, never empty.
+    let log_options = container
+        .log_configuration()
+        .and_then(|l| l.options())
+        .expect("log options");
+    assert_eq!(
+        log_options.get("awslogs-region").map(String::as_str),
+        Some(REGION)
+    );
+    assert!(arn.contains(&format!(":ecs:{REGION}:")), "{arn}");
     assert_eq!(container.user(), Some("10001:10001"));
     assert_eq!(
         td.runtime_platform()
@@ -356,7 +386,7 @@ fn bad_configuration_fails_before_any_aws_call() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let doc: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(doc["ok"], false);
-    assert_eq!(doc["error"]["kind"], "configuration");
+    assert_eq!(doc["error"]["kind"], "invalid_configuration");
     let keys: Vec<&str> = doc["error"]["issues"]
         .as_array()
         .expect("issues")
@@ -400,7 +430,7 @@ fn bad_configuration_fails_before_any_aws_call() {
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("known: dev"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("(it has dev)"));
     assert!(listener.accept().is_err(), "still no connection");
 }
 
@@ -420,7 +450,7 @@ async fn the_lambda_tier_deploys_into_the_emulator_and_only_on_change() {
     let first = env.ok(&["--target", "lambda", "--binary", &binary]);
     assert_eq!(first["stack_change"], "create", "{first}");
     assert_eq!(first["uploaded"], true);
-    assert_eq!(first["function"], format!("{}-tickstream-api", env.name));
+    assert_eq!(first["function"], format!("tickstream-{}-api", env.name));
     assert!(
         first["verified"]
             .as_str()

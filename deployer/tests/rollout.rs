@@ -1,8 +1,12 @@
-//! What the emulator cannot produce, with the SDK's own mocks (aws-smithy-mocks): a
-//! circuit-breaker rollback, tasks that stop with an exit code, a deployment replaced by a
-//! rollback, a wait that runs out of time, throttling and 5xx answers (retried), expired
-//! credentials, and a stack that rolls back. Each must end as a failure with its reasons, with
-//! the right exit code; none may be reported as success.
+//! Rollouts as ECS runs them, which the emulator cannot show, with the SDK's own mocks
+//! (aws-smithy-mocks): a circuit-breaker rollback, tasks that stop with an exit code, a
+//! deployment replaced by a rollback, a wait that runs out of time, throttling and 5xx answers
+//! (retried by the client, then ridden out by the wait), stopped tasks on later pages, and
+//! events and tasks of earlier rollouts (which must not be reported as this one's). Each
+//! failure must end as a failure with its reasons and the right exit code; none may be
+//! reported as success.
+
+mod support;
 
 use std::time::{Duration, SystemTime};
 
@@ -14,7 +18,7 @@ use aws_sdk_ecs::types::{
     Container, Deployment, DeploymentRolloutState, Service, ServiceEvent, Task, TaskStopCode,
 };
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
-use tickstream_deployer::error::{DeployError, exit};
+use tickstream_deployer::error::exit;
 use tickstream_deployer::report::Reporter;
 use tickstream_deployer::rollout::{self, Watch};
 
@@ -72,6 +76,20 @@ fn service(td: &str, deployments: Vec<Deployment>, event: &str) -> DescribeServi
         )
         .build();
     DescribeServicesOutput::builder().services(svc).build()
+}
+
+/// Waits with an ECS client that follows `rules`; the result and what a person was told.
+async fn wait_on(
+    rules: &[&aws_smithy_mocks::Rule],
+    timeout: Duration,
+) -> (
+    Result<rollout::Completed, tickstream_deployer::error::DeployError>,
+    Reporter,
+) {
+    let ecs = mock_client!(aws_sdk_ecs, RuleMode::MatchAny, rules);
+    let report = Reporter::recording();
+    let result = rollout::wait(&ecs, None, &watch(timeout), &report).await;
+    (result, report)
 }
 
 fn no_stopped_tasks() -> aws_smithy_mocks::Rule {
@@ -198,15 +216,8 @@ async fn a_deployment_replaced_by_a_rollback_is_a_failure_even_when_the_service_
         )
     });
     let list = no_stopped_tasks();
-    let ecs = mock_client!(aws_sdk_ecs, RuleMode::MatchAny, [&describe, &list]);
-    let err = rollout::wait(
-        &ecs,
-        None,
-        &watch(Duration::from_secs(30)),
-        &Reporter::recording(),
-    )
-    .await
-    .expect_err("rolled back");
+    let (result, _) = wait_on(&[&describe, &list], Duration::from_secs(30)).await;
+    let err = result.expect_err("rolled back");
     assert_eq!(err.exit_code(), exit::ROLLOUT);
     assert!(
         err.to_string().contains("rolled back") && err.to_string().contains("tickstream-dev:1"),
@@ -231,15 +242,8 @@ async fn a_rollout_that_never_finishes_times_out_saying_what_is_stuck() {
         )
     });
     let list = no_stopped_tasks();
-    let ecs = mock_client!(aws_sdk_ecs, RuleMode::MatchAny, [&describe, &list]);
-    let err = rollout::wait(
-        &ecs,
-        None,
-        &watch(Duration::from_millis(50)),
-        &Reporter::recording(),
-    )
-    .await
-    .expect_err("timeout");
+    let (result, _) = wait_on(&[&describe, &list], Duration::from_millis(50)).await;
+    let err = result.expect_err("timeout");
     assert_eq!(err.exit_code(), exit::ROLLOUT);
     let text = err.to_string();
     assert!(text.contains("still IN_PROGRESS after 50ms"), "{text}");
@@ -293,242 +297,220 @@ async fn throttling_and_server_errors_are_retried() {
     assert_eq!(describe.num_calls(), 3, "503, throttled, then the answer");
 }
 
-#[tokio::test]
-async fn expired_credentials_say_what_to_do() {
-    use aws_sdk_sts::error::ErrorMetadata;
-    use aws_sdk_sts::operation::get_caller_identity::GetCallerIdentityError;
-    let rule = mock!(aws_sdk_sts::Client::get_caller_identity).then_error(|| {
-        GetCallerIdentityError::generic(
-            ErrorMetadata::builder()
-                .code("ExpiredToken")
-                .message("The security token included in the request is expired")
-                .build(),
-        )
-    });
-    let sts = mock_client!(aws_sdk_sts, [&rule]);
-    let err: DeployError = sts
-        .get_caller_identity()
-        .send()
-        .await
-        .map_err(tickstream_deployer::error::aws("checking the AWS identity"))
-        .expect_err("expired");
-    assert_eq!(err.exit_code(), exit::AWS);
-    let text = err.to_string();
-    assert!(
-        text.starts_with("checking the AWS identity: ExpiredToken: The security token"),
-        "{text}"
-    );
-    assert!(text.contains("aws sso login"), "{text}");
+/// A task as ECS lists it once stopped.
+fn stopped(id: &str, started_by: &str, reason: &str) -> Task {
+    Task::builder()
+        .task_arn(format!("arn:aws:ecs:eu-west-1:1:task/dev-tickstream/{id}"))
+        .started_by(started_by)
+        .task_definition_arn(TD2)
+        .stopped_reason(reason)
+        .containers(Container::builder().name("tickstream").exit_code(1).build())
+        .build()
 }
 
 #[tokio::test]
-async fn a_stack_that_rolls_back_names_the_resource_that_failed() {
-    use aws_sdk_cloudformation::operation::create_stack::CreateStackOutput;
-    use aws_sdk_cloudformation::operation::describe_stack_events::DescribeStackEventsOutput;
-    use aws_sdk_cloudformation::operation::describe_stacks::DescribeStacksOutput;
-    use aws_sdk_cloudformation::operation::list_stacks::ListStacksOutput;
-    use aws_sdk_cloudformation::types::{ResourceStatus, Stack, StackEvent, StackStatus};
-    let now = || aws_sdk_cloudformation::primitives::DateTime::from(SystemTime::now());
-    let list = mock!(aws_sdk_cloudformation::Client::list_stacks)
-        .then_output(|| ListStacksOutput::builder().build());
-    let create = mock!(aws_sdk_cloudformation::Client::create_stack).then_output(|| {
-        CreateStackOutput::builder()
-            .stack_id("arn:stack/dev-platform")
+async fn stopped_tasks_are_read_across_pages_and_only_this_deployments_are_reported() {
+    let failed = mock!(aws_sdk_ecs::Client::describe_services).then_output(|| {
+        service(
+            TD2,
+            vec![deployment(
+                "ecs-svc/new",
+                "PRIMARY",
+                DeploymentRolloutState::Failed,
+                TD2,
+                0,
+                3,
+            )],
+            "deployment failed",
+        )
+    });
+    // Page one holds a task an earlier deployment of the same task definition stopped; ours
+    // is on page two.
+    let list =
+        mock!(aws_sdk_ecs::Client::list_tasks).then_compute_output(|req| match req.next_token() {
+            None => ListTasksOutput::builder()
+                .task_arns("arn:aws:ecs:eu-west-1:1:task/dev-tickstream/old1")
+                .next_token("page-2")
+                .build(),
+            Some(_) => ListTasksOutput::builder()
+                .task_arns("arn:aws:ecs:eu-west-1:1:task/dev-tickstream/new1")
+                .build(),
+        });
+    let describe = mock!(aws_sdk_ecs::Client::describe_tasks).then_compute_output(|req| {
+        let tasks = req
+            .tasks()
+            .iter()
+            .map(|arn| {
+                if arn.ends_with("old1") {
+                    stopped("old1", "ecs-svc/earlier", "an earlier rollout's failure")
+                } else {
+                    stopped("new1", "ecs-svc/new", "Essential container in task exited")
+                }
+            })
+            .collect::<Vec<_>>();
+        DescribeTasksOutput::builder()
+            .set_tasks(Some(tasks))
             .build()
     });
-    let describe = mock!(aws_sdk_cloudformation::Client::describe_stacks)
-        .sequence()
-        .output(|| {
-            DescribeStacksOutput::builder()
-                .stacks(
-                    Stack::builder()
-                        .stack_name("dev-platform")
-                        .stack_status(StackStatus::RollbackInProgress)
-                        .build(),
-                )
+    let ecs = mock_client!(aws_sdk_ecs, RuleMode::MatchAny, [&failed, &list, &describe]);
+    let err = rollout::wait(
+        &ecs,
+        None,
+        &watch(Duration::from_secs(30)),
+        &Reporter::recording(),
+    )
+    .await
+    .expect_err("failed");
+    let text = err.to_string();
+    assert!(text.contains("new1: Essential container"), "{text}");
+    assert!(!text.contains("old1"), "an earlier rollout's task: {text}");
+    assert_eq!(list.num_calls(), 2, "both pages were read");
+}
+
+#[tokio::test]
+async fn service_events_before_our_deployment_are_history() {
+    let created = SystemTime::now();
+    let describe = mock!(aws_sdk_ecs::Client::describe_services).then_output(move || {
+        let ours = Deployment::builder()
+            .id("ecs-svc/new")
+            .status("PRIMARY")
+            .rollout_state(DeploymentRolloutState::Completed)
+            .task_definition(TD2)
+            .desired_count(2)
+            .running_count(2)
+            .created_at(DateTime::from(created))
+            .build();
+        let event = |id: &str, at: SystemTime, text: &str| {
+            ServiceEvent::builder()
+                .id(id)
+                .created_at(DateTime::from(at))
+                .message(text)
                 .build()
+        };
+        let svc = Service::builder()
+            .service_name("tickstream-dev")
+            .status("ACTIVE")
+            .task_definition(TD2)
+            .deployments(ours)
+            .events(event(
+                "e2",
+                created + Duration::from_secs(30),
+                "has reached a steady state.",
+            ))
+            .events(event(
+                "e1",
+                created - Duration::from_secs(600),
+                "an hour-old failure of another deploy",
+            ))
+            .build();
+        DescribeServicesOutput::builder().services(svc).build()
+    });
+    let list = no_stopped_tasks();
+    let ecs = mock_client!(aws_sdk_ecs, RuleMode::MatchAny, [&describe, &list]);
+    let report = Reporter::recording();
+    rollout::wait(&ecs, None, &watch(Duration::from_secs(30)), &report)
+        .await
+        .expect("completed");
+    let lines = report.lines().join("\n");
+    assert!(lines.contains("steady state"), "{lines}");
+    assert!(!lines.contains("hour-old"), "{lines}");
+}
+
+#[tokio::test]
+async fn a_wait_rides_out_throttling_that_outlasts_the_clients_retries() {
+    let describe = mock!(aws_sdk_ecs::Client::describe_services)
+        .sequence()
+        .http_response(|| support::json_error(400, "ThrottlingException", "Rate exceeded"))
+        .times(3)
+        .http_response(|| {
+            support::json_error(503, "ServiceUnavailableException", "Service unavailable")
         })
         .output(|| {
-            DescribeStacksOutput::builder()
-                .stacks(
-                    Stack::builder()
-                        .stack_name("dev-platform")
-                        .stack_status(StackStatus::RollbackComplete)
-                        .stack_status_reason(
-                            "The following resource(s) failed to create: [HttpsListener].",
-                        )
-                        .build(),
-                )
-                .build()
+            service(
+                TD2,
+                vec![deployment(
+                    "ecs-svc/new",
+                    "PRIMARY",
+                    DeploymentRolloutState::Completed,
+                    TD2,
+                    2,
+                    0,
+                )],
+                "has reached a steady state.",
+            )
         })
         .build();
-    let events =
-        mock!(aws_sdk_cloudformation::Client::describe_stack_events).then_output(move || {
-            DescribeStackEventsOutput::builder()
-                .stack_events(
-                    StackEvent::builder()
-                        .event_id("2")
-                        .logical_resource_id("HttpsListener")
-                        .resource_type("AWS::ElasticLoadBalancingV2::Listener")
-                        .resource_status(ResourceStatus::CreateFailed)
-                        .resource_status_reason(
-                            "Certificate 'arn:aws:acm:eu-west-1:1:certificate/x' not found",
-                        )
-                        .timestamp(now())
-                        .build(),
-                )
-                .build()
-        });
-    let cfn = mock_client!(
-        aws_sdk_cloudformation,
-        RuleMode::MatchAny,
-        [&list, &create, &describe, &events]
-    );
-    let spec = tickstream_deployer::stacks::StackSpec {
-        name: "dev-platform".into(),
-        template_body: "{}".into(),
-        parameters: Default::default(),
-        named_iam: true,
-    };
+    let list = no_stopped_tasks();
+    // One attempt per call: every throttled answer reaches the wait itself.
+    let ecs = mock_client!(aws_sdk_ecs, RuleMode::MatchAny, [&describe, &list], |c| c
+        .retry_config(
+            aws_sdk_ecs::config::retry::RetryConfig::standard().with_max_attempts(1)
+        ));
     let report = Reporter::recording();
-    let err: DeployError =
-        tickstream_deployer::stacks::deploy(&cfn, &spec, Duration::from_secs(30), &report)
-            .await
-            .expect_err("rolled back")
-            .into();
-    assert_eq!(err.exit_code(), exit::ROLLOUT);
-    let text = err.to_string();
+    let done = rollout::wait(&ecs, None, &watch(Duration::from_secs(30)), &report)
+        .await
+        .expect("the rollout completed in ECS whatever we failed to read");
+    assert_eq!(done.running, 2);
+    assert_eq!(describe.num_calls(), 5);
     assert!(
-        text.contains("ROLLBACK_COMPLETE") && text.contains("HttpsListener: Certificate"),
-        "{text}"
-    );
-    assert!(
-        report
-            .lines()
-            .iter()
-            .any(|l| l.contains("HttpsListener") && l.contains("CREATE_FAILED"))
+        report.lines().iter().any(|l| l.contains("still waiting")),
+        "{:?}",
+        report.lines()
     );
 }
 
 #[tokio::test]
-async fn preflight_names_a_missing_certificate_and_missing_secrets_before_anything_changes() {
-    use aws_sdk_acm::operation::describe_certificate::DescribeCertificateOutput;
-    use aws_sdk_acm::types::{CertificateDetail, CertificateStatus};
-    use aws_sdk_secretsmanager::operation::describe_secret::{
-        DescribeSecretError, DescribeSecretOutput,
+async fn a_draining_service_is_not_live_and_is_waited_for_before_it_is_created_again() {
+    use tickstream_deployer::service::{self, Found};
+    let with_status = |status: &'static str| {
+        move || {
+            DescribeServicesOutput::builder()
+                .services(
+                    Service::builder()
+                        .service_name("tickstream-dev")
+                        .status(status)
+                        .build(),
+                )
+                .build()
+        }
     };
-    use aws_sdk_ssm::operation::describe_parameters::DescribeParametersOutput;
-    use aws_sdk_ssm::types::ParameterMetadata;
-    use tickstream_deployer::config::{ConfigError, Layer, resolve};
-    use tickstream_deployer::preflight::{self, Clients};
-
-    let toml = r#"
-[env.prod]
-region = "eu-west-1"
-certificate_arn = "arn:aws:acm:eu-west-1:123456789012:certificate/abc"
-[env.prod.secrets]
-API_KEYS = "arn:aws:ssm:eu-west-1:123456789012:parameter/tickstream/api-keys"
-FEED_TOKEN = "arn:aws:ssm:eu-west-1:123456789012:parameter/tickstream/feed-token"
-DB = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:db-AbCdEf"
-"#;
-    let settings = resolve(
-        toml,
-        "deploy.toml",
-        "prod",
-        Layer::default(),
-        Layer::default(),
-        ".".into(),
-    )
-    .expect("valid");
-    let pending = mock!(aws_sdk_acm::Client::describe_certificate).then_output(|| {
-        DescribeCertificateOutput::builder()
-            .certificate(
-                CertificateDetail::builder()
-                    .status(CertificateStatus::PendingValidation)
-                    .build(),
-            )
-            .build()
-    });
-    let params = mock!(aws_sdk_ssm::Client::describe_parameters).then_output(|| {
-        DescribeParametersOutput::builder()
-            .parameters(
-                ParameterMetadata::builder()
-                    .name("/tickstream/api-keys")
-                    .build(),
-            )
-            .build()
-    });
-    let missing_secret = mock!(aws_sdk_secretsmanager::Client::describe_secret).then_error(|| {
-        DescribeSecretError::ResourceNotFoundException(
-            aws_sdk_secretsmanager::types::error::ResourceNotFoundException::builder()
-                .message("not found")
-                .build(),
-        )
-    });
-    let clients = Clients {
-        acm: mock_client!(aws_sdk_acm, [&pending]),
-        ssm: mock_client!(aws_sdk_ssm, [&params]),
-        secrets: mock_client!(aws_sdk_secretsmanager, [&missing_secret]),
-    };
-    let err = preflight::check(&clients, &settings, "eu-west-1")
-        .await
-        .expect_err("three problems");
-    assert_eq!(err.exit_code(), exit::CONFIG);
-    let DeployError::Config(ConfigError::Invalid(issues)) = &err else {
-        panic!("{err}")
-    };
-    let found: Vec<(&str, &str)> = issues
-        .iter()
-        .map(|i| (i.key.as_str(), i.problem.as_str()))
-        .collect();
-    assert_eq!(
-        found,
-        [
-            ("certificate_arn", "the certificate is PENDING_VALIDATION"),
-            (
-                "secrets.DB",
-                "no such secret: arn:aws:secretsmanager:eu-west-1:123456789012:secret:db-AbCdEf"
-            ),
-            (
-                "secrets.FEED_TOKEN",
-                "no SSM parameter /tickstream/feed-token in eu-west-1"
-            ),
-        ],
-        "{err}"
+    let describe = mock!(aws_sdk_ecs::Client::describe_services)
+        .sequence()
+        .output(with_status("DRAINING"))
+        .output(with_status("DRAINING"))
+        .output(with_status("DRAINING"))
+        .output(with_status("INACTIVE"))
+        .build();
+    let ecs = mock_client!(aws_sdk_ecs, RuleMode::MatchAny, [&describe]);
+    assert!(matches!(
+        service::lookup(&ecs, "c", "tickstream-dev")
+            .await
+            .expect("lookup"),
+        Found::Draining
+    ));
+    assert!(
+        service::find(&ecs, "c", "tickstream-dev")
+            .await
+            .expect("find")
+            .is_none(),
+        "a DRAINING service is not live"
     );
-
-    // Everything in place: no complaint, and no secret value was asked for.
-    let issued = mock!(aws_sdk_acm::Client::describe_certificate).then_output(|| {
-        DescribeCertificateOutput::builder()
-            .certificate(
-                CertificateDetail::builder()
-                    .status(CertificateStatus::Issued)
-                    .build(),
-            )
-            .build()
-    });
-    let both = mock!(aws_sdk_ssm::Client::describe_parameters).then_output(|| {
-        DescribeParametersOutput::builder()
-            .parameters(
-                ParameterMetadata::builder()
-                    .name("/tickstream/api-keys")
-                    .build(),
-            )
-            .parameters(
-                ParameterMetadata::builder()
-                    .name("/tickstream/feed-token")
-                    .build(),
-            )
-            .build()
-    });
-    let secret = mock!(aws_sdk_secretsmanager::Client::describe_secret)
-        .then_output(|| DescribeSecretOutput::builder().build());
-    let clients = Clients {
-        acm: mock_client!(aws_sdk_acm, [&issued]),
-        ssm: mock_client!(aws_sdk_ssm, [&both]),
-        secrets: mock_client!(aws_sdk_secretsmanager, [&secret]),
-    };
-    preflight::check(&clients, &settings, "eu-west-1")
-        .await
-        .expect("all present");
+    let report = Reporter::recording();
+    let live = service::wait_drained(
+        &ecs,
+        "c",
+        "tickstream-dev",
+        Duration::from_secs(30),
+        Duration::from_millis(1),
+        &report,
+    )
+    .await
+    .expect("drained");
+    assert!(live.is_none(), "gone: free to create");
+    assert!(
+        report.lines()[0].contains("DRAINING"),
+        "{:?}",
+        report.lines()
+    );
+    assert_eq!(describe.num_calls(), 4);
 }

@@ -108,6 +108,8 @@ async fn clients_are_told_to_reconnect_over_the_window_once_ecs_stops_the_task()
         expect_reconnect(&texts, code, "ticker:AAPL");
         told.push(at);
     }
+    told.sort();
+    eprintln!("told to reconnect, after ECS marked the task STOPPED: {told:?}");
     let last = told.iter().max().copied().unwrap_or_default();
     assert!(
         last <= window + Duration::from_secs(2) + Duration::from_millis(500),

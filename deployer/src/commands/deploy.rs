@@ -1,33 +1,53 @@
-//! `deploy`: the whole rollout: stacks, image, task definition, service, wait, verify.
+//! `deploy`: the whole rollout. The plan's decisions ([`super::plan::compute`]) are carried
+//! out in order: account prerequisites, stacks, image, task definition, service, wait, verify.
 
+use super::plan::{Decided, compute, service_diff};
 use super::*;
 use crate::error::DeployError;
-use crate::image::{self};
 use crate::infra::{self, Platform};
 use crate::service::{self, ServiceSpec};
-use crate::stacks::{self};
-use crate::taskdef::{self, TaskSpec, short};
+use crate::stacks::{self, Action};
+use crate::taskdef::short;
 
 /// The whole rollout: stacks, image, task definition, service, wait, verify.
 pub async fn deploy(ctx: &Context, options: &DeployOptions) -> Result<Deployed, DeployError> {
     let s = &ctx.settings;
-    // Everything that can be decided without AWS, first.
-    let source = image::resolve(s, &options.image, &ctx.report)?;
-    let identity = ctx.preflight().await?;
-    crate::preflight::check(&ctx.needs, s, &identity.region).await?;
+    let (_, decided) = compute(ctx, options, true).await?;
+    let Decided {
+        identity,
+        role_missing,
+        network,
+        platform: platform_plan,
+        source,
+        needs,
+        verify_key,
+    } = decided;
+    let source = source.ok_or_else(|| DeployError::Build("no image to deploy".into()))?;
 
-    let net = stacks::deploy(&ctx.cfn, &infra::network(s), s.stack_timeout, &ctx.report).await?;
-    let platform_spec =
-        infra::platform(s, &net.outputs).map_err(|e| DeployError::Build(e.to_string()))?;
-    let plat = stacks::deploy(&ctx.cfn, &platform_spec, s.stack_timeout, &ctx.report).await?;
+    if role_missing {
+        crate::prerequisites::ensure_ecs_role(&ctx.iam, &ctx.report).await?;
+    }
+    let planned_outputs = network.outputs.clone();
+    let net = stacks::apply(&ctx.cfn, network, ctx.stack_waiting(), &ctx.report).await?;
+    // The platform's plan holds while the network's outputs are those it was made from; a
+    // created or changed network is planned against again, by the same function.
+    let platform_plan = match platform_plan {
+        Some(p) if net.outputs == planned_outputs && !matches!(p.action, Action::Busy { .. }) => p,
+        _ => {
+            let spec = infra::platform(s, &net.outputs, &needs.grants)
+                .map_err(|e| DeployError::Build(e.to_string()))?;
+            stacks::plan(&ctx.cfn, &spec).await?
+        }
+    };
+    let plat = stacks::apply(&ctx.cfn, platform_plan, ctx.stack_waiting(), &ctx.report).await?;
     let stacks = vec![
         StackResult {
             name: s.network_stack.clone(),
-            change: change_name(net.change),
+            change: net.change.as_str(),
         },
         StackResult {
             name: s.platform_stack.clone(),
-            change: change_name(plat.change),
+            change: plat.change.as_str(),
         },
     ];
     let platform = Platform::from_outputs(s, &net.outputs, &plat.outputs)
@@ -35,33 +55,38 @@ pub async fn deploy(ctx: &Context, options: &DeployOptions) -> Result<Deployed, 
 
     let image = publish(ctx, source).await?;
 
-    let live = service::find(&ctx.ecs, &platform.cluster, &s.service).await?;
-    let spec = TaskSpec::new(s, &platform, &image.reference);
-    let current = match live.as_ref().and_then(|l| l.task_definition()) {
-        Some(arn) => taskdef::describe(&ctx.ecs, arn)
-            .await?
-            .map(|t| (arn.to_string(), t)),
-        None => None,
-    };
-    let changes = spec.diff(current.as_ref().map(|(_, t)| t));
-    let (task_definition, registered) = match current {
-        Some((arn, _)) if changes.is_empty() => {
+    let diff = service_diff(ctx, &platform, &image.reference, &needs).await?;
+    let (task_definition, registered) = match &diff.current {
+        Some(arn) if diff.task_changes.is_empty() => {
             ctx.report
-                .line(format!("task definition: unchanged ({})", short(&arn)));
-            (arn, false)
+                .line(format!("task definition: unchanged ({})", short(arn)));
+            (arn.clone(), false)
         }
         _ => {
-            let arn = spec.register(&ctx.ecs, &s.app).await?;
+            let arn = diff.spec.register(&ctx.ecs, &s.app).await?;
             ctx.report.line(format!(
                 "task definition: registered {} ({} change(s))",
                 short(&arn),
-                changes.len()
+                diff.task_changes.len()
             ));
             (arn, true)
         }
     };
 
     let service_spec = ServiceSpec::new(s, &platform, &task_definition);
+    let live = if diff.draining {
+        service::wait_drained(
+            &ctx.ecs,
+            &platform.cluster,
+            &s.service,
+            s.rollout_timeout,
+            ctx.poll(),
+            &ctx.report,
+        )
+        .await?
+    } else {
+        diff.live
+    };
     let (deployed_service, action, service_changes) = match &live {
         None => {
             ctx.report.line(format!("service {}: creating", s.service));
@@ -86,12 +111,12 @@ pub async fn deploy(ctx: &Context, options: &DeployOptions) -> Result<Deployed, 
             }
         }
         Some(live) => {
-            let diff = service_spec.diff(live);
-            if diff.is_empty() {
+            let changes = service_spec.diff(live);
+            if changes.is_empty() {
                 ctx.report.line(format!("service {}: unchanged", s.service));
-                (live.clone(), "unchanged", diff)
+                (live.clone(), "unchanged", changes)
             } else {
-                for c in &diff {
+                for c in &changes {
                     ctx.report.line(format!(
                         "service {}: {} {} -> {}",
                         s.service,
@@ -100,7 +125,11 @@ pub async fn deploy(ctx: &Context, options: &DeployOptions) -> Result<Deployed, 
                         c.to.as_deref().unwrap_or("-")
                     ));
                 }
-                (service_spec.update(&ctx.ecs, live).await?, "update", diff)
+                (
+                    service_spec.update(&ctx.ecs, live).await?,
+                    "update",
+                    changes,
+                )
             }
         }
     };
@@ -114,8 +143,9 @@ pub async fn deploy(ctx: &Context, options: &DeployOptions) -> Result<Deployed, 
         &platform,
         deployment_id,
         &task_definition,
-        &spec,
+        &diff.spec,
         options,
+        verify_key,
     )
     .await?;
     Ok(Deployed {
@@ -125,7 +155,7 @@ pub async fn deploy(ctx: &Context, options: &DeployOptions) -> Result<Deployed, 
         task_definition: TaskDefinitionResult {
             arn: task_definition,
             registered,
-            changes,
+            changes: diff.task_changes,
         },
         service: ServiceResult {
             name: s.service.clone(),

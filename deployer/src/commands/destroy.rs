@@ -71,14 +71,14 @@ pub async fn destroy(ctx: &Context) -> Result<Destroyed, DeployError> {
     let mut stacks_deleted = Vec::new();
     let mut emulator_reset = false;
     for name in [&s.platform_stack, &s.network_stack] {
-        match stacks::delete(&ctx.cfn, name, s.stack_timeout, &ctx.report).await {
+        match stacks::delete(&ctx.cfn, name, ctx.stack_waiting(), &ctx.report).await {
             Ok(true) => stacks_deleted.push(name.clone()),
             Ok(false) => {}
             // moto cannot delete a VPC stack (it removes the VPC before its gateway and
             // routes, ADR-0006); a reset of the emulator is the local equivalent.
-            Err(stacks::StackError::Aws {
-                code: Some(code), ..
-            }) if s.emulator && code == "DependencyViolation" => {
+            Err(stacks::StackError::Aws(p))
+                if s.emulator && p.code.as_deref() == Some("DependencyViolation") =>
+            {
                 ctx.report.line(format!(
                     "stack {name}: the emulator cannot delete a VPC stack; resetting the local AWS instead"
                 ));

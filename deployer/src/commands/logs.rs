@@ -5,6 +5,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::*;
+use aws_sdk_cloudwatchlogs::types::FilteredLogEvent;
+
 use crate::error::{self, DeployError};
 use crate::local::{self};
 
@@ -24,8 +26,52 @@ fn print_line(json: bool, line: &LogLine<'_>) {
     }
 }
 
-/// At most this many events are read to find the newest `lines`.
+/// At most this many new events are read per poll while following.
 const MAX_LOG_EVENTS: usize = 10_000;
+
+/// The newest `lines` events at or after `since_ms`, oldest first. CloudWatch returns events
+/// oldest first, so the search starts with the last minute and widens (x4) towards `since_ms`
+/// until it holds enough lines: a busy service is not read from `since_ms` on, and the lines
+/// shown are the newest whatever the volume. Only the newest `lines` are ever held.
+pub async fn newest(
+    logs: &aws_sdk_cloudwatchlogs::Client,
+    group: &str,
+    prefix: &str,
+    since_ms: i64,
+    now_ms: i64,
+    lines: usize,
+) -> Result<Vec<FilteredLogEvent>, DeployError> {
+    let mut window: i64 = 60_000;
+    loop {
+        let start = (now_ms - window).max(since_ms);
+        // The newest `lines` seen so far (pages need not be in time order across streams).
+        let mut kept: Vec<FilteredLogEvent> = Vec::with_capacity(2 * lines + 1);
+        let trim = |kept: &mut Vec<FilteredLogEvent>| {
+            kept.sort_by_key(|e| e.timestamp().unwrap_or(0));
+            let extra = kept.len().saturating_sub(lines);
+            kept.drain(..extra);
+        };
+        let mut pages = logs
+            .filter_log_events()
+            .log_group_name(group)
+            .log_stream_name_prefix(prefix)
+            .start_time(start)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(error::aws(format!("reading logs from {group}")))?;
+            kept.extend(page.events().iter().cloned());
+            if kept.len() > 2 * lines {
+                trim(&mut kept);
+            }
+        }
+        if kept.len() >= lines || start == since_ms {
+            trim(&mut kept);
+            return Ok(kept);
+        }
+        window = window.saturating_mul(4);
+    }
+}
 
 /// Prints the service's logs: the newest `lines` since `since` (then new ones with `follow`),
 /// from CloudWatch, or from the local task's file for emulator environments.
@@ -40,10 +86,10 @@ pub async fn logs(
     if s.emulator {
         let path = ctx.task_dir().log_file();
         if !path.exists() {
-            return Err(DeployError::Usage(format!(
-                "no local task has run yet ({} is missing)",
-                path.display()
-            )));
+            return Err(DeployError::usage(
+                format!("no local task has run yet ({} is missing)", path.display()),
+                format!("deploy first: cargo run --bin deploy -- --env {}", s.env),
+            ));
         }
         for line in local::tail(&path, lines) {
             print_line(
@@ -73,31 +119,81 @@ pub async fn logs(
         }
         return Ok(());
     }
-    let platform = ctx
-        .platform()
-        .await?
-        .ok_or_else(|| DeployError::Usage(format!("env {} is not deployed", s.env)))?;
-    let mut start = std::time::SystemTime::now()
-        .checked_sub(since)
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_millis() as i64);
-    let mut seen = std::collections::HashSet::new();
-    let mut first = true;
+    let platform = ctx.platform().await?.ok_or_else(|| {
+        DeployError::usage(
+            format!("env {} is not deployed", s.env),
+            format!("deploy first: cargo run --bin deploy -- --env {}", s.env),
+        )
+    })?;
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    };
+    let since_ms = now_ms() - since.as_millis() as i64;
+    let prefix = format!("{}/", s.app);
+    let newest = newest(
+        &ctx.logs,
+        &platform.log_group,
+        &prefix,
+        since_ms,
+        now_ms(),
+        lines,
+    )
+    .await?;
+    let mut seen: std::collections::HashSet<String> = newest
+        .iter()
+        .map(|e| e.event_id().unwrap_or_default().to_string())
+        .collect();
+    let mut start = newest
+        .last()
+        .and_then(|e| e.timestamp())
+        .unwrap_or(since_ms);
+    let show = |e: &FilteredLogEvent| {
+        let task = e
+            .log_stream_name()
+            .unwrap_or_default()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default();
+        print_line(
+            json,
+            &LogLine {
+                task,
+                timestamp_ms: e.timestamp(),
+                message: e.message().unwrap_or_default().trim_end(),
+            },
+        );
+    };
+    newest.iter().for_each(show);
+    if !follow {
+        return Ok(());
+    }
     loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        // From the last line shown, inclusive (lines of the same millisecond may follow);
+        // what was shown is skipped by its id.
         let mut pages = ctx
             .logs
             .filter_log_events()
             .log_group_name(&platform.log_group)
-            .log_stream_name_prefix(format!("{}/", s.app))
+            .log_stream_name_prefix(&prefix)
             .start_time(start)
             .into_paginator()
             .send();
         let mut batch = Vec::new();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(error::aws(format!(
-                "reading logs from {}",
-                platform.log_group
-            )))?;
+            let page = match page {
+                Ok(p) => p,
+                // Following rides out throttling: the next poll reads on from the same point.
+                Err(e) if error::transient(&e) => break,
+                Err(e) => {
+                    return Err(error::aws(format!(
+                        "reading logs from {}",
+                        platform.log_group
+                    ))(e));
+                }
+            };
             for e in page.events() {
                 if seen.insert(e.event_id().unwrap_or_default().to_string()) {
                     batch.push(e.clone());
@@ -108,35 +204,10 @@ pub async fn logs(
             }
         }
         batch.sort_by_key(|e| e.timestamp().unwrap_or(0));
-        let skip = if first {
-            batch.len().saturating_sub(lines)
-        } else {
-            0
-        };
-        for e in &batch[skip..] {
-            let task = e
-                .log_stream_name()
-                .unwrap_or_default()
-                .rsplit('/')
-                .next()
-                .unwrap_or_default();
-            print_line(
-                json,
-                &LogLine {
-                    task,
-                    timestamp_ms: e.timestamp(),
-                    message: e.message().unwrap_or_default().trim_end(),
-                },
-            );
-        }
-        if !follow {
-            return Ok(());
-        }
-        first = false;
+        batch.iter().for_each(show);
         start = batch.last().and_then(|e| e.timestamp()).unwrap_or(start);
         if seen.len() > 100_000 {
             seen.clear();
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }

@@ -11,7 +11,7 @@ mod status;
 
 pub use deploy::deploy;
 pub use destroy::{Destroyed, destroy};
-pub use logs::{LogLine, logs};
+pub use logs::{LogLine, logs, newest};
 pub use plan::{Plan, plan};
 pub use rollback::{RolledBack, rollback};
 pub use status::{DeploymentStatus, Status, TaskStatus, status};
@@ -23,13 +23,13 @@ use serde::Serialize;
 
 use crate::aws::{self, AwsTarget};
 use crate::config::Settings;
-use crate::error::{self, DeployError};
+use crate::error::{self, DeployError, Kind};
 use crate::image::{ImageOptions, Source};
 use crate::infra::Platform;
 use crate::local::{self, TaskDir};
 use crate::report::Reporter;
 use crate::rollout::{self, Completed, Watch};
-use crate::stacks::{self, StackChange};
+use crate::stacks;
 use crate::taskdef::{Change, TaskSpec};
 use crate::verify::{self, Verified};
 
@@ -39,18 +39,53 @@ pub struct Context {
     pub settings: Settings,
     pub report: Reporter,
     pub sdk: SdkConfig,
+    /// The region every call goes to, as the SDK resolved it: never empty.
+    pub region: String,
     pub cfn: aws_sdk_cloudformation::Client,
     pub ecs: aws_sdk_ecs::Client,
     pub ecr: aws_sdk_ecr::Client,
+    pub iam: aws_sdk_iam::Client,
     pub logs: aws_sdk_cloudwatchlogs::Client,
     pub scaling: aws_sdk_applicationautoscaling::Client,
     pub sts: aws_sdk_sts::Client,
-    /// Certificate and secrets checks before anything changes.
+    /// Certificate, secrets and image checks before anything changes.
     pub needs: crate::preflight::Clients,
+    /// An API key for the verification, when the service requires one (DEPLOY_VERIFY_API_KEY).
+    pub verify_api_key: Option<verify::ApiKey>,
 }
 
 impl Context {
-    pub async fn new(settings: Settings, report: Reporter) -> Result<Context, DeployError> {
+    /// Builds the clients. `vars` is the process environment: for an environment that is not
+    /// the emulator, an `AWS_ENDPOINT_URL*` left in it is refused before any call, because
+    /// the SDK would quietly send every call there.
+    pub async fn new(
+        settings: Settings,
+        report: Reporter,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Context, DeployError> {
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        if !settings.emulator {
+            let leftover = aws::leftover_endpoints(vars.iter().cloned());
+            if !leftover.is_empty() {
+                return Err(DeployError::refused(
+                    Kind::LeftoverEndpoint,
+                    format!(
+                        "{} {} set, so every AWS call of env {} would go to {} instead of AWS",
+                        leftover.join(" and "),
+                        if leftover.len() == 1 { "is" } else { "are" },
+                        settings.env,
+                        vars.iter()
+                            .find(|(k, _)| k == &leftover[0])
+                            .map_or("another endpoint", |(_, v)| v.as_str())
+                    ),
+                    format!(
+                        "unset {} (left from a local session: `eval \"$(localstack/local-aws env)\"` sets it), or set endpoint_url in [env.{}] if you mean it",
+                        leftover.join(" "),
+                        settings.env
+                    ),
+                ));
+            }
+        }
         if settings.emulator
             && let Some(endpoint) = &settings.endpoint_url
         {
@@ -63,16 +98,45 @@ impl Context {
             emulator_credentials: settings.emulator,
         })
         .await;
-        if sdk.region().is_none() {
-            return Err(DeployError::Usage(format!(
-                "no AWS region for env {}: set region in [env.{}] of deploy.toml, AWS_REGION, or --region",
-                settings.env, settings.env
-            )));
+        if !settings.emulator
+            && settings.endpoint_url.is_none()
+            && let Some(url) = sdk.endpoint_url()
+        {
+            return Err(DeployError::refused(
+                Kind::LeftoverEndpoint,
+                format!(
+                    "the AWS profile sends every call to {url} (endpoint_url in ~/.aws/config) instead of AWS"
+                ),
+                format!(
+                    "remove endpoint_url from the profile, use another profile, or set endpoint_url in [env.{}] if you mean it",
+                    settings.env
+                ),
+            ));
         }
+        let Some(region) = sdk
+            .region()
+            .map(|r| r.to_string())
+            .filter(|r| !r.is_empty())
+        else {
+            return Err(DeployError::refused(
+                Kind::NoRegion,
+                format!("no AWS region for env {}", settings.env),
+                format!(
+                    "set region in [env.{}] of deploy.toml, or AWS_REGION, or --region (or region in your AWS profile)",
+                    settings.env
+                ),
+            ));
+        };
+        let verify_api_key = vars
+            .iter()
+            .find(|(k, _)| k == "DEPLOY_VERIFY_API_KEY")
+            .map(|(_, v)| verify::ApiKey::new(v.clone()))
+            .filter(|k| !k.is_empty());
         Ok(Context {
             cfn: aws_sdk_cloudformation::Client::new(&sdk),
             ecs: aws_sdk_ecs::Client::new(&sdk),
             ecr: aws_sdk_ecr::Client::new(&sdk),
+            iam: aws_sdk_iam::Client::new(&sdk),
             logs: aws_sdk_cloudwatchlogs::Client::new(&sdk),
             scaling: aws_sdk_applicationautoscaling::Client::new(&sdk),
             sts: aws_sdk_sts::Client::new(&sdk),
@@ -80,22 +144,30 @@ impl Context {
                 acm: aws_sdk_acm::Client::new(&sdk),
                 ssm: aws_sdk_ssm::Client::new(&sdk),
                 secrets: aws_sdk_secretsmanager::Client::new(&sdk),
+                ecr: aws_sdk_ecr::Client::new(&sdk),
             },
+            region,
             sdk,
             settings,
             report,
+            verify_api_key,
         })
     }
 
-    fn region(&self) -> String {
-        self.sdk.region().map(|r| r.to_string()).unwrap_or_default()
-    }
-
-    fn poll(&self) -> Duration {
+    /// How often to ask AWS how a wait is going: every few seconds (a shared account throttles
+    /// faster polling), a few times a second against the emulator.
+    pub fn poll(&self) -> Duration {
         if self.settings.emulator {
             Duration::from_millis(300)
         } else {
-            Duration::from_secs(3)
+            Duration::from_secs(5)
+        }
+    }
+
+    pub fn stack_waiting(&self) -> stacks::Waiting {
+        stacks::Waiting {
+            timeout: self.settings.stack_timeout,
+            poll: self.poll(),
         }
     }
 
@@ -103,7 +175,8 @@ impl Context {
         TaskDir::new(&self.settings.root, &self.settings.service)
     }
 
-    /// Who and where: the first AWS call, so bad credentials fail before anything else.
+    /// Who and where: the first AWS call, so bad credentials fail before anything else. The
+    /// line always names the endpoint, so a deploy to an emulator can never pass for a real one.
     pub async fn preflight(&self) -> Result<Identity, DeployError> {
         let me = self
             .sts
@@ -116,22 +189,29 @@ impl Context {
         let identity = Identity {
             account: me.account().unwrap_or_default().to_string(),
             caller: me.arn().unwrap_or_default().to_string(),
-            region: self.region(),
+            region: self.region.clone(),
             env: self.settings.env.clone(),
-            endpoint: self.settings.endpoint_url.clone(),
+            endpoint: aws::endpoint_in_use(&self.sdk),
         };
         self.report.line(format!(
-            "env {} -> account {} in {}{} as {}",
-            identity.env,
-            identity.account,
-            identity.region,
-            identity
-                .endpoint
-                .as_ref()
-                .map(|e| format!(" at {e}"))
-                .unwrap_or_default(),
-            identity.caller
+            "env {} -> account {} in {} at {} as {}",
+            identity.env, identity.account, identity.region, identity.endpoint, identity.caller
         ));
+        if let Some(expected) = &self.settings.account_id
+            && expected != &identity.account
+        {
+            return Err(DeployError::refused(
+                Kind::WrongAccount,
+                format!(
+                    "env {} lives in account {expected}, but these credentials are for account {} ({})",
+                    identity.env, identity.account, identity.caller
+                ),
+                format!(
+                    "switch to credentials for {expected} (AWS_PROFILE, or `aws sso login --profile NAME`), or correct account_id in [env.{}]",
+                    identity.env
+                ),
+            ));
+        }
         Ok(identity)
     }
 
@@ -148,10 +228,12 @@ impl Context {
         Ok(Platform::from_outputs(&self.settings, &net, &plat).ok())
     }
 
-    /// The URL clients use: the local task's, or the load balancer's.
+    /// The URL clients use: the local task's, the configured public URL, or the load balancer's.
     fn url(&self, platform: &Platform) -> String {
         if self.settings.emulator {
             format!("ws://127.0.0.1:{}/ws", self.settings.port)
+        } else if let Some(public) = &self.settings.public_url {
+            public.clone()
         } else {
             platform.websocket_url.clone()
         }
@@ -173,21 +255,14 @@ pub struct Identity {
     pub caller: String,
     pub region: String,
     pub env: String,
-    pub endpoint: Option<String>,
+    /// Where the calls go: an emulator's URL, or AWS's own endpoints.
+    pub endpoint: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StackResult {
     pub name: String,
     pub change: &'static str,
-}
-
-fn change_name(c: StackChange) -> &'static str {
-    match c {
-        StackChange::Created => "create",
-        StackChange::Updated => "update",
-        StackChange::Unchanged => "unchanged",
-    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -239,13 +314,13 @@ async fn publish(ctx: &Context, source: Source) -> Result<ImageResult, DeployErr
     let repo = crate::ecr::ensure(&ctx.ecr, &s.repository, &s.app, &ctx.report).await?;
     match source {
         Source::Pinned(reference) => Ok(ImageResult {
-            reference,
+            reference: reference.to_string(),
             source: "--image".into(),
             pushed: None,
         }),
         Source::Built { image, how } => {
             let registry = crate::ecr::login(&ctx.ecr, s.registry_url.as_deref()).await?;
-            let tag = format!("sha256-{}", &image.manifest.digest[7..23]);
+            let tag = image.manifest.digest.tag();
             ctx.report.line(format!("image: {how}"));
             let pushed = registry.push(&s.repository, &image, &tag).await?;
             ctx.report.line(format!(
@@ -277,6 +352,7 @@ async fn wait_and_verify(
     task_definition: &str,
     spec: &TaskSpec,
     options: &DeployOptions,
+    api_key: Option<verify::ApiKey>,
 ) -> Result<(Completed, Option<local::TaskState>, Verified, String), DeployError> {
     let s = &ctx.settings;
     let watch = Watch {
@@ -317,6 +393,15 @@ async fn wait_and_verify(
     } else {
         Duration::from_secs(180)
     });
-    let verified = verify::websocket(&url, within, &ctx.report).await?;
+    // With a public URL, dial the load balancer as that host: its certificate names the
+    // domain, and the domain's DNS may not point there yet.
+    let connect_to = (!s.emulator && s.public_url.is_some())
+        .then(|| format!("{}:443", platform.load_balancer_dns));
+    let target = verify::Target {
+        url: url.clone(),
+        connect_to,
+        api_key,
+    };
+    let verified = verify::websocket(&target, within, &ctx.report).await?;
     Ok((completed, local_task, verified, url))
 }

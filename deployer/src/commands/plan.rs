@@ -1,4 +1,8 @@
-//! `deploy plan` (and `--dry-run`): what a deploy would change, from read-only calls.
+//! `deploy plan` (and `--dry-run`): what a deploy would change, from read-only calls. It is
+//! also the first half of `deploy`: [`compute`] makes every decision `deploy` then carries out
+//! (account prerequisites, each stack's action, the image, the grants), and [`service_diff`] is
+//! the one comparison of task definition and service, used by the plan and, once the stacks
+//! and image exist, by the deploy.
 
 use serde::Serialize;
 
@@ -6,13 +10,17 @@ use super::*;
 use crate::error::DeployError;
 use crate::image::{self, Source};
 use crate::infra::{self, Platform};
-use crate::service::{self, ServiceSpec};
-use crate::stacks::{self, StackChange};
-use crate::taskdef::{self, Change, TaskSpec};
+use crate::preflight::Needs;
+use crate::reference::ImageRef;
+use crate::service::{self, Found, ServiceSpec};
+use crate::stacks::{self, Action, StackPlan};
+use crate::taskdef::{self, Change, Inputs, TaskSpec};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
     pub identity: Identity,
+    /// ECS's service-linked role: `present`, `create`, or `unknown` (the caller may not look).
+    pub ecs_service_linked_role: &'static str,
     pub stacks: Vec<StackResult>,
     pub image: ImageResult,
     pub image_in_registry: Option<bool>,
@@ -21,8 +29,122 @@ pub struct Plan {
     pub changes: bool,
 }
 
-/// What `deploy` would change, computed with read-only calls.
-pub async fn plan(ctx: &Context, options: &DeployOptions) -> Result<Plan, DeployError> {
+/// What [`compute`] decided, for `deploy` to carry out.
+#[derive(Debug)]
+pub(super) struct Decided {
+    pub identity: Identity,
+    pub role_missing: bool,
+    pub network: StackPlan,
+    /// Unknown until the network stack exists.
+    pub platform: Option<StackPlan>,
+    pub source: Option<Source>,
+    pub needs: Needs,
+    pub verify_key: Option<verify::ApiKey>,
+}
+
+/// The task definition and service a deploy would leave, against what runs now.
+#[derive(Debug)]
+pub(super) struct ServiceDiff {
+    pub live: Option<aws_sdk_ecs::types::Service>,
+    pub draining: bool,
+    /// The running task definition's ARN, when there is one.
+    pub current: Option<String>,
+    pub spec: TaskSpec,
+    pub task_changes: Vec<Change>,
+    /// The service's fields that differ, against the task definition it would run.
+    pub service_changes: Vec<Change>,
+}
+
+impl ServiceDiff {
+    pub fn action(&self) -> &'static str {
+        match &self.live {
+            None => "create",
+            Some(_) if self.service_changes.is_empty() && self.task_changes.is_empty() => {
+                "unchanged"
+            }
+            Some(_) => "update",
+        }
+    }
+}
+
+/// Compares what `platform` and `image` make with what runs now.
+pub(super) async fn service_diff(
+    ctx: &Context,
+    platform: &Platform,
+    image: &str,
+    needs: &Needs,
+) -> Result<ServiceDiff, DeployError> {
+    let s = &ctx.settings;
+    let (live, draining) = match service::lookup(&ctx.ecs, &platform.cluster, &s.service).await? {
+        Found::Active(svc) => (Some(*svc), false),
+        Found::Draining => (None, true),
+        Found::Absent => (None, false),
+    };
+    let current_arn = live
+        .as_ref()
+        .and_then(|l| l.task_definition())
+        .map(str::to_string);
+    let current = match &current_arn {
+        Some(arn) => taskdef::describe(&ctx.ecs, arn).await?,
+        None => None,
+    };
+    let spec = TaskSpec::new(
+        s,
+        &Inputs {
+            platform,
+            image,
+            region: &ctx.region,
+            secrets: &needs.secrets,
+        },
+    );
+    let task_changes = spec.diff(current.as_ref());
+    let service_changes = match &live {
+        Some(l) => {
+            let td = if task_changes.is_empty() {
+                current_arn.clone().unwrap_or_default()
+            } else {
+                "(a new revision)".to_string()
+            };
+            ServiceSpec::new(s, platform, &td).diff(l)
+        }
+        None => Vec::new(),
+    };
+    Ok(ServiceDiff {
+        live,
+        draining,
+        current: current_arn,
+        spec,
+        task_changes,
+        service_changes,
+    })
+}
+
+/// The image name (without digest) a pushed image gets: the local registry's, or the ECR
+/// repository's URI.
+async fn image_name(ctx: &Context, account: &str) -> Result<String, DeployError> {
+    let s = &ctx.settings;
+    if let Some(url) = &s.registry_url {
+        let host = url
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .trim_end_matches('/');
+        return Ok(format!("{host}/{}", s.repository));
+    }
+    Ok(match crate::ecr::uri(&ctx.ecr, &s.repository).await? {
+        Some(uri) => uri,
+        None => format!(
+            "{account}.dkr.ecr.{}.amazonaws.com/{}",
+            ctx.region, s.repository
+        ),
+    })
+}
+
+/// Every decision of a deploy, from read-only calls.
+pub(super) async fn compute(
+    ctx: &Context,
+    options: &DeployOptions,
+    for_deploy: bool,
+) -> Result<(Plan, Decided), DeployError> {
     let s = &ctx.settings;
     let nothing_given = options.image.reference.is_none()
         && options.image.archive.is_none()
@@ -30,40 +152,72 @@ pub async fn plan(ctx: &Context, options: &DeployOptions) -> Result<Plan, Deploy
     let source = match image::resolve(s, &options.image, &ctx.report) {
         Ok(source) => Some(source),
         // A plan is still useful where the image cannot be built (no engine on this machine).
-        Err(DeployError::Usage(why)) if nothing_given && !s.emulator => {
+        Err(e)
+            if !for_deploy
+                && nothing_given
+                && !s.emulator
+                && e.kind() == Kind::NoContainerEngine =>
+        {
             ctx.report
-                .line(format!("image: not built for the plan: {why}"));
+                .line(format!("image: not built for the plan: {e}"));
             None
         }
         Err(e) => return Err(e),
     };
     let identity = ctx.preflight().await?;
-    crate::preflight::check(&ctx.needs, s, &identity.region).await?;
-    let net = stacks::preview(&ctx.cfn, &infra::network(s)).await?;
-    let mut stacks = vec![StackResult {
-        name: s.network_stack.clone(),
-        change: change_name(net.change),
-    }];
-    let plat = match infra::platform(s, &net.outputs) {
-        Ok(spec) => stacks::preview(&ctx.cfn, &spec).await?,
-        Err(_) => stacks::Deployed {
-            change: StackChange::Created,
-            outputs: Default::default(),
-        },
+    let pinned: Option<&ImageRef> = match &source {
+        Some(Source::Pinned(r)) => Some(r),
+        _ => None,
     };
-    stacks.push(StackResult {
-        name: s.platform_stack.clone(),
-        change: change_name(plat.change),
-    });
+    let needs = crate::preflight::check(
+        &ctx.needs,
+        s,
+        &ctx.region,
+        &identity.account,
+        pinned,
+        &ctx.report,
+    )
+    .await?;
+    let verify_key = verify::api_key(ctx).await?;
+    let role = if s.emulator {
+        // moto has no account prerequisites; nothing to make.
+        Some(true)
+    } else {
+        crate::prerequisites::ecs_role_exists(&ctx.iam).await?
+    };
+
+    let network = stacks::plan(&ctx.cfn, &infra::network(s)).await?;
+    let platform = match infra::platform(s, &network.outputs, &needs.grants) {
+        Ok(spec) if !network.outputs.is_empty() => Some(stacks::plan(&ctx.cfn, &spec).await?),
+        _ => None,
+    };
+    if let Some(p) = &platform {
+        refuse_replacement(s, p)?;
+    }
+    let stack_results = vec![
+        StackResult {
+            name: s.network_stack.clone(),
+            change: network.action.as_str(),
+        },
+        StackResult {
+            name: s.platform_stack.clone(),
+            change: platform.as_ref().map_or("create", |p| p.action.as_str()),
+        },
+    ];
+
     let (reference, how, digest) = match &source {
         None => (
             "(built from the Dockerfile at deploy time)".to_string(),
             "Dockerfile".to_string(),
             None,
         ),
-        Some(Source::Pinned(r)) => (r.clone(), "--image".to_string(), None),
+        Some(Source::Pinned(r)) => (r.to_string(), "--image".to_string(), None),
         Some(Source::Built { image, how }) => (
-            format!("{}@{}", s.repository, image.manifest.digest),
+            format!(
+                "{}@{}",
+                image_name(ctx, &identity.account).await?,
+                image.manifest.digest
+            ),
             how.clone(),
             Some(image.manifest.digest.clone()),
         ),
@@ -71,7 +225,7 @@ pub async fn plan(ctx: &Context, options: &DeployOptions) -> Result<Plan, Deploy
     let image_in_registry = match &digest {
         Some(d) => match crate::ecr::login(&ctx.ecr, s.registry_url.as_deref()).await {
             Ok(registry) => registry
-                .manifest_digest(&s.repository, d)
+                .manifest_digest(&s.repository, d.as_str())
                 .await
                 .ok()
                 .map(|found| found.is_some()),
@@ -79,70 +233,156 @@ pub async fn plan(ctx: &Context, options: &DeployOptions) -> Result<Plan, Deploy
         },
         None => None,
     };
-    let platform = Platform::from_outputs(s, &net.outputs, &plat.outputs).ok();
-    let live = match &platform {
-        Some(p) => service::find(&ctx.ecs, &p.cluster, &s.service).await?,
-        None => None,
+    let live_platform = match &platform {
+        Some(p)
+            if matches!(
+                p.action,
+                Action::Unchanged | Action::Update | Action::Busy { .. }
+            ) =>
+        {
+            Platform::from_outputs(s, &network.outputs, &p.outputs).ok()
+        }
+        _ => None,
     };
-    let current = match live.as_ref().and_then(|l| l.task_definition()) {
-        Some(arn) => taskdef::describe(&ctx.ecs, arn).await?,
-        None => None,
-    };
-    // Compare images by digest: the live reference names the registry host, ours may not yet.
-    let full_reference = match (&current, &digest) {
-        (Some(c), Some(d)) if c.image.ends_with(d.as_str()) => c.image.clone(),
-        _ => reference.clone(),
-    };
-    let task_changes = match &platform {
-        Some(p) => TaskSpec::new(s, p, &full_reference).diff(current.as_ref()),
-        None => vec![Change {
-            field: "taskDefinition".into(),
-            from: None,
-            to: Some("a first revision, once the stacks exist".into()),
-        }],
-    };
-    let service = match (&platform, &live) {
-        (Some(p), Some(l)) => {
-            let would_register = !task_changes.is_empty();
-            let td = if would_register {
-                "(new revision)".to_string()
-            } else {
-                l.task_definition().unwrap_or_default().to_string()
+    let (task_definition, service) = match &live_platform {
+        Some(p) if source.is_some() => {
+            let diff = service_diff(ctx, p, &reference, &needs).await?;
+            let service = ServiceResult {
+                name: s.service.clone(),
+                action: diff.action(),
+                changes: diff.service_changes.clone(),
+                autoscaling_changed: diff.live.is_none(),
             };
-            let changes = ServiceSpec::new(s, p, &td).diff(l);
+            (diff.task_changes, service)
+        }
+        _ => (
+            vec![Change {
+                field: "taskDefinition".into(),
+                from: None,
+                to: Some(if source.is_none() {
+                    "a new revision with the image built at deploy time".into()
+                } else {
+                    "a first revision, once the stacks exist".into()
+                }),
+            }],
             ServiceResult {
                 name: s.service.clone(),
-                action: if changes.is_empty() {
-                    "unchanged"
-                } else {
-                    "update"
-                },
-                changes,
-                autoscaling_changed: false,
-            }
-        }
-        _ => ServiceResult {
-            name: s.service.clone(),
-            action: "create",
-            changes: Vec::new(),
-            autoscaling_changed: true,
-        },
+                action: "create",
+                changes: Vec::new(),
+                autoscaling_changed: true,
+            },
+        ),
     };
-    let changes = stacks.iter().any(|st| st.change != "unchanged")
+    let changes = role != Some(true)
+        || stack_results.iter().any(|st| st.change != "unchanged")
         || image_in_registry == Some(false)
-        || !task_changes.is_empty()
+        || !task_definition.is_empty()
         || service.action != "unchanged";
-    Ok(Plan {
-        identity,
-        stacks,
+    let plan = Plan {
+        identity: identity.clone(),
+        ecs_service_linked_role: match role {
+            Some(true) => "present",
+            Some(false) => "create",
+            None => "unknown",
+        },
+        stacks: stack_results,
         image: ImageResult {
             reference,
             source: how,
             pushed: None,
         },
         image_in_registry,
-        task_definition: task_changes,
+        task_definition,
         service,
         changes,
-    })
+    };
+    let decided = Decided {
+        identity,
+        role_missing: role != Some(true),
+        network,
+        platform,
+        source,
+        needs,
+        verify_key,
+    };
+    Ok((plan, decided))
+}
+
+/// A change that would replace the target group while the service is attached to it (the
+/// port) is refused: the service would lose its targets mid-deploy.
+fn refuse_replacement(s: &crate::config::Settings, plan: &StackPlan) -> Result<(), DeployError> {
+    if !matches!(plan.action, Action::Update | Action::Unchanged) {
+        return Ok(());
+    }
+    match plan.parameters.get("ContainerPort") {
+        Some(live) if live != &s.port.to_string() => Err(crate::config::ConfigError::Invalid(vec![
+            crate::config::Issue::new(
+                "port",
+                format!(
+                    "{live} -> {}: the load balancer's target group would be replaced while the service sends its tasks to it, cutting every client off",
+                    s.port
+                ),
+                format!(
+                    "keep port = {live}, or `deploy destroy --env {}` and deploy again with the new port",
+                    s.env
+                ),
+            ),
+        ])
+        .into()),
+        _ => Ok(()),
+    }
+}
+
+/// What `deploy` would change, computed with read-only calls.
+pub async fn plan(ctx: &Context, options: &DeployOptions) -> Result<Plan, DeployError> {
+    Ok(compute(ctx, options, false).await?.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::refuse_replacement;
+    use crate::config::{Layer, resolve};
+    use crate::stacks::{Action, StackPlan, StackSpec};
+
+    fn live(port: &str, action: Action) -> StackPlan {
+        StackPlan {
+            spec: StackSpec {
+                name: "tickstream-dev-platform".into(),
+                template_body: String::new(),
+                parameters: BTreeMap::new(),
+                named_iam: false,
+            },
+            action,
+            outputs: BTreeMap::new(),
+            parameters: BTreeMap::from([("ContainerPort".to_string(), port.to_string())]),
+        }
+    }
+
+    #[test]
+    fn a_port_change_on_a_live_platform_is_refused_with_the_way_out() {
+        let s = resolve(
+            "[env.dev]\nregion = \"eu-west-1\"\nport = 9090\n",
+            "deploy.toml",
+            "dev",
+            Layer::default(),
+            Layer::default(),
+            ".".into(),
+        )
+        .expect("valid");
+        let err = refuse_replacement(&s, &live("8080", Action::Update)).expect_err("refused");
+        let text = err.to_string();
+        assert!(text.starts_with("port: 8080 -> 9090"), "{text}");
+        assert!(
+            err.fix().is_some_and(
+                |f| f.contains("keep port = 8080") && f.contains("deploy destroy --env dev")
+            ),
+            "{:?}",
+            err.fix()
+        );
+        assert!(refuse_replacement(&s, &live("9090", Action::Update)).is_ok());
+        // A stack being created or replaced has no service attached to lose.
+        assert!(refuse_replacement(&s, &live("8080", Action::Create)).is_ok());
+    }
 }

@@ -29,18 +29,18 @@ pub async fn rollback(
     let s = &ctx.settings;
     ctx.preflight().await?;
     let platform = ctx.platform().await?.ok_or_else(|| {
-        DeployError::Usage(format!(
-            "env {} is not deployed: nothing to roll back",
-            s.env
-        ))
+        DeployError::usage(
+            format!("env {} is not deployed: nothing to roll back", s.env),
+            format!("deploy it first: cargo run --bin deploy -- --env {}", s.env),
+        )
     })?;
     let live = service::find(&ctx.ecs, &platform.cluster, &s.service)
         .await?
         .ok_or_else(|| {
-            DeployError::Usage(format!(
-                "service {} does not exist: nothing to roll back",
-                s.service
-            ))
+            DeployError::usage(
+                format!("service {} does not exist: nothing to roll back", s.service),
+                format!("deploy it first: cargo run --bin deploy -- --env {}", s.env),
+            )
         })?;
     let current = live.task_definition().unwrap_or_default().to_string();
     let revision = |arn: &str| {
@@ -76,9 +76,13 @@ pub async fn rollback(
                 .trim_start_matches(&format!("{}:", s.service))
                 .parse()
                 .map_err(|_| {
-                    DeployError::Usage(format!(
-                        "--to {t}: give a revision number or a task definition ARN"
-                    ))
+                    DeployError::usage(
+                        format!("--to {t} is neither a revision number nor a task definition ARN"),
+                        format!(
+                            "give a revision: --to 3 (or --to {}:3, or the full ARN)",
+                            s.service
+                        ),
+                    )
                 })?;
             arns.iter().find(|a| revision(a) == wanted).cloned()
         }
@@ -89,17 +93,19 @@ pub async fn rollback(
             .cloned(),
     }
     .ok_or_else(|| {
-        DeployError::Usage(format!(
-            "no revision to roll back to from {} (known: {})",
-            short(&current),
-            arns.iter().map(|a| short(a)).collect::<Vec<_>>().join(", ")
-        ))
+        DeployError::usage(
+            format!("no revision to roll back to from {}", short(&current)),
+            format!(
+                "name one of the known revisions with --to: {}",
+                arns.iter().map(|a| short(a)).collect::<Vec<_>>().join(", ")
+            ),
+        )
     })?;
     if target == current {
-        return Err(DeployError::Usage(format!(
-            "the service already runs {}",
-            short(&current)
-        )));
+        return Err(DeployError::usage(
+            format!("the service already runs {}", short(&current)),
+            "name another revision with --to",
+        ));
     }
     let spec = taskdef::describe(&ctx.ecs, &target).await?.ok_or_else(|| {
         DeployError::Build(format!(
@@ -126,8 +132,17 @@ pub async fn rollback(
         .service()
         .and_then(service::primary_deployment)
         .ok_or_else(|| DeployError::Rollout("the service has no PRIMARY deployment".into()))?;
-    let (rollout, local_task, verified, url) =
-        wait_and_verify(ctx, &platform, deployment_id, &target, &spec, options).await?;
+    let api_key = verify::api_key(ctx).await?;
+    let (rollout, local_task, verified, url) = wait_and_verify(
+        ctx,
+        &platform,
+        deployment_id,
+        &target,
+        &spec,
+        options,
+        api_key,
+    )
+    .await?;
     Ok(RolledBack {
         from: current,
         to: target,
