@@ -7,7 +7,6 @@
 //! Needs `TICKSTREAM_LOCAL_AWS` (the emulator) and `TICKSTREAM_STATIC_BIN` (the static musl
 //! binary); `scripts/check` provides both, and without them this test fails naming them.
 
-mod support;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -31,7 +30,7 @@ struct Env {
     name: String,
     port: u16,
     endpoint: String,
-    front: support::ecr_front::EcrFront,
+    front: crate::support::ecr_front::EcrFront,
 }
 
 impl Env {
@@ -50,7 +49,7 @@ impl Env {
             .port();
         let name = format!("e{}", std::process::id() % 1_000_000);
         let dir = tempfile::tempdir().expect("tempdir");
-        let front = support::ecr_front::EcrFront::start("http://127.0.0.1:5000");
+        let front = crate::support::ecr_front::EcrFront::start("http://127.0.0.1:5000");
         std::fs::write(
             dir.path().join("deploy.toml"),
             format!(

@@ -4,7 +4,6 @@
 //! while waiting, a stack only a person can unstick, a rollback naming its failed resource, and
 //! the events of an earlier operation (which are not this one's).
 
-mod support;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -19,7 +18,7 @@ use aws_sdk_cloudformation::types::{
     Output, Parameter, ResourceStatus, Stack, StackEvent, StackStatus,
 };
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
-use support::query_error;
+use crate::support::query_error;
 use tickstream_deployer::error::{DeployError, exit};
 use tickstream_deployer::report::Reporter;
 use tickstream_deployer::stacks::{self, StackChange, StackError, StackSpec, Waiting};

@@ -4,14 +4,13 @@
 //! credentials, no profile, no instance metadata, no container engine on PATH), and talks
 //! only to 127.0.0.1.
 
-mod support;
 
 use std::net::TcpListener;
 use std::process::Command;
 
 use serde_json::Value;
 use sha1::Digest as _;
-use support::account_double::AccountDouble;
+use crate::support::account_double::AccountDouble;
 
 /// A directory standing for the user's machine: a home with an empty ~/.aws, an empty PATH.
 struct Machine {
@@ -188,20 +187,24 @@ fn no_region() {
 }
 
 #[test]
-fn a_leftover_emulator_endpoint() {
+fn a_leftover_emulator_endpoint_is_refused_without_a_network_call() {
+    // Something that counts connections stands where the leftover variable points.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
     let m = Machine::new(Some(DEV));
     expect(
         &m,
         &["--env", "dev", "--dry-run"],
-        &[
-            ("AWS_ENDPOINT_URL", "http://127.0.0.1:4566"),
-            ("AWS_ENDPOINT_URL_ECS", "http://127.0.0.1:4566"),
-        ],
+        &[("AWS_ENDPOINT_URL", &url), ("AWS_ENDPOINT_URL_ECS", &url)],
         2,
-        "error: AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_ECS are set, so every AWS call of env dev would go to http://127.0.0.1:4566 instead of AWS\n  \
-         fix: unset AWS_ENDPOINT_URL AWS_ENDPOINT_URL_ECS (left from a local session: `eval \"$(localstack/local-aws env)\"` sets it), or set endpoint_url in [env.dev] if you mean it",
+        &format!(
+            "error: AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_ECS are set, so every AWS call of env dev would go to {url} instead of AWS\n  \
+             fix: unset AWS_ENDPOINT_URL AWS_ENDPOINT_URL_ECS (left from a local session: `eval \"$(localstack/local-aws env)\"` sets it), or set endpoint_url in [env.dev] if you mean it"
+        ),
         "leftover_endpoint",
     );
+    assert!(listener.accept().is_err(), "no connection was made");
 }
 
 #[test]
@@ -235,7 +238,7 @@ fn no_credentials() {
 #[test]
 fn no_credentials_where_an_instance_metadata_service_refuses() {
     // What a container or CI runner without a role answers at the metadata address.
-    let imds = support::serve(axum::Router::new().route(
+    let imds = crate::support::serve(axum::Router::new().route(
         "/latest/api/token",
         axum::routing::put(|| async { (axum::http::StatusCode::FORBIDDEN, "request forbidden") }),
     ));

@@ -6,7 +6,6 @@
 //! failure must end as a failure with its reasons and the right exit code; none may be
 //! reported as success.
 
-mod support;
 
 use std::time::{Duration, SystemTime};
 
@@ -420,10 +419,10 @@ async fn service_events_before_our_deployment_are_history() {
 async fn a_wait_rides_out_throttling_that_outlasts_the_clients_retries() {
     let describe = mock!(aws_sdk_ecs::Client::describe_services)
         .sequence()
-        .http_response(|| support::json_error(400, "ThrottlingException", "Rate exceeded"))
+        .http_response(|| crate::support::json_error(400, "ThrottlingException", "Rate exceeded"))
         .times(3)
         .http_response(|| {
-            support::json_error(503, "ServiceUnavailableException", "Service unavailable")
+            crate::support::json_error(503, "ServiceUnavailableException", "Service unavailable")
         })
         .output(|| {
             service(

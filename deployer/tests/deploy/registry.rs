@@ -3,7 +3,6 @@
 //! 127.0.0.1:5000), and against small servers that misbehave on purpose: transient failures,
 //! answers too large to hold, malformed digests and locations, token challenges.
 
-mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,7 +11,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use support::ecr_front::EcrFront;
+use crate::support::ecr_front::EcrFront;
 use tickstream_deployer::config::Architecture;
 use tickstream_deployer::oci::Image;
 use tickstream_deployer::reference::Digest;

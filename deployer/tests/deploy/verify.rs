@@ -15,7 +15,8 @@ use tickstream_deployer::report::Reporter;
 use tickstream_deployer::verify::{self, ApiKey, Target};
 
 const CHILD: &str = "TICKSTREAM_VERIFY_TEST_DIR";
-const NAME: &str = "verification_dials_the_load_balancer_as_the_public_host_and_presents_the_key";
+const NAME: &str =
+    "verify::verification_dials_the_load_balancer_as_the_public_host_and_presents_the_key";
 
 #[test]
 fn verification_dials_the_load_balancer_as_the_public_host_and_presents_the_key() {
