@@ -43,7 +43,14 @@ struct Snapshot<'a> {
     data: Payload,
 }
 
-pub async fn ticker(State(state): State<AppState>, Path(symbol): Path<String>) -> Response {
+pub async fn ticker(
+    State(state): State<AppState>,
+    symbol: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Response {
+    let Path(symbol) = match symbol {
+        Ok(s) => s,
+        Err(e) => return bad_input("the symbol in the path", &e.body_text()),
+    };
     let Some(stream) = state.hub.stream(Channel::Ticker, &symbol) else {
         return unknown_symbol(&symbol);
     };
@@ -76,11 +83,60 @@ struct Candles<'a> {
     candles: Vec<Candle>,
 }
 
+/// RFC 9112 3.2: an HTTP/1.1 request without exactly one `Host` is answered 400.
+pub async fn require_host(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let hosts = request
+        .headers()
+        .get_all(axum::http::header::HOST)
+        .iter()
+        .count();
+    if request.version() == axum::http::Version::HTTP_11 && hosts != 1 {
+        let message = if hosts == 0 {
+            "an HTTP/1.1 request needs a Host header"
+        } else {
+            "a request may carry only one Host header"
+        };
+        return error_response(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message);
+    }
+    next.run(request).await
+}
+
+/// Any path the server does not serve: the documented error shape, not an empty 404.
+pub async fn not_found(uri: axum::http::Uri) -> Response {
+    let path: String = uri.path().chars().take(64).collect();
+    error_response(
+        StatusCode::NOT_FOUND,
+        ErrorCode::NotFound,
+        &format!("no such path {path:?}; the API is under /api/v1 (docs/protocol.md)"),
+    )
+}
+
+/// A query or path that does not parse, as a 400 in the documented shape.
+pub fn bad_input(what: &str, e: &dyn std::fmt::Display) -> Response {
+    let text: String = e.to_string().chars().take(200).collect();
+    error_response(
+        StatusCode::BAD_REQUEST,
+        ErrorCode::BadRequest,
+        &format!("{what}: {text}"),
+    )
+}
+
 pub async fn candles(
     State(state): State<AppState>,
-    Path(symbol): Path<String>,
-    Query(q): Query<CandleQuery>,
+    symbol: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    q: Result<Query<CandleQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    let Path(symbol) = match symbol {
+        Ok(s) => s,
+        Err(e) => return bad_input("the symbol in the path", &e.body_text()),
+    };
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(e) => return bad_input("the query", &e.body_text()),
+    };
     let interval_name = q.interval.as_deref().unwrap_or("1m");
     let Some(interval) = Interval::parse(interval_name) else {
         return error_response(

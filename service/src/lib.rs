@@ -259,6 +259,7 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(http::readyz))
         .route("/metrics", get(http::metrics))
         .merge(guarded)
+        .fallback(http::not_found)
         .with_state(state)
 }
 

@@ -40,6 +40,8 @@ pub async fn accept_loop(
     stop: CancellationToken,
     tracker: TaskTracker,
 ) {
+    // Requests off a socket (not Lambda's events, nor tests' `oneshot`) must name their host.
+    let router = router.layer(axum::middleware::from_fn(crate::http::require_host));
     loop {
         let accepted = tokio::select! {
             biased;

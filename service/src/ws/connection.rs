@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -18,7 +17,7 @@ use super::frame::{
 use super::peer::{Drain, Peer};
 use super::protocol::{
     CLOSE_HEARTBEAT_TIMEOUT, CLOSE_MESSAGE_TOO_BIG, CLOSE_SERVICE_RESTART, CLOSE_SLOW_CONSUMER,
-    CLOSE_WRITE_TIMEOUT, ClientMessage, ErrorCode, ServerMessage, StreamAck, StreamRef,
+    CLOSE_WRITE_TIMEOUT, ClientMessage, ErrorCode, RequestId, ServerMessage, StreamAck, StreamRef,
     SubscribeRequest, UnsubscribeRequest, stream_name,
 };
 use super::upgrade::{Slot, resolve, too_many, truncate};
@@ -263,13 +262,10 @@ impl Connection {
                 None
             }
             (OP_PONG, _) => None,
-            (OP_CLOSE, _) => {
-                let code = f
-                    .payload
-                    .get(..2)
-                    .map_or(1000, |c| u16::from_be_bytes([c[0], c[1]]));
-                Some(End::ClientClosed(code))
-            }
+            (OP_CLOSE, _) => Some(match frame::client_close_code(&f.payload) {
+                Ok(code) => End::ClientClosed(code),
+                Err(code) => End::Violation(code),
+            }),
             (OP_TEXT | OP_BINARY, true) if self.fragments.is_none() => {
                 self.on_message(f.opcode, f.payload)
             }
@@ -327,20 +323,18 @@ impl Connection {
             );
             return None;
         }
+        let id = RequestId::of(&text);
         match serde_json::from_str::<ClientMessage>(&text) {
             Err(e) => {
-                let id = serde_json::from_str::<Value>(&text)
-                    .ok()
-                    .and_then(|v| v.get("id").cloned());
                 self.reject(id, ErrorCode::BadRequest, &format!("invalid message: {e}"));
             }
-            Ok(ClientMessage::Subscribe(req)) => self.on_subscribe(req),
-            Ok(ClientMessage::Unsubscribe(req)) => self.on_unsubscribe(req),
-            Ok(ClientMessage::Ping { id }) => self.reply(&ServerMessage::Pong {
+            Ok(ClientMessage::Subscribe(req)) => self.on_subscribe(req, id),
+            Ok(ClientMessage::Unsubscribe(req)) => self.on_unsubscribe(req, id),
+            Ok(ClientMessage::Ping { .. }) => self.reply(&ServerMessage::Pong {
                 id,
                 ts: now_micros(),
             }),
-            Ok(ClientMessage::List { id }) => {
+            Ok(ClientMessage::List { .. }) => {
                 let msg = ServerMessage::List {
                     id,
                     symbols: self.state.hub.symbols().to_vec(),
@@ -357,7 +351,7 @@ impl Connection {
         self.peer.send(frame::text(&msg.to_json()));
     }
 
-    fn reject(&self, id: Option<Value>, code: ErrorCode, message: &str) {
+    fn reject(&self, id: Option<RequestId>, code: ErrorCode, message: &str) {
         self.state.metrics.client_error(code);
         self.reply(&ServerMessage::error(id, code, message));
     }
@@ -370,10 +364,10 @@ impl Connection {
             .collect()
     }
 
-    fn on_subscribe(&mut self, req: SubscribeRequest) {
+    fn on_subscribe(&mut self, req: SubscribeRequest, id: Option<RequestId>) {
         let streams = match resolve(&self.state, &req.symbols, req.channels.as_deref(), 0) {
             Ok(s) => s,
-            Err((code, message)) => return self.reject(req.id, code, &message),
+            Err((code, message)) => return self.reject(id, code, &message),
         };
         let new = streams
             .iter()
@@ -382,7 +376,7 @@ impl Connection {
         let max = self.state.config.max_subscriptions;
         if self.peer.subscription_count() + new > max {
             let (code, message) = too_many(max);
-            return self.reject(req.id, code, &message);
+            return self.reject(id, code, &message);
         }
         for key in req.resume.keys() {
             let known = streams
@@ -393,17 +387,17 @@ impl Connection {
                     "resume key {:?} is not one of the streams subscribed (channel:SYMBOL)",
                     truncate(key)
                 );
-                return self.reject(req.id, ErrorCode::BadRequest, &message);
+                return self.reject(id, ErrorCode::BadRequest, &message);
             }
         }
-        self.subscribe_streams(req.id, &streams, &req.resume, req.epoch.as_deref());
+        self.subscribe_streams(id, &streams, &req.resume, req.epoch.as_deref());
     }
 
     /// Registers the streams with the hub while the peer holds live frames back, so that the
     /// acknowledgement, then each snapshot or replay, then the live updates go out in order.
     fn subscribe_streams(
         &mut self,
-        id: Option<Value>,
+        id: Option<RequestId>,
         streams: &[StreamId],
         resume: &BTreeMap<String, u64>,
         epoch: Option<&str>,
@@ -453,10 +447,10 @@ impl Connection {
         self.peer.release(frame::text(&ack.to_json()), frames);
     }
 
-    fn on_unsubscribe(&mut self, req: UnsubscribeRequest) {
+    fn on_unsubscribe(&mut self, req: UnsubscribeRequest, id: Option<RequestId>) {
         let streams = match resolve(&self.state, &req.symbols, req.channels.as_deref(), 0) {
             Ok(s) => s,
-            Err((code, message)) => return self.reject(req.id, code, &message),
+            Err((code, message)) => return self.reject(id, code, &message),
         };
         let mut removed = Vec::new();
         for stream in streams {
@@ -470,7 +464,7 @@ impl Connection {
             }
         }
         self.reply(&ServerMessage::Unsubscribed {
-            id: req.id,
+            id,
             streams: removed,
         });
     }
@@ -483,11 +477,7 @@ impl Connection {
         let (message, code, reason) = match end {
             End::Gone => return,
             End::ClientClosed(code) => {
-                let code = if matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999) {
-                    code
-                } else {
-                    1000
-                };
+                // Echo the client's code (it is one that may be sent: checked on arrival).
                 self.peer.close_data();
                 self.peer.send(frame::close(code, ""));
                 let _ = tokio::time::timeout(CLOSE_WAIT, self.drain()).await;
@@ -526,7 +516,15 @@ impl Connection {
                 (None, CLOSE_HEARTBEAT_TIMEOUT, "no pong")
             }
             End::WriteTimeout => (None, CLOSE_WRITE_TIMEOUT, "write timeout"),
-            End::Violation(code) => (None, code, "protocol error"),
+            End::Violation(code) => (
+                None,
+                code,
+                if code == 1007 {
+                    "invalid UTF-8"
+                } else {
+                    "protocol error"
+                },
+            ),
         };
         self.closing = true;
         self.peer.close_data();

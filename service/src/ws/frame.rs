@@ -40,6 +40,33 @@ pub fn close(code: u16, reason: &str) -> Bytes {
     server_frame(OP_CLOSE, &payload)
 }
 
+/// Whether a close code may be sent on the wire (RFC 6455 7.4): the assigned codes
+/// 1000-1003 and 1007-1014, and the ranges for libraries (3000-3999) and applications
+/// (4000-4999). 1004-1006 and 1015 are reserved and never sent; the rest are unassigned.
+pub fn close_code_allowed(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// The code of a client's close frame, or the code to fail the connection with: a one-byte
+/// payload or a code that may not be sent is a protocol error (1002), a reason that is not
+/// UTF-8 is 1007 (RFC 6455 5.5.1, 7.4). An empty close is a normal one.
+pub fn client_close_code(payload: &[u8]) -> Result<u16, u16> {
+    match payload {
+        [] => Ok(1000),
+        [_] => Err(1002),
+        [hi, lo, reason @ ..] => {
+            let code = u16::from_be_bytes([*hi, *lo]);
+            if !close_code_allowed(code) {
+                return Err(1002);
+            }
+            if std::str::from_utf8(reason).is_err() {
+                return Err(1007);
+            }
+            Ok(code)
+        }
+    }
+}
+
 /// One frame from the client, unmasked.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ClientFrame {

@@ -3,8 +3,9 @@
 
 use std::collections::BTreeMap;
 
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::market::{Channel, Micros, Payload};
 
@@ -19,7 +20,53 @@ pub const CLOSE_HEARTBEAT_TIMEOUT: u16 = 4101;
 /// A write to the client did not complete in time.
 pub const CLOSE_WRITE_TIMEOUT: u16 = 4102;
 
-/// A message from the client. Unknown fields are rejected so typos surface as errors.
+/// A client's `id`, kept as the exact JSON text it sent and echoed back verbatim, as
+/// docs/protocol.md promises for "any JSON value": `null` stays `null`, a 30-digit integer keeps
+/// every digit (a parse into a number would round it).
+#[derive(Debug, Clone)]
+pub struct RequestId(Box<RawValue>);
+
+impl RequestId {
+    /// The `id` of the message `text`, as sent (`None` when absent or not a JSON object).
+    pub fn of(text: &str) -> Option<RequestId> {
+        let fields: std::collections::HashMap<String, &RawValue> =
+            serde_json::from_str(text).ok()?;
+        let raw = fields.get("id")?;
+        RawValue::from_string(raw.get().to_string())
+            .ok()
+            .map(RequestId)
+    }
+
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for RequestId {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Serialize for RequestId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+/// For readers of server messages (tests, clients): through a JSON value, so it also works
+/// inside the tagged enum (the server never reads these back).
+impl<'de> Deserialize<'de> for RequestId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(d)?;
+        RawValue::from_string(value.to_string())
+            .map(RequestId)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A message from the client. Unknown fields are rejected so typos surface as errors. The
+/// `id` fields are accepted here and read verbatim with [`RequestId::of`].
 #[derive(Debug, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientMessage {
@@ -27,11 +74,11 @@ pub enum ClientMessage {
     Unsubscribe(UnsubscribeRequest),
     Ping {
         #[serde(default)]
-        id: Option<Value>,
+        id: Option<IgnoredAny>,
     },
     List {
         #[serde(default)]
-        id: Option<Value>,
+        id: Option<IgnoredAny>,
     },
 }
 
@@ -39,7 +86,7 @@ pub enum ClientMessage {
 #[serde(deny_unknown_fields)]
 pub struct SubscribeRequest {
     #[serde(default)]
-    pub id: Option<Value>,
+    pub id: Option<IgnoredAny>,
     pub symbols: Vec<String>,
     /// Defaults to `["ticker"]`.
     #[serde(default)]
@@ -56,7 +103,7 @@ pub struct SubscribeRequest {
 #[serde(deny_unknown_fields)]
 pub struct UnsubscribeRequest {
     #[serde(default)]
-    pub id: Option<Value>,
+    pub id: Option<IgnoredAny>,
     pub symbols: Vec<String>,
     #[serde(default)]
     pub channels: Option<Vec<String>>,
@@ -124,29 +171,29 @@ pub struct StreamRef {
 pub enum ServerMessage {
     Subscribed {
         #[serde(skip_serializing_if = "Option::is_none", default)]
-        id: Option<Value>,
+        id: Option<RequestId>,
         epoch: String,
         streams: Vec<StreamAck>,
     },
     Unsubscribed {
         #[serde(skip_serializing_if = "Option::is_none", default)]
-        id: Option<Value>,
+        id: Option<RequestId>,
         streams: Vec<StreamRef>,
     },
     Error {
         #[serde(skip_serializing_if = "Option::is_none", default)]
-        id: Option<Value>,
+        id: Option<RequestId>,
         code: ErrorCode,
         message: String,
     },
     Pong {
         #[serde(skip_serializing_if = "Option::is_none", default)]
-        id: Option<Value>,
+        id: Option<RequestId>,
         ts: Micros,
     },
     List {
         #[serde(skip_serializing_if = "Option::is_none", default)]
-        id: Option<Value>,
+        id: Option<RequestId>,
         symbols: Vec<String>,
         channels: Vec<Channel>,
         subscriptions: Vec<String>,
@@ -164,7 +211,7 @@ pub enum ServerMessage {
 }
 
 impl ServerMessage {
-    pub fn error(id: Option<Value>, code: ErrorCode, message: impl Into<String>) -> Self {
+    pub fn error(id: Option<RequestId>, code: ErrorCode, message: impl Into<String>) -> Self {
         ServerMessage::Error {
             id,
             code,

@@ -10,6 +10,7 @@ use axum::body::Body;
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use base64::Engine;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use tokio::net::TcpStream;
@@ -32,12 +33,19 @@ pub(super) type Rejection = (ErrorCode, String);
 
 pub async fn ws_handler(
     State(state): State<AppState>,
-    Query(query): Query<WsQuery>,
+    query: Result<Query<WsQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
     mut request: Request,
 ) -> Response {
+    let Query(query) = match query {
+        Ok(q) => q,
+        Err(e) => return crate::http::bad_input("the query", &e.body_text()),
+    };
     let limits = &state.config;
     let key = match handshake_key(&headers) {
+        Ok(_) if request.version() < axum::http::Version::HTTP_11 => {
+            return NotWebSocket::OldHttp.response();
+        }
         Ok(key) => key,
         Err(not) => return not.response(),
     };
@@ -133,20 +141,34 @@ pub async fn ws_handler(
 enum NotWebSocket {
     NoUpgrade,
     Version,
+    /// `Sec-WebSocket-Key` is not base64 of 16 bytes, or is given twice.
+    BadKey,
+    /// An upgrade over HTTP/1.0: the handshake needs HTTP/1.1.
+    OldHttp,
 }
 
 impl NotWebSocket {
     fn response(self) -> Response {
-        let (message, version) = match self {
+        let (status, message) = match self {
             NotWebSocket::NoUpgrade => (
+                StatusCode::UPGRADE_REQUIRED,
                 "this endpoint speaks WebSocket: connect with a WebSocket client",
-                false,
             ),
-            NotWebSocket::Version => ("only WebSocket version 13 is supported", true),
+            NotWebSocket::Version => (
+                StatusCode::UPGRADE_REQUIRED,
+                "only WebSocket version 13 is supported",
+            ),
+            NotWebSocket::BadKey => (
+                StatusCode::BAD_REQUEST,
+                "Sec-WebSocket-Key must appear once, as base64 of 16 random bytes",
+            ),
+            NotWebSocket::OldHttp => (
+                StatusCode::BAD_REQUEST,
+                "the WebSocket handshake needs HTTP/1.1",
+            ),
         };
-        let mut response =
-            error_response(StatusCode::UPGRADE_REQUIRED, ErrorCode::BadRequest, message);
-        if version {
+        let mut response = error_response(status, ErrorCode::BadRequest, message);
+        if self == NotWebSocket::Version {
             response.headers_mut().insert(
                 header::SEC_WEBSOCKET_VERSION,
                 HeaderValue::from_static("13"),
@@ -166,9 +188,8 @@ fn handshake_key(headers: &HeaderMap) -> Result<String, NotWebSocket> {
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case(token))
     };
-    let key = headers
-        .get(header::SEC_WEBSOCKET_KEY)
-        .and_then(|v| v.to_str().ok());
+    let mut keys = headers.get_all(header::SEC_WEBSOCKET_KEY).iter();
+    let key = keys.next().and_then(|v| v.to_str().ok());
     let (true, true, Some(key)) = (
         has_token(header::CONNECTION, "upgrade"),
         has_token(header::UPGRADE, "websocket"),
@@ -176,6 +197,11 @@ fn handshake_key(headers: &HeaderMap) -> Result<String, NotWebSocket> {
     ) else {
         return Err(NotWebSocket::NoUpgrade);
     };
+    // RFC 6455 4.2.1: the key is base64 of exactly 16 bytes, and appears once.
+    let decoded = base64::engine::general_purpose::STANDARD.decode(key.trim());
+    if keys.next().is_some() || decoded.map_or(true, |k| k.len() != 16) {
+        return Err(NotWebSocket::BadKey);
+    }
     if headers
         .get(header::SEC_WEBSOCKET_VERSION)
         .map(HeaderValue::as_bytes)
