@@ -186,8 +186,8 @@ fn confirm(question: &str) -> Result<bool, DeployError> {
 /// Runs the command with the process's environment `vars` and returns the exit code.
 pub async fn run(cli: Cli, vars: Vec<(String, String)>) -> i32 {
     let format = cli.output;
-    let verbose = log_filter(cli.log, &vars).contains("debug")
-        || log_filter(cli.log, &vars).contains("trace");
+    let filter = log_filter(cli.log, &vars);
+    let verbose = filter.contains("debug") || filter.contains("trace");
     match dispatch(cli, vars).await {
         Ok(()) => 0,
         Err(e) => {

@@ -400,7 +400,7 @@ impl ConfigError {
 }
 
 /// Every key a layer may hold.
-pub const KEYS: [&str; 37] = [
+pub const KEYS: [&str; 34] = [
     "app",
     "emulator",
     "region",
@@ -435,9 +435,6 @@ pub const KEYS: [&str; 37] = [
     "stack_timeout",
     "environment",
     "secrets",
-    "defaults",
-    "env",
-    "deploy",
 ];
 
 /// The known key nearest to `word`, if it is near enough to be a typo.
@@ -459,7 +456,6 @@ fn closest(word: &str) -> Option<&'static str> {
         row[b.len()]
     }
     KEYS.iter()
-        .filter(|k| !matches!(**k, "defaults" | "env" | "deploy"))
         .map(|k| (distance(word, k), *k))
         .filter(|(d, k)| *d <= 2.max(k.len() / 4))
         .min()

@@ -240,6 +240,86 @@ impl Context {
     }
 }
 
+/// The key the verification presents, when the service requires one: `DEPLOY_VERIFY_API_KEY`,
+/// else the first key of the `TICKSTREAM_API_KEYS` secret the task reads (which the deployer's
+/// identity must then be allowed to read). Never printed.
+pub async fn verify_key(ctx: &Context) -> Result<Option<verify::ApiKey>, DeployError> {
+    if let Some(key) = &ctx.verify_api_key {
+        return Ok(Some(key.clone()));
+    }
+    let Some(value_from) = ctx.settings.secrets.get("TICKSTREAM_API_KEYS") else {
+        return Ok(None);
+    };
+    let denied = |action: &str| {
+        DeployError::refused(
+            crate::error::Kind::AccessDenied,
+            format!(
+                "the service requires API keys, and the deployer may not read them to verify the deploy ({action} on {value_from})"
+            ),
+            format!(
+                "set DEPLOY_VERIFY_API_KEY to one of the keys, or allow {action} on {value_from} to the identity you deploy with"
+            ),
+        )
+    };
+    let text = if value_from.contains(":secretsmanager:") {
+        let (arn, rest) = crate::preflight::split_secret(value_from);
+        let out = match ctx
+            .needs
+            .secrets
+            .get_secret_value()
+            .secret_id(&arn)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) => {
+                let p = crate::error::classify("reading the API keys".into(), &e);
+                if p.kind == crate::error::Kind::AccessDenied {
+                    return Err(denied("secretsmanager:GetSecretValue"));
+                }
+                return Err(p.into());
+            }
+        };
+        let raw = out.secret_string().unwrap_or_default().to_string();
+        // `:json-key:...`: one key of a JSON secret, as ECS reads it.
+        match rest.split(':').nth(1).filter(|k| !k.is_empty()) {
+            Some(field) => serde_json::from_str::<serde_json::Value>(&raw)
+                .ok()
+                .and_then(|v| v[field].as_str().map(str::to_string))
+                .unwrap_or_default(),
+            None => raw,
+        }
+    } else {
+        let name = value_from
+            .split_once(":parameter")
+            .map_or(value_from.as_str(), |(_, n)| n);
+        match ctx
+            .needs
+            .ssm
+            .get_parameter()
+            .name(name)
+            .with_decryption(true)
+            .send()
+            .await
+        {
+            Ok(out) => out
+                .parameter()
+                .and_then(|p| p.value())
+                .unwrap_or_default()
+                .to_string(),
+            Err(e) => {
+                let p = crate::error::classify("reading the API keys".into(), &e);
+                if p.kind == crate::error::Kind::AccessDenied {
+                    return Err(denied("ssm:GetParameter"));
+                }
+                return Err(p.into());
+            }
+        }
+    };
+    let first = text.split(',').map(str::trim).find(|k| !k.is_empty());
+    Ok(first.map(|k| verify::ApiKey::new(k.to_string())))
+}
+
 fn dashboard(ws_url: &str) -> String {
     ws_url
         .replacen("wss://", "https://", 1)

@@ -178,7 +178,7 @@ pub(super) async fn compute(
         &ctx.report,
     )
     .await?;
-    let verify_key = verify::api_key(ctx).await?;
+    let verify_key = verify_key(ctx).await?;
     let role = if s.emulator {
         // moto has no account prerequisites; nothing to make.
         Some(true)

@@ -132,7 +132,7 @@ pub async fn rollback(
         .service()
         .and_then(service::primary_deployment)
         .ok_or_else(|| DeployError::Rollout("the service has no PRIMARY deployment".into()))?;
-    let api_key = verify::api_key(ctx).await?;
+    let api_key = verify_key(ctx).await?;
     let (rollout, local_task, verified, url) = wait_and_verify(
         ctx,
         &platform,

@@ -3,7 +3,7 @@
 //! limits, the preflight's certificate, secret and image checks (JSON keys and partial ARNs
 //! included), and how credential and permission failures read.
 
-
+use crate::support::{json_error, query_error, rest_json_error, rest_json_ok};
 use aws_sdk_acm::operation::describe_certificate::DescribeCertificateOutput;
 use aws_sdk_acm::types::{CertificateDetail, CertificateStatus};
 use aws_sdk_ecr::operation::describe_images::DescribeImagesOutput;
@@ -13,7 +13,6 @@ use aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretOutput;
 use aws_sdk_ssm::operation::describe_parameters::DescribeParametersOutput;
 use aws_sdk_ssm::types::ParameterMetadata;
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
-use crate::support::{json_error, query_error, rest_json_error, rest_json_ok};
 use tickstream_deployer::config::{ConfigError, Layer, resolve};
 use tickstream_deployer::error::{DeployError, Kind, exit};
 use tickstream_deployer::preflight::{self, Clients};

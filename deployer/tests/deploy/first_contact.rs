@@ -4,13 +4,12 @@
 //! credentials, no profile, no instance metadata, no container engine on PATH), and talks
 //! only to 127.0.0.1.
 
-
 use std::net::TcpListener;
 use std::process::Command;
 
+use crate::support::account_double::AccountDouble;
 use serde_json::Value;
 use sha1::Digest as _;
-use crate::support::account_double::AccountDouble;
 
 /// A directory standing for the user's machine: a home with an empty ~/.aws, an empty PATH.
 struct Machine {
@@ -117,9 +116,19 @@ fn expect(
     }
 }
 
+/// A port nothing listens on, below the kernel's ephemeral range, so no test's double bound to
+/// port 0 can be handed it meanwhile.
 fn closed_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let start = (std::process::id() % 3000) as u16;
+    for _ in 0..3000 {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = 24_000 + (start + n) % 3000;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 24000..27000");
 }
 
 const DEV: &str = "[env.dev]\nregion = \"eu-west-1\"\n";

@@ -7,7 +7,6 @@
 //! Needs `TICKSTREAM_LOCAL_AWS` (the emulator) and `TICKSTREAM_STATIC_BIN` (the static musl
 //! binary); `scripts/check` provides both, and without them this test fails naming them.
 
-
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -21,6 +20,30 @@ const REGION: &str = "eu-west-2";
 
 fn required(var: &str, how: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set: {how}"))
+}
+
+/// A port for the local task, below the kernel's ephemeral range: the task binds it later,
+/// and a port released from `bind(0)` could meanwhile be handed to another test's double.
+fn task_port() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| {
+            r.split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<u16>().ok())
+        })
+        .unwrap_or(32768);
+    let low = 20_000.min(range.saturating_sub(4000));
+    let start = (std::process::id() % 3000) as u16;
+    for _ in 0..3000 {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = low + (start + n) % 3000;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {low}..{}", low + 3000);
 }
 
 /// A deploy.toml for an environment of its own, so the test never touches a user's `local`.
@@ -43,10 +66,7 @@ impl Env {
             endpoint.starts_with("http://127.0.0.1:"),
             "tests only talk to 127.0.0.1"
         );
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = task_port();
         let name = format!("e{}", std::process::id() % 1_000_000);
         let dir = tempfile::tempdir().expect("tempdir");
         let front = crate::support::ecr_front::EcrFront::start("http://127.0.0.1:5000");

@@ -3,15 +3,14 @@
 //! 127.0.0.1:5000), and against small servers that misbehave on purpose: transient failures,
 //! answers too large to hold, malformed digests and locations, token challenges.
 
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::support::ecr_front::EcrFront;
 use axum::Router;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use crate::support::ecr_front::EcrFront;
 use tickstream_deployer::config::Architecture;
 use tickstream_deployer::oci::Image;
 use tickstream_deployer::reference::Digest;

@@ -6,7 +6,6 @@
 //! failure must end as a failure with its reasons and the right exit code; none may be
 //! reported as success.
 
-
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_ecs::operation::describe_services::DescribeServicesOutput;

@@ -4,10 +4,10 @@
 //! while waiting, a stack only a person can unstick, a rollback naming its failed resource, and
 //! the events of an earlier operation (which are not this one's).
 
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use crate::support::query_error;
 use aws_sdk_cloudformation::Client;
 use aws_sdk_cloudformation::operation::create_stack::CreateStackOutput;
 use aws_sdk_cloudformation::operation::delete_stack::DeleteStackOutput;
@@ -18,7 +18,6 @@ use aws_sdk_cloudformation::types::{
     Output, Parameter, ResourceStatus, Stack, StackEvent, StackStatus,
 };
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
-use crate::support::query_error;
 use tickstream_deployer::error::{DeployError, exit};
 use tickstream_deployer::report::Reporter;
 use tickstream_deployer::stacks::{self, StackChange, StackError, StackSpec, Waiting};
