@@ -20,7 +20,7 @@ use crate::ws::protocol::DataMessage;
 pub struct StreamId(u32);
 
 impl StreamId {
-    fn new(channel: Channel, symbol: u16) -> Self {
+    pub(crate) fn new(channel: Channel, symbol: u16) -> Self {
         Self(u32::from(symbol) * Channel::ALL.len() as u32 + channel.index() as u32)
     }
 
@@ -155,6 +155,14 @@ impl Hub {
 
     pub fn history_limit(&self) -> usize {
         self.limits.history
+    }
+
+    /// Whether `last` can be a position of `stream` in this epoch: at most one resume window
+    /// ahead of where the stream stands (a client coming from a task a little ahead in time).
+    /// Anything further (`2^64-1`, say) is treated as unrecoverable: a fresh start.
+    pub fn plausible(&self, stream: StreamId, last: u64) -> bool {
+        let seq = self.lock(stream).seq;
+        last <= seq.saturating_add(self.limits.history.max(1) as u64)
     }
 
     pub fn stream(&self, channel: Channel, symbol: &str) -> Option<StreamId> {
@@ -312,7 +320,7 @@ impl Hub {
             let oldest = st.history.front().map_or(st.seq + 1, |f| f.seq);
             // `last` ahead of us (another task a little ahead in time) is fine: the connection
             // skips what the client already holds.
-            if last + 1 >= oldest {
+            if last.saturating_add(1) >= oldest {
                 out.recovered = Some(true);
                 out.replay = st
                     .history

@@ -419,16 +419,18 @@ impl Connection {
                 continue;
             }
             let wanted = resume.get(&stream_name(stream.channel(), &symbol)).copied();
-            fresh.push((stream, symbol, wanted));
+            // A position the stream cannot have is no position: a fresh start, said so.
+            let usable = wanted.filter(|&w| same_epoch && hub.plausible(stream, w));
+            fresh.push((stream, symbol, wanted, usable));
         }
         let provisional: Vec<(StreamId, u64)> = fresh
             .iter()
-            .map(|(s, _, w)| (*s, w.filter(|_| same_epoch).unwrap_or(0)))
+            .map(|(s, _, _, usable)| (*s, usable.unwrap_or(0)))
             .collect();
         self.peer.hold(&provisional);
         let mut frames: Vec<Frame> = Vec::new();
-        for (stream, symbol, wanted) in fresh {
-            let got = hub.subscribe(stream, self.peer.clone(), wanted.filter(|_| same_epoch));
+        for (stream, symbol, wanted, usable) in fresh {
+            let got = hub.subscribe(stream, self.peer.clone(), usable);
             let recovered = wanted.map(|_| got.recovered == Some(true));
             acks.push(StreamAck {
                 channel: stream.channel(),

@@ -44,6 +44,10 @@ struct PeerState {
     blocked: bool,
     /// Queued since the last flush (the hub's corked batch).
     corked: bool,
+    /// Snapshots and replays a subscribe queued: room beyond `capacity` that the client's own
+    /// catch-up may take, so a long replay never makes it a slow consumer by itself. It shrinks
+    /// as the queue drains.
+    allowance: usize,
     kicked: bool,
     /// No more data frames: failed, kicked or closing.
     closed: bool,
@@ -117,6 +121,7 @@ impl Peer {
         st.pending.push_back(first);
         // Snapshots and replays precede anything held, which was accepted against the
         // provisional position; they only ever move the position forward.
+        st.allowance += frames.len();
         for f in frames {
             let last = st.subs.entry(f.stream).or_insert(0);
             *last = (*last).max(f.seq);
@@ -204,6 +209,8 @@ impl Peer {
                 Err(_) => break Drain::Failed,
             }
         };
+        // The catch-up frames are at the front: as the queue drains, so does their room.
+        st.allowance = st.allowance.min(st.pending.len());
         if st.pending.is_empty() && st.pending.capacity() > 16 {
             st.pending = VecDeque::new();
         }
@@ -257,7 +264,7 @@ impl Outlet for Peer {
         if !accept(&mut st.subs, frame) {
             return Offer::Skipped;
         }
-        if st.pending.len() >= self.capacity {
+        if st.pending.len() >= self.capacity + st.allowance {
             st.kicked = true;
             drop(st);
             self.close_data();
@@ -287,5 +294,58 @@ impl Outlet for Peer {
             self.wake.notify_one();
         }
         (frames, bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::{Frame, Offer, Outlet, StreamId};
+    use crate::market::Channel;
+
+    /// A connected pair on loopback with buffers as small as the kernel allows: the server
+    /// side's writes block after a few KiB while the client reads nothing.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(1024).expect("rcvbuf");
+        let client = socket.connect(addr).await.expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        SockRef::from(&server)
+            .set_send_buffer_size(1024)
+            .expect("sndbuf");
+        (server, client)
+    }
+
+    #[tokio::test]
+    async fn a_replay_does_not_count_against_the_live_queue() {
+        let (server, _client) = pair().await;
+        let peer = Peer::new(1, server, 16, Arc::new(Metrics::new()));
+        let stream = StreamId::new(Channel::Ticker, 0);
+        let frame = |seq: u64| Frame {
+            stream,
+            seq,
+            ts: 0,
+            wire: Bytes::from(vec![b'x'; 200]),
+        };
+        peer.hold(&[(stream, 0)]);
+        peer.release(Bytes::from_static(b"ack"), (1..=300).map(frame).collect());
+        let queued = peer.lock().pending.len();
+        assert!(
+            queued > 100,
+            "the socket took only a few KiB: {queued} frames wait"
+        );
+        // Live updates on top of the client's own catch-up are queued, up to the usual bound...
+        for seq in 301..=316 {
+            assert!(
+                matches!(peer.offer(&frame(seq)), Offer::Queued { .. }),
+                "update {seq} was refused with {queued} replayed frames waiting"
+            );
+        }
+        // ... and past it the client is a slow consumer as before.
+        assert_eq!(peer.offer(&frame(317)), Offer::Full);
     }
 }
