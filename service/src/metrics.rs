@@ -46,6 +46,8 @@ pub struct Metrics {
     pub writes_blocked: Counter,
     pub slow_consumer_disconnects: Counter,
     pub heartbeat_timeouts: Counter,
+    /// Connections closed with 1008 for refused messages past their allowance.
+    pub abuse_disconnects: Counter,
     pub client_errors: Family<CodeLabel, Counter>,
     pub send_lag: LagHistogram,
 }
@@ -71,6 +73,7 @@ impl Metrics {
             writes_blocked: Counter::default(),
             slow_consumer_disconnects: Counter::default(),
             heartbeat_timeouts: Counter::default(),
+            abuse_disconnects: Counter::default(),
             client_errors: Family::default(),
             send_lag: LagHistogram::default(),
             registry: Registry::default(),
@@ -129,6 +132,11 @@ impl Metrics {
             "heartbeat_timeouts",
             "Clients disconnected because they stopped answering pings",
             m.heartbeat_timeouts.clone(),
+        );
+        registry.register(
+            "abuse_disconnects",
+            "Connections closed with 1008: refused messages faster than their allowance refills",
+            m.abuse_disconnects.clone(),
         );
         registry.register(
             "client_errors",

@@ -277,3 +277,26 @@ async fn ids_come_back_exactly_as_sent() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_client_flooding_refused_messages_is_closed_with_1008() {
+    let server = start(|c| c.max_message_rate = 5).await;
+    let mut ws = server.connect("").await;
+    // Garbage as fast as it goes, reading nothing meanwhile.
+    for _ in 0..200 {
+        if ws.send(Message::text("not json")).await.is_err() {
+            break;
+        }
+    }
+    let (texts, code) = until_close(&mut ws).await;
+    assert_eq!(
+        code,
+        Some(1008),
+        "{} messages before the close",
+        texts.len()
+    );
+    // Each refusal was answered, up to the allowance (five seconds of the message rate).
+    let errors = texts.iter().filter(|t| t["type"] == "error").count();
+    assert!((25..=30).contains(&errors), "{errors} error replies");
+    assert_eq!(server.state.metrics.abuse_disconnects.get(), 1);
+}

@@ -16,9 +16,9 @@ use super::frame::{
 };
 use super::peer::{Drain, Peer};
 use super::protocol::{
-    CLOSE_HEARTBEAT_TIMEOUT, CLOSE_MESSAGE_TOO_BIG, CLOSE_SERVICE_RESTART, CLOSE_SLOW_CONSUMER,
-    CLOSE_WRITE_TIMEOUT, ClientMessage, ErrorCode, RequestId, ServerMessage, StreamAck, StreamRef,
-    SubscribeRequest, UnsubscribeRequest, stream_name,
+    CLOSE_HEARTBEAT_TIMEOUT, CLOSE_MESSAGE_TOO_BIG, CLOSE_POLICY, CLOSE_SERVICE_RESTART,
+    CLOSE_SLOW_CONSUMER, CLOSE_WRITE_TIMEOUT, ClientMessage, ErrorCode, RequestId, ServerMessage,
+    StreamAck, StreamRef, SubscribeRequest, UnsubscribeRequest, stream_name,
 };
 use super::upgrade::{Slot, resolve, too_many, truncate};
 use crate::AppState;
@@ -62,11 +62,15 @@ struct Bucket {
 
 impl Bucket {
     fn new(rate: u32) -> Self {
-        let rate = f64::from(rate);
+        Self::with_burst(rate, rate.saturating_mul(2))
+    }
+
+    fn with_burst(rate: u32, burst: u32) -> Self {
+        let burst = f64::from(burst);
         Self {
-            tokens: rate * 2.0,
-            rate,
-            burst: rate * 2.0,
+            tokens: burst,
+            rate: f64::from(rate),
+            burst,
             at: Instant::now(),
         }
     }
@@ -92,6 +96,12 @@ struct Connection {
     /// A fragmented message being assembled: its opcode and bytes so far.
     fragments: Option<(u8, Vec<u8>)>,
     bucket: Bucket,
+    /// Refusals the client may earn: a burst of five seconds' worth of messages, refilled at
+    /// the message rate. Spent, the connection is closed with 1008, so a client that floods
+    /// garbage without reading cannot pile error replies up in the kernel and in our queue.
+    refusals: Bucket,
+    /// Set when the refusal allowance ran out.
+    abusive: bool,
     last_heard: Instant,
     /// Saying goodbye: requests are no longer answered.
     closing: bool,
@@ -120,6 +130,11 @@ pub(super) async fn serve(
     drop(early);
     let mut conn = Connection {
         bucket: Bucket::new(state.config.max_message_rate),
+        refusals: Bucket::with_burst(
+            state.config.max_message_rate,
+            5 * state.config.max_message_rate,
+        ),
+        abusive: false,
         state,
         peer,
         input,
@@ -242,6 +257,10 @@ impl Connection {
                     if let Some(end) = self.on_frame(f) {
                         break Some(end);
                     }
+                    if self.abusive {
+                        self.state.metrics.abuse_disconnects.inc();
+                        break Some(End::Violation(CLOSE_POLICY));
+                    }
                 }
                 Ok(None) => break None,
                 Err(e) => break Some(End::Violation(e.close_code())),
@@ -351,8 +370,12 @@ impl Connection {
         self.peer.send(frame::text(&msg.to_json()));
     }
 
-    fn reject(&self, id: Option<RequestId>, code: ErrorCode, message: &str) {
+    fn reject(&mut self, id: Option<RequestId>, code: ErrorCode, message: &str) {
         self.state.metrics.client_error(code);
+        if !self.refusals.take() {
+            self.abusive = true;
+            return;
+        }
         self.reply(&ServerMessage::error(id, code, message));
     }
 
@@ -521,10 +544,10 @@ impl Connection {
             End::Violation(code) => (
                 None,
                 code,
-                if code == 1007 {
-                    "invalid UTF-8"
-                } else {
-                    "protocol error"
+                match code {
+                    1007 => "invalid UTF-8",
+                    CLOSE_POLICY => "too many refused messages",
+                    _ => "protocol error",
                 },
             ),
         };

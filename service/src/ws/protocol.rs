@@ -19,6 +19,9 @@ pub const CLOSE_SLOW_CONSUMER: u16 = 4100;
 pub const CLOSE_HEARTBEAT_TIMEOUT: u16 = 4101;
 /// A write to the client did not complete in time.
 pub const CLOSE_WRITE_TIMEOUT: u16 = 4102;
+/// The client kept sending messages that had to be refused (over the rate, malformed, too
+/// large) faster than its error allowance refills: RFC 6455's policy violation.
+pub const CLOSE_POLICY: u16 = 1008;
 
 /// A client's `id`, kept as the exact JSON text it sent and echoed back verbatim, as
 /// docs/protocol.md promises for "any JSON value": `null` stays `null`, a 30-digit integer keeps
