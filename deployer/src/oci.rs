@@ -581,4 +581,95 @@ mod tests {
             Err(OciError::NotALayout(_))
         ));
     }
+
+    /// A layer from raw entries: (path as written in the header, kind, link target or data).
+    fn layer(entries: &[(&str, tar::EntryType, &[u8])]) -> Blob {
+        let mut out = tar::Builder::new(Vec::new());
+        for (path, kind, data) in entries {
+            let mut h = tar::Header::new_gnu();
+            // Written byte by byte: the builder itself refuses `..`, an attacker's tar would not.
+            let name = &mut h.as_gnu_mut().expect("gnu header").name;
+            name[..path.len()].copy_from_slice(path.as_bytes());
+            h.set_entry_type(*kind);
+            h.set_mode(0o644);
+            if *kind == tar::EntryType::Symlink {
+                h.set_link_name(std::str::from_utf8(data).expect("utf-8"))
+                    .expect("link");
+                h.set_size(0);
+                h.set_cksum();
+                out.append(&h, std::io::empty()).expect("append");
+            } else {
+                h.set_size(data.len() as u64);
+                h.set_cksum();
+                out.append(&h, *data).expect("append");
+            }
+        }
+        Blob::new(
+            "application/vnd.oci.image.layer.v1.tar",
+            out.into_inner().expect("tar"),
+        )
+    }
+
+    fn image_of(layers: Vec<Blob>) -> Image {
+        Image::assemble(Blob::new(CONFIG_V1, b"{}".to_vec()), layers)
+    }
+
+    #[test]
+    fn whiteouts_and_entries_never_reach_outside_the_root() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&outside).expect("mkdir");
+        std::fs::write(outside.join("victim"), b"keep me").expect("victim");
+        let root = dir.path().join("root");
+        let file = tar::EntryType::Regular;
+
+        // A whiteout that climbs out of the root.
+        let climb = image_of(vec![layer(&[("../outside/.wh.victim", file, b"")])]);
+        assert!(climb.unpack(&root).is_err());
+        // A whiteout through a symbolic link an earlier layer planted.
+        let link = image_of(vec![
+            layer(&[(
+                "escape",
+                tar::EntryType::Symlink,
+                outside.to_str().expect("utf-8").as_bytes(),
+            )]),
+            layer(&[("escape/.wh.victim", file, b"")]),
+        ]);
+        assert!(link.unpack(&dir.path().join("root2")).is_err());
+        // An entry that climbs out.
+        let write = image_of(vec![layer(&[("../outside/planted", file, b"x")])]);
+        assert!(write.unpack(&dir.path().join("root3")).is_err());
+        assert_eq!(
+            std::fs::read(outside.join("victim")).expect("still there"),
+            b"keep me"
+        );
+        assert!(!outside.join("planted").exists());
+    }
+
+    #[test]
+    fn whiteouts_remove_what_earlier_layers_left() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("root");
+        let file = tar::EntryType::Regular;
+        let image = image_of(vec![
+            layer(&[
+                ("etc/a", file, b"a"),
+                ("etc/b", file, b"b"),
+                ("var/old", file, b"o"),
+            ]),
+            layer(&[
+                ("etc/.wh.a", file, b""),
+                ("var/.wh..wh..opq", file, b""),
+                ("var/new", file, b"n"),
+            ]),
+        ]);
+        image.unpack(&root).expect("unpack");
+        assert!(!root.join("etc/a").exists(), "a whiteout removes");
+        assert!(root.join("etc/b").exists());
+        assert!(
+            !root.join("var/old").exists(),
+            "an opaque whiteout empties the directory"
+        );
+        assert_eq!(std::fs::read(root.join("var/new")).expect("new"), b"n");
+    }
 }
