@@ -151,7 +151,7 @@ pub async fn candles(
         let msg = format!("limit must be within 1..={max}");
         return error_response(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, &msg);
     }
-    if let Some(candles) = simulated_candles(&state, &symbol, interval, limit) {
+    if let Some(candles) = simulated_candles(&state, &symbol, interval, limit).await {
         return Json(Candles {
             symbol: &symbol,
             interval,
@@ -170,10 +170,10 @@ pub async fn candles(
     }
 }
 
-/// With the simulator as the source, closed candles are computed (any depth, identical to what
-/// the stream closed) and only the open one comes from the hub; a fresh task or a Lambda
-/// function then has the same history as one that ran all day.
-fn simulated_candles(
+/// With the simulator as the source, closed candles are computed (see [`crate::history`])
+/// and only the open one comes from the hub. `None` when the simulator is not the source or
+/// does not have the symbol.
+async fn simulated_candles(
     state: &AppState,
     symbol: &str,
     interval: Interval,
@@ -188,55 +188,9 @@ fn simulated_candles(
         (latest.start, Some(latest))
     };
     let closed = limit - usize::from(open.is_some());
-    let mut candles = state.history.get(index, interval, end, closed, || {
-        sim.history(index, interval, end, closed)
-    });
+    let mut candles = state.history.get(sim, index, interval, end, closed).await?;
     candles.extend(open);
     Some(candles)
-}
-
-/// Closed candles never change: once computed for an end, they serve every request until the
-/// next interval closes. One entry per symbol and interval, so the memory is bounded by
-/// symbols x 2 x `--candle-history`.
-#[derive(Debug, Default)]
-pub struct HistoryCache {
-    entries: std::sync::Mutex<std::collections::HashMap<(usize, Interval), Computed>>,
-}
-
-/// Closed candles ending at a given interval start.
-type Computed = (Micros, Vec<Candle>);
-
-impl HistoryCache {
-    fn get(
-        &self,
-        index: usize,
-        interval: Interval,
-        end: Micros,
-        count: usize,
-        compute: impl FnOnce() -> Vec<Candle>,
-    ) -> Vec<Candle> {
-        let key = (index, interval);
-        {
-            let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((cached_end, candles)) = entries.get(&key)
-                && *cached_end == end
-                && candles.len() >= count
-            {
-                return candles[candles.len() - count..].to_vec();
-            }
-        }
-        // Computed outside the lock: other symbols' requests do not wait for this one.
-        let candles = compute();
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let keep = match entries.get(&key) {
-            Some((cached_end, cached)) => *cached_end != end || cached.len() < candles.len(),
-            None => true,
-        };
-        if keep {
-            entries.insert(key, (end, candles.clone()));
-        }
-        candles
-    }
 }
 
 pub async fn healthz() -> Response {

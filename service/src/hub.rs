@@ -9,6 +9,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
+use indexmap::IndexMap;
 
 use crate::market::{Candle, Channel, Event, Interval, Micros, Payload};
 use crate::metrics::Metrics;
@@ -64,6 +65,10 @@ pub trait Outlet: Send + Sync + fmt::Debug {
     fn offer(&self, frame: &Frame) -> Offer;
     /// Writes what was queued without waiting; returns the frames and bytes that went out.
     fn flush(&self) -> (usize, usize);
+    /// The stream broke its sequence (the feed skipped ahead): the position the outlet holds
+    /// no longer continues. The hub has already dropped it from the stream; the outlet tells
+    /// its client to resume, which gets it a fresh snapshot.
+    fn interrupt(&self);
 }
 
 pub type Subscriber = Arc<dyn Outlet>;
@@ -96,7 +101,9 @@ struct StreamState {
     seq: u64,
     history: VecDeque<Frame>,
     latest: Option<Event>,
-    subscribers: Vec<Subscriber>,
+    /// By outlet id: subscribing and unsubscribing cost O(1), so a reconnect storm of N
+    /// clients costs O(N) rather than O(N^2) under the stream lock.
+    subscribers: IndexMap<u64, Subscriber>,
     closed_candles: VecDeque<Candle>,
 }
 
@@ -265,8 +272,12 @@ impl Hub {
         self.metrics.events_published.inc();
         let mut st = self.lock(stream);
         if st.seq != 0 && event.seq != st.seq + 1 {
-            tracing::warn!(stream = %event.channel, symbol = self.symbol_name(stream), from = st.seq, to = event.seq, "sequence jump; history reset");
+            tracing::warn!(stream = %event.channel, symbol = self.symbol_name(stream), from = st.seq, to = event.seq, subscribers = st.subscribers.len(), "sequence jump; history reset, subscribers told to resume");
             st.history.clear();
+            // A subscriber must never see a jump in `seq` without being told (docs/protocol.md).
+            for (_, sub) in st.subscribers.drain(..) {
+                sub.interrupt();
+            }
         }
         st.seq = event.seq;
         if st.history.len() == self.limits.history {
@@ -285,7 +296,7 @@ impl Hub {
         }
         st.latest = Some(event);
         let metrics = &self.metrics;
-        st.subscribers.retain(|sub| match sub.offer(&frame) {
+        st.subscribers.retain(|_, sub| match sub.offer(&frame) {
             Offer::Queued { first } => {
                 if first {
                     touched.push(sub.clone());
@@ -310,8 +321,7 @@ impl Hub {
         resume: Option<u64>,
     ) -> Subscription {
         let mut st = self.lock(stream);
-        st.subscribers.retain(|s| s.id() != sub.id());
-        st.subscribers.push(sub);
+        st.subscribers.insert(sub.id(), sub);
         let mut out = Subscription {
             seq: st.seq,
             ..Subscription::default()
@@ -342,7 +352,7 @@ impl Hub {
     }
 
     pub fn unsubscribe(&self, stream: StreamId, conn: u64) {
-        self.lock(stream).subscribers.retain(|s| s.id() != conn);
+        self.lock(stream).subscribers.swap_remove(&conn);
     }
 
     pub fn latest(&self, stream: StreamId) -> Option<Event> {
@@ -400,6 +410,7 @@ mod tests {
         cap: usize,
         queued: Mutex<Vec<u64>>,
         flushed: Mutex<Vec<u64>>,
+        interrupted: Mutex<bool>,
     }
 
     impl Outlet for Probe {
@@ -425,6 +436,9 @@ mod tests {
                 .append(&mut q);
             (n, 0)
         }
+        fn interrupt(&self) {
+            *self.interrupted.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        }
     }
 
     fn probe(id: u64, cap: usize) -> Arc<Probe> {
@@ -433,6 +447,7 @@ mod tests {
             cap,
             queued: Mutex::default(),
             flushed: Mutex::default(),
+            interrupted: Mutex::default(),
         })
     }
 
@@ -479,6 +494,46 @@ mod tests {
         let got = hub.subscribe(stream, probe(2, 8), Some(2));
         assert_eq!(got.recovered, Some(false));
         assert!(got.replay.is_empty());
+    }
+
+    #[test]
+    fn subscribing_again_replaces_and_unsubscribing_removes_only_that_outlet() {
+        let hub = hub(0);
+        let stream = StreamId::new(Channel::Trades, 0);
+        let outlets: Vec<_> = (1..=5).map(|id| probe(id, 64)).collect();
+        for o in &outlets {
+            hub.subscribe(stream, o.clone(), None);
+        }
+        hub.subscribe(stream, outlets[2].clone(), None);
+        assert_eq!(hub.subscriber_count(), 5);
+        hub.unsubscribe(stream, 2);
+        hub.unsubscribe(stream, 99);
+        assert_eq!(hub.subscriber_count(), 4);
+        hub.publish(trade(1));
+        let got: Vec<usize> = outlets
+            .iter()
+            .map(|o| o.flushed.lock().expect("lock").len())
+            .collect();
+        assert_eq!(got, vec![1, 0, 1, 1, 1]);
+    }
+
+    #[test]
+    fn a_sequence_jump_interrupts_every_subscriber_and_clears_the_window() {
+        let hub = hub(8);
+        let stream = StreamId::new(Channel::Trades, 0);
+        let (a, b) = (probe(1, 64), probe(2, 64));
+        hub.subscribe(stream, a.clone(), None);
+        hub.subscribe(stream, b.clone(), None);
+        for seq in 1..=3 {
+            hub.publish(trade(seq));
+        }
+        hub.publish(trade(10));
+        assert!(*a.interrupted.lock().expect("lock"));
+        assert!(*b.interrupted.lock().expect("lock"));
+        assert_eq!(*a.flushed.lock().expect("lock"), vec![1, 2, 3]);
+        assert_eq!(hub.subscriber_count(), 0);
+        let got = hub.subscribe(stream, probe(3, 64), Some(3));
+        assert_eq!(got.recovered, Some(false), "3 is not resumable after the jump");
     }
 
     #[test]

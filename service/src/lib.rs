@@ -5,7 +5,8 @@
 //! events; the [`hub`] numbers and keeps them, frames each once, and writes it straight to every
 //! subscriber's socket; a [`ws`] connection task owns one client's requests, limits, heartbeats
 //! and whatever its socket could not take at once. [`server`] accepts HTTP/1.1 connections;
-//! [`http`] serves snapshots, health, readiness and [`metrics`]. [`config`] is the one settings type.
+//! [`http`] serves snapshots, health, readiness and [`metrics`]; [`history`] computes candle
+//! history off the runtime. [`config`] is the one settings type.
 //!
 //! [`app`] builds the router (used by `main`, the tests and later the Lambda entry point) and
 //! [`run`] serves it on a listener until a shutdown future resolves, then drains.
@@ -14,6 +15,7 @@ pub mod auth;
 pub mod config;
 pub mod drain;
 pub mod feed;
+pub mod history;
 pub mod http;
 pub mod hub;
 pub mod lambda;
@@ -156,7 +158,7 @@ pub struct AppState {
     /// The simulator's model, when it is the source: REST computes candle history from it.
     pub sim: Option<Arc<feed::sim::Sim>>,
     /// Computed closed candles per symbol and interval, reused until a new interval closes.
-    pub history: Arc<http::HistoryCache>,
+    pub history: Arc<history::HistoryCache>,
 }
 
 impl AppState {
@@ -185,7 +187,7 @@ impl AppState {
         };
         Ok(Self {
             sim,
-            history: Arc::default(),
+            history: Arc::new(history::HistoryCache::new(config.candle_history)),
             config: Arc::new(config),
             hub,
             metrics,

@@ -1,10 +1,11 @@
 //! Sources of market events: the deterministic simulator (default) and a recorded replay.
 
+mod clock;
 pub mod replay;
 pub mod sim;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
@@ -75,49 +76,161 @@ impl Feed {
 /// Steps the simulator in time with the wall clock. It starts a few seconds in the past so
 /// that a task that has just started can resume the clients of one that stopped; it reports
 /// ready once it has caught up, so no client ever receives the catch-up as a burst of old data.
+///
+/// The loop never blocks its worker: it waits for the [`clock`] thread, publishes at most
+/// [`MAX_BATCH_TICKS`] ticks per batch and yields between batches, so no feed rate the flags
+/// accept can starve connection tasks or the shutdown deadline.
 async fn run_sim(sim: Sim, hub: Arc<Hub>, shutdown: CancellationToken, on_ready: impl FnOnce()) {
-    let now_tick = sim.tick_at(now_micros());
+    let sim = Arc::new(sim);
+    let mut clock = match clock::start(sim.clone()) {
+        Ok(clock) => clock,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the feed clock thread; the feed stays quiet");
+            return;
+        }
+    };
+    let now_tick = *clock.borrow_and_update();
     let prefill = (hub.history_limit() as u64).min(u64::from(sim.rate()) * PREFILL_SECONDS);
-    let mut state = sim.state_before(now_tick.saturating_sub(prefill));
+    let Some(mut state) = state_before(&sim, now_tick.saturating_sub(prefill)).await else {
+        return;
+    };
+    let catch_up_limit = u64::from(sim.rate()) * MAX_CATCH_UP_SECONDS;
     let mut events = Vec::with_capacity(sim.specs().len() * 6);
     let mut touched = Vec::new();
     let mut on_ready = Some(on_ready);
     loop {
-        let due = sim.tick_ts(state.next_tick());
-        let wait = due - now_micros();
-        if wait > 0
-            && let Some(ready) = on_ready.take()
-        {
-            ready();
+        if shutdown.is_cancelled() {
+            return;
         }
-        if wait > TIMER_SLACK_US {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_micros((wait - TIMER_SLACK_US) as u64)) => {}
+        let due = *clock.borrow_and_update();
+        match next_step(due, state.next_tick(), catch_up_limit, on_ready.is_none()) {
+            Step::Wait => {
+                if let Some(ready) = on_ready.take() {
+                    ready();
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    changed = clock.changed() => if changed.is_err() { return },
+                }
+            }
+            Step::Skip { ticks } => {
+                // The wall clock stepped forward (or the process was frozen). Publishing
+                // every missed tick would be a burst no client can take and no one can resume
+                // from: skip to now. The hub sees the sequence jump and tells each subscriber
+                // to resume, which gets it a fresh snapshot.
+                tracing::warn!(
+                    skipped_ticks = ticks,
+                    skipped_s = ticks as f64 / f64::from(sim.rate()),
+                    "the wall clock jumped forward; the feed skips to now"
+                );
+                let Some(skipped) = state_before(&sim, due + 1).await else {
+                    return;
+                };
+                state = skipped;
+            }
+            Step::Publish { through } => {
+                while state.next_tick() <= through {
+                    state.step(&sim, &mut events);
+                }
+                hub.publish_batch_parallel(events.drain(..), &mut touched)
+                    .await;
+                tokio::task::yield_now().await;
             }
         }
-        let wait = due - now_micros();
-        if wait > 0 {
-            // The runtime's timer fires on millisecond ticks, up to a millisecond late; the
-            // last stretch is slept precisely so that an event leaves at its own time.
-            std::thread::sleep(Duration::from_micros(wait as u64));
-        } else if state.next_tick().is_multiple_of(64) {
-            tokio::task::yield_now().await;
+    }
+}
+
+/// What the feed loop does next.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// Caught up: wait for the clock.
+    Wait,
+    /// Publish the ticks from the next one through `through`, then yield.
+    Publish { through: u64 },
+    /// Too far behind to catch up: jump to now, skipping `ticks`.
+    Skip { ticks: u64 },
+}
+
+/// Given the latest due tick and the next tick to publish. Before the feed is live (`live`
+/// false) it always catches up: that is the start-up prefill, which no client sees.
+fn next_step(due: u64, next: u64, catch_up_limit: u64, live: bool) -> Step {
+    if due < next {
+        return Step::Wait;
+    }
+    let behind = due - next + 1;
+    if live && behind > catch_up_limit {
+        return Step::Skip { ticks: behind };
+    }
+    Step::Publish {
+        through: due.min(next + MAX_BATCH_TICKS - 1),
+    }
+}
+
+/// The simulator's state before tick `k`, computed off the runtime: it walks up to a minute
+/// of ticks (60,000 at the highest rate). `None` only if that thread panicked.
+async fn state_before(sim: &Arc<Sim>, k: u64) -> Option<sim::SimState> {
+    let sim = sim.clone();
+    match tokio::task::spawn_blocking(move || sim.state_before(k)).await {
+        Ok(state) => Some(state),
+        Err(e) => {
+            tracing::error!(error = %e, "the simulator failed; the feed stays quiet");
+            None
         }
-        state.step(&sim, &mut events);
-        hub.publish_batch_parallel(events.drain(..), &mut touched)
-            .await;
     }
 }
 
 /// How far back a starting simulator fills its history: the resume window of a fresh task.
 const PREFILL_SECONDS: u64 = 5;
 
-/// How much of a tick's wait is slept outside the runtime's timer.
-const TIMER_SLACK_US: Micros = 1_500;
+/// Ticks published in one batch while catching up: with ten symbols about 600 events, under a
+/// third of a client's default queue.
+const MAX_BATCH_TICKS: u64 = 16;
+
+/// How far behind the feed catches up tick by tick; further than this (a step of the wall
+/// clock) it skips to now.
+const MAX_CATCH_UP_SECONDS: u64 = 5;
 
 pub fn now_micros() -> Micros {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| {
         Micros::try_from(d.as_micros()).unwrap_or(Micros::MAX)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_loop_waits_publishes_in_bounded_batches_and_skips_a_clock_step() {
+        let limit = 5_000;
+        assert_eq!(next_step(99, 100, limit, true), Step::Wait);
+        assert_eq!(
+            next_step(100, 100, limit, true),
+            Step::Publish { through: 100 }
+        );
+        assert_eq!(
+            next_step(4_000, 100, limit, true),
+            Step::Publish {
+                through: 100 + MAX_BATCH_TICKS - 1
+            }
+        );
+        assert_eq!(
+            next_step(100 + limit - 1, 100, limit, true),
+            Step::Publish {
+                through: 100 + MAX_BATCH_TICKS - 1
+            },
+            "within the limit: caught up tick by tick"
+        );
+        assert_eq!(
+            next_step(100 + limit, 100, limit, true),
+            Step::Skip { ticks: limit + 1 }
+        );
+        assert_eq!(
+            next_step(100 + 10 * limit, 100, limit, false),
+            Step::Publish {
+                through: 100 + MAX_BATCH_TICKS - 1
+            },
+            "the start-up prefill is always published"
+        );
+    }
 }

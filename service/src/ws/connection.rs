@@ -45,6 +45,8 @@ enum End {
     /// The task is being stopped: this connection's turn in the drain window came.
     Drained,
     Kicked,
+    /// A stream jumped ahead (the feed skipped): resume for a fresh snapshot.
+    Interrupted,
     HeartbeatTimeout,
     WriteTimeout,
     /// A protocol violation or an oversized message, with its close code.
@@ -183,6 +185,9 @@ impl Connection {
                     if peer.is_kicked() {
                         return End::Kicked;
                     }
+                    if peer.is_interrupted() {
+                        return End::Interrupted;
+                    }
                     if let Err(end) = self.drain().await {
                         return end;
                     }
@@ -219,6 +224,9 @@ impl Connection {
             }
             if !self.closing && peer.is_kicked() {
                 return Err(End::Kicked);
+            }
+            if !self.closing && peer.is_interrupted() {
+                return Err(End::Interrupted);
             }
             tokio::select! {
                 ready = peer.stream.writable() => ready.map_err(|_| End::Gone)?,
@@ -523,6 +531,14 @@ impl Connection {
                 }),
                 CLOSE_SERVICE_RESTART,
                 "task stopping: reconnect",
+            ),
+            End::Interrupted => (
+                Some(ServerMessage::Reconnect {
+                    reason: "the stream jumped ahead (the server's clock stepped forward); resume: what you missed is gone and a fresh snapshot follows".into(),
+                    streams: self.positions(),
+                }),
+                CLOSE_SERVICE_RESTART,
+                "stream interrupted: resume",
             ),
             End::Kicked => {
                 metrics.slow_consumer_disconnects.inc();

@@ -49,6 +49,8 @@ struct PeerState {
     /// as the queue drains.
     allowance: usize,
     kicked: bool,
+    /// A stream it follows jumped (see [`Outlet::interrupt`]): the client must resume.
+    interrupted: bool,
     /// No more data frames: failed, kicked or closing.
     closed: bool,
 }
@@ -79,6 +81,10 @@ impl Peer {
 
     pub fn is_kicked(&self) -> bool {
         self.lock().kicked
+    }
+
+    pub fn is_interrupted(&self) -> bool {
+        self.lock().interrupted
     }
 
     /// The last seq sent per stream.
@@ -281,6 +287,12 @@ impl Outlet for Peer {
         let first = !st.corked;
         st.corked = true;
         Offer::Queued { first }
+    }
+
+    fn interrupt(&self) {
+        self.lock().interrupted = true;
+        self.close_data();
+        self.wake.notify_one();
     }
 
     fn flush(&self) -> (usize, usize) {
