@@ -5,6 +5,7 @@ mod client;
 mod proc_stat;
 mod report;
 mod stats;
+mod storm;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,6 +28,8 @@ struct Cli {
 enum Command {
     /// Open connections, measure for a while, print a report and a JSON summary line.
     Run(RunArgs),
+    /// A reconnect storm: every client connects at once, then drops and reconnects at once.
+    Storm(storm::StormArgs),
     /// Poll /readyz until it answers 200; print the milliseconds since --since-ns (or since this started).
     WaitReady {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -84,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(args).await,
+        Command::Storm(args) => storm::run(args).await,
         Command::WaitReady {
             addr,
             since_ns,

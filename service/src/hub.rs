@@ -533,7 +533,11 @@ mod tests {
         assert_eq!(*a.flushed.lock().expect("lock"), vec![1, 2, 3]);
         assert_eq!(hub.subscriber_count(), 0);
         let got = hub.subscribe(stream, probe(3, 64), Some(3));
-        assert_eq!(got.recovered, Some(false), "3 is not resumable after the jump");
+        assert_eq!(
+            got.recovered,
+            Some(false),
+            "3 is not resumable after the jump"
+        );
     }
 
     #[test]
