@@ -563,6 +563,7 @@ impl Connection {
                 match code {
                     1007 => "invalid UTF-8",
                     CLOSE_POLICY => "too many refused messages",
+                    CLOSE_MESSAGE_TOO_BIG => "message too big",
                     _ => "protocol error",
                 },
             ),

@@ -127,6 +127,10 @@ pub fn parse(buf: &[u8], max: usize) -> Result<Option<(ClientFrame, usize)>, Fra
             };
             let mut a = [0u8; 8];
             a.copy_from_slice(b);
+            // RFC 6455 5.2: the most significant bit of a 64-bit length must be 0.
+            if a[0] & 0x80 != 0 {
+                return Err(FrameError::Protocol("64-bit length with its top bit set"));
+            }
             (u64::from_be_bytes(a), 10)
         }
         n => (u64::from(n), 2),
@@ -226,6 +230,13 @@ mod tests {
         assert_eq!(
             parse(&[0x82, 0xFF, 0, 0, 0, 1, 0, 0, 0, 0], 1 << 20),
             Err(FrameError::TooBig(1 << 32))
+        );
+        assert!(
+            matches!(
+                parse(&[0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 5], 1 << 20),
+                Err(FrameError::Protocol(_))
+            ),
+            "a 64-bit length with its top bit set"
         );
     }
 
