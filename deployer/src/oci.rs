@@ -672,4 +672,149 @@ mod tests {
         );
         assert_eq!(std::fs::read(root.join("var/new")).expect("new"), b"n");
     }
+
+    mod fuzz {
+        //! Remote input, fuzzed: manifests and blobs as a registry may send them, and layers
+        //! an attacker may have built. `PROPTEST_CASES` sets the count (300 by default: each
+        //! unpack case touches the file system).
+        use super::*;
+        use proptest::prelude::*;
+        use proptest::test_runner::FileFailurePersistence;
+
+        fn config(default: u32) -> ProptestConfig {
+            ProptestConfig {
+                cases: std::env::var("PROPTEST_CASES")
+                    .ok()
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(default),
+                failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/src/oci.proptest-regressions"
+                )))),
+                ..ProptestConfig::default()
+            }
+        }
+
+        /// Entry paths built from the pieces that matter: `..`, `.`, whiteouts, a name an
+        /// earlier entry may have made a link, and absolute paths.
+        fn path() -> impl Strategy<Value = String> {
+            (
+                any::<bool>(),
+                prop::collection::vec(
+                    prop::sample::select(vec![
+                        "a",
+                        "b",
+                        "..",
+                        ".",
+                        ".wh.a",
+                        ".wh.b",
+                        ".wh..wh..opq",
+                        "link",
+                        "outside",
+                    ]),
+                    1..5,
+                ),
+            )
+                .prop_map(|(absolute, parts)| {
+                    format!("{}{}", if absolute { "/" } else { "" }, parts.join("/"))
+                })
+        }
+
+        fn entry(
+            outside: &'static str,
+        ) -> impl Strategy<Value = (String, tar::EntryType, Vec<u8>)> {
+            (
+                path(),
+                prop::sample::select(vec![
+                    tar::EntryType::Regular,
+                    tar::EntryType::Directory,
+                    tar::EntryType::Symlink,
+                ]),
+                prop::sample::select(vec![outside, "..", "../..", "a", "/", "link", "../outside"]),
+            )
+                .prop_map(|(path, kind, target)| {
+                    let data = match kind {
+                        tar::EntryType::Symlink => target.as_bytes().to_vec(),
+                        tar::EntryType::Regular => b"data".to_vec(),
+                        _ => Vec::new(),
+                    };
+                    (path, kind, data)
+                })
+        }
+
+        /// Every file under `dir` with its content (links as their target).
+        fn snapshot(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+            let mut out = Vec::new();
+            let mut stack = vec![dir.to_path_buf()];
+            while let Some(d) = stack.pop() {
+                let Ok(entries) = std::fs::read_dir(&d) else {
+                    continue;
+                };
+                for e in entries.flatten() {
+                    let p = e.path();
+                    let meta = std::fs::symlink_metadata(&p).expect("metadata");
+                    if meta.is_dir() {
+                        stack.push(p.clone());
+                        out.push((p, Vec::new()));
+                    } else if meta.file_type().is_symlink() {
+                        let t = std::fs::read_link(&p).expect("link");
+                        out.push((p, t.to_string_lossy().as_bytes().to_vec()));
+                    } else {
+                        out.push((p.clone(), std::fs::read(&p).expect("read")));
+                    }
+                }
+            }
+            out.sort();
+            out
+        }
+
+        proptest! {
+            #![proptest_config(config(300))]
+
+            /// Whatever the layers hold, unpacking succeeds or is refused, and nothing
+            /// outside the root is written, changed or removed.
+            #[test]
+            fn layers_never_reach_outside_the_root(
+                layers in prop::collection::vec(prop::collection::vec(entry("/tmp/tickstream-fuzz-outside"), 1..6), 1..4),
+            ) {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let outside = dir.path().join("outside");
+                std::fs::create_dir_all(outside.join("a")).expect("mkdir");
+                std::fs::write(outside.join("a/victim"), b"keep me").expect("victim");
+                std::fs::write(outside.join("b"), b"keep me too").expect("victim");
+                // The symlink target the entries name: the same kind of directory, elsewhere.
+                let before = snapshot(dir.path());
+                let root = dir.path().join("root");
+                let blobs = layers
+                    .iter()
+                    .map(|l| {
+                        let refs: Vec<(&str, tar::EntryType, &[u8])> =
+                            l.iter().map(|(p, k, d)| (p.as_str(), *k, d.as_slice())).collect();
+                        layer(&refs)
+                    })
+                    .collect();
+                let _ = image_of(blobs).unpack(&root);
+                let after: Vec<_> = snapshot(dir.path())
+                    .into_iter()
+                    .filter(|(p, _)| !p.starts_with(&root))
+                    .collect();
+                prop_assert_eq!(after, before);
+                prop_assert!(!std::path::Path::new("/tmp/tickstream-fuzz-outside").exists());
+            }
+
+            /// A manifest and blobs as a registry may send them: an image or a typed error.
+            #[test]
+            fn any_manifest_is_an_image_or_an_error(
+                manifest in prop_oneof![
+                    prop::collection::vec(any::<u8>(), 0..200),
+                    r#"\{"schemaVersion":2,"config":\{"digest":"sha256:[0-9a-f]{0,64}","mediaType":".{0,10}"\},"layers":\[(\{"digest":".{0,70}"\},?){0,3}\]\}"#
+                        .prop_map(String::into_bytes),
+                ],
+                blob in prop::option::of(prop::collection::vec(any::<u8>(), 0..64)),
+            ) {
+                let blob_clone = blob.clone();
+                let _ = Image::from_parts(Blob::new(MANIFEST_V1, manifest), |_| blob_clone.clone());
+            }
+        }
+    }
 }

@@ -315,4 +315,38 @@ mod tests {
             assert!(ImageRef::parse(&bad).is_err(), "{bad}");
         }
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(
+                std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(2000)))]
+
+            /// Any text: a digest or a typed error; a digest prints as it was given.
+            #[test]
+            fn any_text_is_a_digest_or_an_error(text in prop_oneof![".{0,80}", "sha256:[0-9a-fA-F]{60,68}"]) {
+                if let Ok(d) = Digest::parse(&text) {
+                    prop_assert_eq!(d.to_string(), text);
+                    prop_assert_eq!(d.hex().len(), 64);
+                }
+            }
+
+            /// Any text: an image reference or a typed error; a reference prints back to
+            /// one that parses the same.
+            #[test]
+            fn any_text_is_a_reference_or_an_error(
+                text in prop_oneof![
+                    ".{0,120}",
+                    "([a-z0-9.:-]{1,20}/)?[a-z0-9/._-]{1,30}(:[A-Za-z0-9._-]{1,10})?@sha256:[0-9a-f]{64}",
+                ],
+            ) {
+                if let Ok(r) = ImageRef::parse(&text) {
+                    let again = ImageRef::parse(&r.to_string());
+                    prop_assert_eq!(again.map(|a| a.to_string()).ok(), Some(r.to_string()));
+                }
+            }
+        }
+    }
 }

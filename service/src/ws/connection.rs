@@ -11,9 +11,8 @@ use bytes::Bytes;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::frame::{
-    self, ClientFrame, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT,
-};
+use super::frame::{self, ClientFrame, OP_BINARY, OP_PING, OP_PONG};
+use super::message::{Input, Reassembly};
 use super::peer::{Drain, Peer};
 use super::protocol::{
     CLOSE_HEARTBEAT_TIMEOUT, CLOSE_MESSAGE_TOO_BIG, CLOSE_POLICY, CLOSE_SERVICE_RESTART,
@@ -96,7 +95,7 @@ struct Connection {
     /// Bytes of an incomplete client frame.
     input: Vec<u8>,
     /// A fragmented message being assembled: its opcode and bytes so far.
-    fragments: Option<(u8, Vec<u8>)>,
+    messages: Reassembly,
     bucket: Bucket,
     /// Refusals the client may earn: a burst of five seconds' worth of messages, refilled at
     /// the message rate. Spent, the connection is closed with 1008, so a client that floods
@@ -140,7 +139,7 @@ pub(super) async fn serve(
         state,
         peer,
         input,
-        fragments: None,
+        messages: Reassembly::new(HARD_MESSAGE_LIMIT),
         last_heard: Instant::now(),
         closing: false,
         _slot: slot,
@@ -283,38 +282,15 @@ impl Connection {
     }
 
     fn on_frame(&mut self, f: ClientFrame) -> Option<End> {
-        match (f.opcode, f.fin) {
-            (OP_PING, _) => {
-                self.peer.send(frame::server_frame(OP_PONG, &f.payload));
+        match self.messages.push(f) {
+            Ok(Input::Ping(payload)) => {
+                self.peer.send(frame::server_frame(OP_PONG, &payload));
                 None
             }
-            (OP_PONG, _) => None,
-            (OP_CLOSE, _) => Some(match frame::client_close_code(&f.payload) {
-                Ok(code) => End::ClientClosed(code),
-                Err(code) => End::Violation(code),
-            }),
-            (OP_TEXT | OP_BINARY, true) if self.fragments.is_none() => {
-                self.on_message(f.opcode, f.payload)
-            }
-            (OP_TEXT | OP_BINARY, false) if self.fragments.is_none() => {
-                self.fragments = Some((f.opcode, f.payload));
-                None
-            }
-            (OP_CONTINUATION, fin) => {
-                let Some((_, buf)) = self.fragments.as_mut() else {
-                    return Some(End::Violation(1002));
-                };
-                buf.extend_from_slice(&f.payload);
-                if buf.len() > HARD_MESSAGE_LIMIT {
-                    return Some(End::Violation(CLOSE_MESSAGE_TOO_BIG));
-                }
-                if !fin {
-                    return None;
-                }
-                let (opcode, payload) = self.fragments.take()?;
-                self.on_message(opcode, payload)
-            }
-            _ => Some(End::Violation(1002)),
+            Ok(Input::Pong | Input::Pending) => None,
+            Ok(Input::Close(Ok(code))) => Some(End::ClientClosed(code)),
+            Ok(Input::Close(Err(code))) | Err(code) => Some(End::Violation(code)),
+            Ok(Input::Message { opcode, payload }) => self.on_message(opcode, payload),
         }
     }
 

@@ -1,8 +1,10 @@
-//! The WebSocket endpoint: admission and handshake (`upgrade`), framing ([`frame`]), the socket
+//! The WebSocket endpoint: admission and handshake (`upgrade`), framing ([`frame`]) and
+//! reassembly ([`message`]), the socket
 //! as the hub writes to it (`peer`) and one task per client (`connection`).
 
 mod connection;
 pub mod frame;
+pub mod message;
 mod peer;
 pub mod protocol;
 mod upgrade;
