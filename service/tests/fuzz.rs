@@ -22,10 +22,15 @@ use tickstream::{AppState, app};
 use tower::ServiceExt;
 
 fn config() -> ProptestConfig {
+    config_of(1000)
+}
+
+/// `PROPTEST_CASES` cases, or `default` without it.
+fn config_of(default: u32) -> ProptestConfig {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|c| c.parse().ok())
-        .unwrap_or(1000);
+        .unwrap_or(default);
     ProptestConfig {
         cases,
         // Next to this file, committed: a shrunk failure is replayed first on every run.
@@ -189,7 +194,7 @@ proptest! {
     /// Any text as a client message: parsed or refused, never a panic.
     #[test]
     fn any_text_is_parsed_or_refused(text in ".{0,200}") {
-        let _ = serde_json::from_str::<ClientMessage>(&text);
+        let _ = ClientMessage::parse(&text);
         let _ = RequestId::of(&text);
     }
 
@@ -210,7 +215,7 @@ proptest! {
             if b % 3 == 0 && at < bytes.len() { bytes.remove(at); } else { bytes.insert(at, b); }
         }
         if let Ok(text) = std::str::from_utf8(&bytes) {
-            let _ = serde_json::from_str::<ClientMessage>(text);
+            let _ = ClientMessage::parse(text);
             let _ = RequestId::of(text);
         }
     }
@@ -221,6 +226,7 @@ proptest! {
         let text = format!(r#"{{"op":"ping","id":{id}}}"#);
         let got = RequestId::of(&text);
         prop_assert_eq!(got.as_ref().map(RequestId::get), Some(id.as_str()));
+        prop_assert!(matches!(ClientMessage::parse(&text), Ok(ClientMessage::Ping)), "{}", text);
     }
 
     /// Resume from any position: a replay is contiguous from the position on and ends at the
@@ -259,6 +265,7 @@ fn json_value() -> impl Strategy<Value = String> {
         any::<bool>().prop_map(|b| b.to_string()),
         any::<i64>().prop_map(|n| n.to_string()),
         "-?[1-9][0-9]{18,40}",
+        "-?[1-9](\\.[0-9]{1,5})?[eE][+-]?[0-9]{3,6}", // beyond any machine number
         any::<f64>()
             .prop_filter("finite", |f| f.is_finite())
             .prop_map(|f| format!("{f:e}")),
@@ -327,7 +334,7 @@ fn query() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config({ let mut c = config(); c.cases = c.cases.min(500); c })]
+    #![proptest_config(config_of(300))]
 
     /// The URL queries of `/ws` and the REST API: any query gets an answer that is not a
     /// server error, and every refusal has the JSON error shape.

@@ -253,6 +253,10 @@ async fn ids_come_back_exactly_as_sent() {
         "-0.000000000000000000000000001",
         "\"text\"",
         "{\"nested\":[1,2,{\"deep\":true}]}",
+        // Beyond any machine number: found by cargo-fuzz (fuzz/regressions/client_message),
+        // once refused as bad_request.
+        "1e400",
+        "193029e872345678901234563945061728394450617283945",
     ] {
         ws.send(Message::text(format!(r#"{{"op":"ping","id":{id}}}"#)))
             .await

@@ -327,17 +327,17 @@ impl Connection {
             return None;
         }
         let id = RequestId::of(&text);
-        match serde_json::from_str::<ClientMessage>(&text) {
+        match ClientMessage::parse(&text) {
             Err(e) => {
                 self.reject(id, ErrorCode::BadRequest, &format!("invalid message: {e}"));
             }
             Ok(ClientMessage::Subscribe(req)) => self.on_subscribe(req, id),
             Ok(ClientMessage::Unsubscribe(req)) => self.on_unsubscribe(req, id),
-            Ok(ClientMessage::Ping { .. }) => self.reply(&ServerMessage::Pong {
+            Ok(ClientMessage::Ping) => self.reply(&ServerMessage::Pong {
                 id,
                 ts: now_micros(),
             }),
-            Ok(ClientMessage::List { .. }) => {
+            Ok(ClientMessage::List) => {
                 let msg = ServerMessage::List {
                     id,
                     symbols: self.state.hub.symbols().to_vec(),

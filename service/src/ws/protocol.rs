@@ -70,24 +70,59 @@ impl<'de> Deserialize<'de> for RequestId {
 
 /// A message from the client. Unknown fields are rejected so typos surface as errors. The
 /// `id` fields are accepted here and read verbatim with [`RequestId::of`].
-#[derive(Debug, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+///
+/// Read with [`ClientMessage::parse`]: the operation's name first, then its fields straight
+/// from the text. (A serde internally tagged enum buffers every number as a machine number
+/// first, and so refused an `id` such as `1e400`: valid JSON, which we promise to echo. The
+/// fuzzer found it.)
+#[derive(Debug)]
 pub enum ClientMessage {
     Subscribe(SubscribeRequest),
     Unsubscribe(UnsubscribeRequest),
-    Ping {
-        #[serde(default)]
-        id: Option<IgnoredAny>,
-    },
-    List {
-        #[serde(default)]
-        id: Option<IgnoredAny>,
-    },
+    Ping,
+    List,
+}
+
+const OPERATIONS: &[&str] = &["subscribe", "unsubscribe", "ping", "list"];
+
+impl ClientMessage {
+    pub fn parse(text: &str) -> Result<ClientMessage, serde_json::Error> {
+        use serde::de::Error as _;
+        /// Only the name; every other field is skipped unparsed.
+        #[derive(Deserialize)]
+        struct Op<'a> {
+            #[serde(borrow, default)]
+            op: Option<std::borrow::Cow<'a, str>>,
+        }
+        let op = serde_json::from_str::<Op>(text)?
+            .op
+            .ok_or_else(|| serde_json::Error::missing_field("op"))?;
+        match &*op {
+            "subscribe" => serde_json::from_str(text).map(ClientMessage::Subscribe),
+            "unsubscribe" => serde_json::from_str(text).map(ClientMessage::Unsubscribe),
+            "ping" => serde_json::from_str::<Bare>(text).map(|_| ClientMessage::Ping),
+            "list" => serde_json::from_str::<Bare>(text).map(|_| ClientMessage::List),
+            other => Err(serde_json::Error::unknown_variant(other, OPERATIONS)),
+        }
+    }
+}
+
+/// An operation with no fields of its own.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Bare {
+    #[serde(default, rename = "op")]
+    _op: IgnoredAny,
+    #[serde(default, rename = "id")]
+    _id: Option<IgnoredAny>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubscribeRequest {
+    /// `"subscribe"`, checked by [`ClientMessage::parse`].
+    #[serde(default, rename = "op")]
+    _op: IgnoredAny,
     #[serde(default)]
     pub id: Option<IgnoredAny>,
     pub symbols: Vec<String>,
@@ -105,6 +140,9 @@ pub struct SubscribeRequest {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UnsubscribeRequest {
+    /// `"unsubscribe"`, checked by [`ClientMessage::parse`].
+    #[serde(default, rename = "op")]
+    _op: IgnoredAny,
     #[serde(default)]
     pub id: Option<IgnoredAny>,
     pub symbols: Vec<String>,
