@@ -114,11 +114,19 @@ pub async fn stop(dir: &TaskDir, grace: Duration, report: &Reporter) -> bool {
 
 /// A client for quick local probes: short timeouts, nothing else.
 fn probe_client() -> reqwest::Result<reqwest::Client> {
-    crate::tls();
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
+    patient_client(Duration::from_secs(2))
 }
+
+fn patient_client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    crate::tls();
+    reqwest::Client::builder().timeout(timeout).build()
+}
+
+/// How long the emulator may take to answer. A stopped one refuses the connection at once, so
+/// waiting longer costs nothing then; moto is a single-threaded Python server, and on a busy
+/// two-core machine it once took over the old 2 s to answer while it ran (CI failed with
+/// "does not answer" for a server whose log shows it answering).
+const EMULATOR_PATIENCE: Duration = Duration::from_secs(20);
 
 pub async fn ready(port: u16) -> bool {
     let url = format!("http://127.0.0.1:{port}/readyz");
@@ -314,7 +322,7 @@ pub async fn ensure_emulator(
     report: &Reporter,
 ) -> Result<(), DeployError> {
     let answers = |url: String| async move {
-        match probe_client() {
+        match patient_client(EMULATOR_PATIENCE) {
             Ok(c) => c.get(url).send().await.is_ok(),
             Err(_) => false,
         }
@@ -352,7 +360,8 @@ pub async fn ensure_emulator(
 /// Forgets every resource in the emulator (moto's reset; pushed images stay in the registry).
 pub async fn reset_emulator(endpoint: &str) -> Result<(), DeployError> {
     let url = format!("{}/moto-api/reset", endpoint.trim_end_matches('/'));
-    let client = probe_client().map_err(|e| DeployError::Local(e.to_string()))?;
+    let client =
+        patient_client(EMULATOR_PATIENCE).map_err(|e| DeployError::Local(e.to_string()))?;
     let response = client
         .post(&url)
         .send()
