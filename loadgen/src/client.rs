@@ -1,9 +1,12 @@
-//! One client: connect, subscribe through the URL, read until told to stop.
+//! One client: connect, subscribe through the URL, read until told to stop. With churn, it
+//! drops its socket after a random lifetime and reconnects, resuming every stream from the last
+//! `seq` it received, as a well-behaved client does; its gap count then says whether resume
+//! kept the promise.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -27,12 +30,57 @@ struct Frame<'a> {
     seq: u64,
     #[serde(default)]
     ts: i64,
+    #[serde(default)]
+    epoch: Option<&'a str>,
+}
+
+/// Reconnecting now and then: the mean lifetime of a connection, and what to resubscribe.
+#[derive(Debug, Clone)]
+pub struct Churn {
+    pub mean: std::time::Duration,
+    /// The endpoint without a subscription: the resume goes in a message.
+    pub base_url: String,
+    pub symbols: Vec<String>,
+    pub channels: Vec<String>,
+}
+
+impl Churn {
+    /// Between half and one and a half times the mean, different for every client and session.
+    fn lifetime(&self, index: usize, session: u64) -> std::time::Duration {
+        let mut h = (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            ^ session.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h ^= h >> 31;
+        h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+        h ^= h >> 29;
+        let unit = (h >> 11) as f64 / (1u64 << 53) as f64;
+        self.mean.mul_f64(0.5 + unit)
+    }
+
+    fn resubscribe(&self, epoch: Option<&str>, held: &[(u64, u64, String)]) -> String {
+        let resume: serde_json::Map<String, serde_json::Value> = held
+            .iter()
+            .map(|(_, seq, name)| (name.clone(), serde_json::Value::from(*seq)))
+            .collect();
+        serde_json::json!({
+            "op": "subscribe",
+            "symbols": self.symbols,
+            "channels": self.channels,
+            "epoch": epoch,
+            "resume": resume,
+        })
+        .to_string()
+    }
+}
+
+/// The symbols connection `i` follows.
+pub fn symbols_for(args: &RunArgs, i: usize) -> Vec<String> {
+    let n = args.symbols.len();
+    let k = args.symbols_per_connection.clamp(1, n);
+    (0..k).map(|j| args.symbols[(i + j) % n].clone()).collect()
 }
 
 pub fn url_for(args: &RunArgs, i: usize) -> String {
-    let n = args.symbols.len();
-    let k = args.symbols_per_connection.clamp(1, n);
-    let symbols: Vec<&str> = (0..k).map(|j| args.symbols[(i + j) % n].as_str()).collect();
+    let symbols = symbols_for(args, i);
     let sep = if args.url.contains('?') { '&' } else { '?' };
     format!(
         "{}{sep}symbols={}&channels={}",
@@ -52,80 +100,119 @@ fn key(channel: &str, symbol: &str) -> u64 {
         })
 }
 
-pub async fn connection(index: usize, url: String, shared: Arc<Shared>) {
+pub async fn connection(index: usize, url: String, shared: Arc<Shared>, churn: Option<Churn>) {
     // Clients hand in samples at different counts so that they do not all do it on one tick.
     let batch = SAMPLE_BATCH / 2 + index * 7919 % SAMPLE_BATCH;
     // Small buffers: thousands of clients share this process with the server under test.
     let config = WebSocketConfig::default()
         .read_buffer_size(8 * 1024)
         .write_buffer_size(0);
-    let connect = tokio_tungstenite::connect_async_with_config(&url, Some(config), false);
-    let mut ws = match tokio::time::timeout(std::time::Duration::from_secs(30), connect).await {
-        Ok(Ok((ws, _))) => ws,
-        Ok(Err(e)) => {
-            shared.failed.fetch_add(1, Ordering::Relaxed);
-            shared.note_error(format!("connect: {e}"));
-            return;
-        }
-        Err(_) => {
-            shared.failed.fetch_add(1, Ordering::Relaxed);
-            shared.note_error("connect: timed out".into());
-            return;
-        }
-    };
-    shared.connected.fetch_add(1, Ordering::Relaxed);
-    let mut last: Vec<(u64, u64)> = Vec::with_capacity(4);
+    // Per stream: key, last seq, and its name for a resume.
+    let mut last: Vec<(u64, u64, String)> = Vec::with_capacity(4);
+    let mut epoch: Option<String> = None;
     let mut samples = Vec::with_capacity(SAMPLE_BATCH);
     let (mut messages, mut bytes, mut gaps) = (0u64, 0u64, 0u64);
-    loop {
-        let msg = tokio::select! {
-            m = ws.next() => m,
-            () = shared.wake.notified() => None,
+    let mut session = 0u64;
+    'sessions: loop {
+        let (target, hello) = match (&churn, session) {
+            (Some(c), 1..) => (
+                c.base_url.clone(),
+                Some(c.resubscribe(epoch.as_deref(), &last)),
+            ),
+            _ => (url.clone(), None),
         };
-        let msg = match msg {
-            Some(Ok(msg)) => msg,
-            ended => {
-                if !shared.stop.load(Ordering::Acquire) {
-                    shared.dropped.fetch_add(1, Ordering::Relaxed);
-                    shared.note_error(format!("a connection ended before the run did: {ended:?}"));
-                }
+        let connect = tokio_tungstenite::connect_async_with_config(&target, Some(config), false);
+        let mut ws = match tokio::time::timeout(std::time::Duration::from_secs(30), connect).await {
+            Ok(Ok((ws, _))) => ws,
+            failed => {
+                shared.failed.fetch_add(1, Ordering::Relaxed);
+                shared.note_error(match failed {
+                    Ok(Err(e)) => format!("connect: {e}"),
+                    _ => "connect: timed out".into(),
+                });
                 break;
             }
         };
-        if let Message::Close(frame) = &msg {
-            if !shared.stop.load(Ordering::Acquire) {
-                shared.note_error(format!("closed by the server: {frame:?}"));
-            }
-            continue;
+        if session == 0 {
+            shared.connected.fetch_add(1, Ordering::Relaxed);
+        } else {
+            shared.reconnects.fetch_add(1, Ordering::Relaxed);
         }
-        let Message::Text(text) = msg else { continue };
-        let now = now_us();
-        let Ok(frame) = serde_json::from_str::<Frame>(&text) else {
-            continue;
-        };
-        if frame.kind != "update" && frame.kind != "snapshot" {
-            continue;
-        }
-        let k = key(frame.channel, frame.symbol);
-        match last.iter_mut().find(|(key, _)| *key == k) {
-            Some((_, prev)) => {
-                if frame.kind == "update" && frame.seq > *prev + 1 {
-                    gaps += frame.seq - *prev - 1;
-                }
-                *prev = frame.seq.max(*prev);
-            }
-            None => last.push((k, frame.seq)),
-        }
-        if shared.measuring.load(Ordering::Relaxed) && frame.kind == "update" {
-            messages += 1;
-            bytes += text.len() as u64;
-            samples.push((now - frame.ts).max(0) as u64);
-            if samples.len() >= batch {
-                shared.record(index, &mut samples);
-            }
-        }
-        if shared.stop.load(Ordering::Relaxed) {
+        if let Some(hello) = hello
+            && ws.send(Message::text(hello)).await.is_err()
+        {
+            shared.dropped.fetch_add(1, Ordering::Relaxed);
             break;
+        }
+        let lifetime = churn.as_ref().map(|c| c.lifetime(index, session));
+        let until =
+            tokio::time::sleep(lifetime.unwrap_or(std::time::Duration::from_secs(86_400 * 365)));
+        tokio::pin!(until);
+        loop {
+            let msg = tokio::select! {
+                m = ws.next() => m,
+                () = shared.wake.notified() => None,
+                () = &mut until, if lifetime.is_some() => {
+                    // Gone without a close frame, as a phone going into a tunnel is.
+                    drop(ws);
+                    session += 1;
+                    continue 'sessions;
+                }
+            };
+            let msg = match msg {
+                Some(Ok(msg)) => msg,
+                ended => {
+                    if !shared.stop.load(Ordering::Acquire) {
+                        shared.dropped.fetch_add(1, Ordering::Relaxed);
+                        shared.note_error(format!(
+                            "a connection ended before the run did: {ended:?}"
+                        ));
+                    }
+                    break 'sessions;
+                }
+            };
+            if let Message::Close(frame) = &msg {
+                if !shared.stop.load(Ordering::Acquire) {
+                    shared.note_error(format!("closed by the server: {frame:?}"));
+                }
+                continue;
+            }
+            let Message::Text(text) = msg else { continue };
+            let now = now_us();
+            let Ok(frame) = serde_json::from_str::<Frame>(&text) else {
+                continue;
+            };
+            if frame.kind == "subscribed" {
+                epoch = frame.epoch.map(str::to_string);
+                if text.contains("\"recovered\":false") {
+                    shared.resumes_lost.fetch_add(1, Ordering::Relaxed);
+                }
+                continue;
+            }
+            if frame.kind != "update" && frame.kind != "snapshot" {
+                continue;
+            }
+            let k = key(frame.channel, frame.symbol);
+            match last.iter_mut().find(|(key, _, _)| *key == k) {
+                Some((_, prev, _)) => {
+                    if frame.kind == "update" && frame.seq > *prev + 1 {
+                        gaps += frame.seq - *prev - 1;
+                    }
+                    *prev = frame.seq.max(*prev);
+                }
+                None => last.push((k, frame.seq, format!("{}:{}", frame.channel, frame.symbol))),
+            }
+            if shared.measuring.load(Ordering::Relaxed) && frame.kind == "update" {
+                messages += 1;
+                bytes += text.len() as u64;
+                samples.push((now - frame.ts).max(0) as u64);
+                if samples.len() >= batch {
+                    shared.record(index, &mut samples);
+                }
+            }
+            if shared.stop.load(Ordering::Relaxed) {
+                break 'sessions;
+            }
         }
     }
     shared.record(index, &mut samples);

@@ -77,6 +77,14 @@ pub struct RunArgs {
     /// Messages per second the server offers in total, to report the share delivered.
     #[arg(long)]
     offered_rate: Option<f64>,
+    /// Churn: each connection drops its socket after a random lifetime (half to one and a half
+    /// times this) and reconnects, resuming its streams from the last seq it received.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    churn: Option<Duration>,
+    /// Print the server's RSS and open files, and the churn so far, every this long while
+    /// measuring (one JSON line each, on stderr).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    sample_every: Option<Duration>,
     /// A label for the result line.
     #[arg(long, default_value = "run")]
     label: String,
@@ -120,7 +128,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut next = tokio::time::Instant::now();
     for i in 0..args.connections {
         let url = client::url_for(&args, i);
-        tasks.push(tokio::spawn(client::connection(i, url, shared.clone())));
+        let churn = args.churn.map(|mean| client::Churn {
+            mean,
+            base_url: args.url.clone(),
+            symbols: client::symbols_for(&args, i),
+            channels: args.channels.split(',').map(str::to_string).collect(),
+        });
+        tasks.push(tokio::spawn(client::connection(
+            i,
+            url,
+            shared.clone(),
+            churn,
+        )));
         next += gap;
         tokio::time::sleep_until(next).await;
     }
@@ -147,7 +166,28 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let own_before = this.cpu()?;
     let started = Instant::now();
     shared.measuring.store(true, Ordering::Release);
-    tokio::time::sleep(args.duration).await;
+    match (args.sample_every, args.server_pid) {
+        (Some(every), Some(pid)) => {
+            let end = tokio::time::Instant::now() + args.duration;
+            while tokio::time::Instant::now() < end {
+                tokio::time::sleep(every.min(end - tokio::time::Instant::now())).await;
+                let p = proc_stat::Process::new(pid);
+                eprintln!(
+                    "{}",
+                    serde_json::json!({
+                        "t_s": started.elapsed().as_secs(),
+                        "server_rss_kib": p.rss_kib().ok(),
+                        "server_open_files": p.open_files().ok(),
+                        "reconnects": shared.reconnects.load(Ordering::Relaxed),
+                        "resumes_lost": shared.resumes_lost.load(Ordering::Relaxed),
+                        "dropped": shared.dropped.load(Ordering::Relaxed),
+                        "failed": shared.failed.load(Ordering::Relaxed),
+                    })
+                );
+            }
+        }
+        _ => tokio::time::sleep(args.duration).await,
+    }
     shared.measuring.store(false, Ordering::Release);
     let elapsed = started.elapsed().as_secs_f64();
     let steal_pct = host_before.steal_pct_until(proc_stat::HostTicks::read()?);

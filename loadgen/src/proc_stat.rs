@@ -64,6 +64,14 @@ impl Process {
         })
     }
 
+    /// Open file descriptors: sockets included, so a leak of connections shows here.
+    pub fn open_files(&self) -> anyhow::Result<usize> {
+        let path = format!("/proc/{}/fd", self.pid);
+        Ok(std::fs::read_dir(&path)
+            .with_context(|| format!("reading {path}"))?
+            .count())
+    }
+
     pub fn rss_kib(&self) -> anyhow::Result<u64> {
         let path = format!("/proc/{}/status", self.pid);
         let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;

@@ -62,6 +62,8 @@ impl Report {
             "msgs_per_s": rate.round(),
             "bytes_per_s": (shared.bytes.load(Ordering::Relaxed) as f64 / elapsed).round(),
             "gaps": shared.gaps.load(Ordering::Relaxed),
+            "reconnects": shared.reconnects.load(Ordering::Relaxed),
+            "resumes_lost": shared.resumes_lost.load(Ordering::Relaxed),
             "host_steal_pct": round(steal_pct, 2),
             // On one machine the load generator competes with the server for the same cores.
             "load_generator_cpu_cores": round(own_cpu.total() / elapsed, 3),

@@ -15,6 +15,9 @@ pub struct Shared {
     pub failed: AtomicU64,
     /// Connections that ended before the run did.
     pub dropped: AtomicU64,
+    /// With churn: reconnections made, and resumes the server could not honour.
+    pub reconnects: AtomicU64,
+    pub resumes_lost: AtomicU64,
     pub messages: AtomicU64,
     pub bytes: AtomicU64,
     /// Missing updates: the sum of every jump in `seq` beyond one.
@@ -34,6 +37,8 @@ impl Default for Shared {
             connected: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            resumes_lost: AtomicU64::new(0),
             messages: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             gaps: AtomicU64::new(0),
