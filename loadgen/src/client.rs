@@ -195,7 +195,9 @@ pub async fn connection(index: usize, url: String, shared: Arc<Shared>, churn: O
             let k = key(frame.channel, frame.symbol);
             match last.iter_mut().find(|(key, _, _)| *key == k) {
                 Some((_, prev, _)) => {
-                    if frame.kind == "update" && frame.seq > *prev + 1 {
+                    // A snapshot of a stream already held comes only after a reconnection whose
+                    // resume failed: what it skips over was lost, as with a jump in updates.
+                    if frame.seq > *prev + 1 {
                         gaps += frame.seq - *prev - 1;
                     }
                     *prev = frame.seq.max(*prev);
