@@ -104,17 +104,21 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Raises the open-files limit as far as the hard limit allows, and fails if `connections`
+/// sockets (and a few more files) would not fit.
+pub fn raise_open_files(connections: usize) -> anyhow::Result<()> {
+    let limit = rlimit::increase_nofile_limit(u64::MAX).context("raising the open-files limit")?;
+    if (limit as usize) < connections + 64 {
+        bail!("the open-files limit is {limit}; {connections} connections need more (ulimit -Hn)");
+    }
+    Ok(())
+}
+
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.connections == 0 || args.symbols.is_empty() || args.connect_rate == 0 {
         bail!("--connections, --symbols and --connect-rate must be non-empty / positive");
     }
-    let limit = rlimit::increase_nofile_limit(u64::MAX).context("raising the open-files limit")?;
-    if (limit as usize) < args.connections + 64 {
-        bail!(
-            "the open-files limit is {limit}; {} connections need more (ulimit -Hn)",
-            args.connections
-        );
-    }
+    raise_open_files(args.connections)?;
     let server = args.server_pid.map(proc_stat::Process::new);
     let rss_before = server
         .as_ref()

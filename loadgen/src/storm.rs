@@ -51,13 +51,7 @@ pub async fn run(args: StormArgs) -> anyhow::Result<()> {
     if args.connections == 0 || args.rounds == 0 || args.in_flight == 0 {
         bail!("--connections, --rounds and --in-flight must be positive");
     }
-    let limit = rlimit::increase_nofile_limit(u64::MAX).context("raising the open-files limit")?;
-    if (limit as usize) < args.connections + 64 {
-        bail!(
-            "the open-files limit is {limit}; {} connections need more (ulimit -Hn)",
-            args.connections
-        );
-    }
+    crate::raise_open_files(args.connections)?;
     let server = args.server_pid.map(proc_stat::Process::new);
     let config = WebSocketConfig::default()
         .read_buffer_size(4 * 1024)

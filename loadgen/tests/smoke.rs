@@ -6,8 +6,8 @@ use std::process::Command;
 use tickstream::config::Config;
 use tickstream::{AppState, run};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_short_run_reports_every_figure() {
+/// A server in this process (so `--server-pid` is ours) at 50 updates a second per symbol.
+async fn start_server() -> std::net::SocketAddr {
     let config = Config {
         sim_rate: 50,
         ..Config::default()
@@ -17,7 +17,13 @@ async fn a_short_run_reports_every_figure() {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(run(listener, state.clone(), std::future::pending()));
+    tokio::spawn(run(listener, state, std::future::pending()));
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_run_reports_every_figure() {
+    let addr = start_server().await;
 
     let bin = env!("CARGO_BIN_EXE_tickstream-load");
     let ready = Command::new(bin)
@@ -118,16 +124,7 @@ async fn a_short_run_reports_every_figure() {
 /// and again: none may miss an update, and the server must honour every resume.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_churn_resume_without_a_gap() {
-    let config = Config {
-        sim_rate: 50,
-        ..Config::default()
-    };
-    let state = AppState::new(config).expect("valid configuration");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(run(listener, state.clone(), std::future::pending()));
+    let addr = start_server().await;
     let bin = env!("CARGO_BIN_EXE_tickstream-load");
     let ready = Command::new(bin)
         .args([

@@ -12,20 +12,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use tickstream_e2e::static_binary;
 use tokio_tungstenite::tungstenite::Message;
 
 const UID: u32 = 10001;
-
-fn static_binary() -> PathBuf {
-    let path = std::env::var_os("TICKSTREAM_STATIC_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        panic!(
-            "TICKSTREAM_STATIC_BIN is not set: run ./scripts/check, or build with \
-             `cargo build --release --target x86_64-unknown-linux-musl -p tickstream` and point it there"
-        )
-    });
-    assert!(path.is_file(), "{} does not exist", path.display());
-    path
-}
 
 /// A root file system with only the binary and an empty /proc, readable by the non-root user.
 fn rootfs(bin: &Path) -> PathBuf {

@@ -3,25 +3,14 @@
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tickstream_e2e::static_binary;
 
 /// How long any single expectation may wait: generous, for a loaded two-core machine.
 pub const WAIT: Duration = Duration::from_secs(10);
-
-pub fn static_binary() -> PathBuf {
-    let path = std::env::var_os("TICKSTREAM_STATIC_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        panic!(
-            "TICKSTREAM_STATIC_BIN is not set: run ./scripts/check, or build with \
-             `cargo build --release --target x86_64-unknown-linux-musl -p tickstream` and point it there"
-        )
-    });
-    assert!(path.is_file(), "{} does not exist", path.display());
-    path
-}
 
 /// A running `tickstream`, killed when dropped.
 #[derive(Debug)]
