@@ -21,12 +21,9 @@ async fn start_server() -> std::net::SocketAddr {
     addr
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_short_run_reports_every_figure() {
-    let addr = start_server().await;
-
-    let bin = env!("CARGO_BIN_EXE_tickstream-load");
-    let ready = Command::new(bin)
+/// `tickstream-load wait-ready` against `addr`: its JSON line, once the server is ready.
+fn wait_ready(addr: std::net::SocketAddr) -> serde_json::Value {
+    let ready = Command::new(env!("CARGO_BIN_EXE_tickstream-load"))
         .args([
             "wait-ready",
             "--addr",
@@ -41,7 +38,15 @@ async fn a_short_run_reports_every_figure() {
         "{}",
         String::from_utf8_lossy(&ready.stderr)
     );
-    let ready: serde_json::Value = serde_json::from_slice(&ready.stdout).expect("JSON");
+    serde_json::from_slice(&ready.stdout).expect("JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_run_reports_every_figure() {
+    let addr = start_server().await;
+
+    let bin = env!("CARGO_BIN_EXE_tickstream-load");
+    let ready = wait_ready(addr);
     assert!(ready["ready_ms"].as_f64().is_some());
 
     let out = tokio::task::spawn_blocking(move || {
@@ -126,17 +131,7 @@ async fn a_short_run_reports_every_figure() {
 async fn clients_that_churn_resume_without_a_gap() {
     let addr = start_server().await;
     let bin = env!("CARGO_BIN_EXE_tickstream-load");
-    let ready = Command::new(bin)
-        .args([
-            "wait-ready",
-            "--addr",
-            &addr.to_string(),
-            "--timeout",
-            "10s",
-        ])
-        .output()
-        .expect("run wait-ready");
-    assert!(ready.status.success());
+    wait_ready(addr);
     let out = tokio::task::spawn_blocking(move || {
         Command::new(bin)
             .args(["run", "--url", &format!("ws://{addr}/ws"), "-c", "20"])

@@ -13,7 +13,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use super::frame::{self, ClientFrame, OP_BINARY, OP_PING, OP_PONG};
 use super::message::{Input, Reassembly};
-use super::peer::{Drain, Peer};
+use super::peer::{Drain, Dropped, Peer};
 use super::protocol::{
     CLOSE_HEARTBEAT_TIMEOUT, CLOSE_MESSAGE_TOO_BIG, CLOSE_POLICY, CLOSE_SERVICE_RESTART,
     CLOSE_SLOW_CONSUMER, CLOSE_WRITE_TIMEOUT, ClientMessage, ErrorCode, RequestId, ServerMessage,
@@ -50,6 +50,15 @@ enum End {
     WriteTimeout,
     /// A protocol violation or an oversized message, with its close code.
     Violation(u16),
+}
+
+impl From<Dropped> for End {
+    fn from(d: Dropped) -> End {
+        match d {
+            Dropped::SlowConsumer => End::Kicked,
+            Dropped::Interrupted => End::Interrupted,
+        }
+    }
 }
 
 /// Client message rate: a token bucket refilled continuously.
@@ -181,11 +190,8 @@ impl Connection {
                 }
                 () = &mut goodbye, if armed => return End::Drained,
                 () = peer.wake.notified() => {
-                    if peer.is_kicked() {
-                        return End::Kicked;
-                    }
-                    if peer.is_interrupted() {
-                        return End::Interrupted;
+                    if let Some(dropped) = peer.dropped() {
+                        return dropped.into();
                     }
                     if let Err(end) = self.drain().await {
                         return end;
@@ -221,11 +227,10 @@ impl Connection {
                 Drain::Failed => return Err(End::Gone),
                 Drain::Blocked => {}
             }
-            if !self.closing && peer.is_kicked() {
-                return Err(End::Kicked);
-            }
-            if !self.closing && peer.is_interrupted() {
-                return Err(End::Interrupted);
+            if !self.closing
+                && let Some(dropped) = peer.dropped()
+            {
+                return Err(dropped.into());
             }
             tokio::select! {
                 ready = peer.stream.writable() => ready.map_err(|_| End::Gone)?,

@@ -48,11 +48,19 @@ struct PeerState {
     /// catch-up may take, so a long replay never makes it a slow consumer by itself. It shrinks
     /// as the queue drains.
     allowance: usize,
-    kicked: bool,
-    /// A stream it follows jumped (see [`Outlet::interrupt`]): the client must resume.
-    interrupted: bool,
+    /// Why the hub dropped this peer from its streams, if it did.
+    dropped: Option<Dropped>,
     /// No more data frames: failed, kicked or closing.
     closed: bool,
+}
+
+/// Why the hub dropped a peer from its streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    /// Its queue overflowed.
+    SlowConsumer,
+    /// A stream it follows jumped (see [`Outlet::interrupt`]): the client must resume.
+    Interrupted,
 }
 
 /// What a write attempt left behind.
@@ -79,12 +87,9 @@ impl Peer {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn is_kicked(&self) -> bool {
-        self.lock().kicked
-    }
-
-    pub fn is_interrupted(&self) -> bool {
-        self.lock().interrupted
+    /// Why the hub dropped this peer, if it did: the connection must then end.
+    pub fn dropped(&self) -> Option<Dropped> {
+        self.lock().dropped
     }
 
     /// The last seq sent per stream.
@@ -271,7 +276,7 @@ impl Outlet for Peer {
             return Offer::Skipped;
         }
         if st.pending.len() >= self.capacity + st.allowance {
-            st.kicked = true;
+            st.dropped = Some(Dropped::SlowConsumer);
             drop(st);
             self.close_data();
             self.wake.notify_one();
@@ -290,7 +295,7 @@ impl Outlet for Peer {
     }
 
     fn interrupt(&self) {
-        self.lock().interrupted = true;
+        self.lock().dropped.get_or_insert(Dropped::Interrupted);
         self.close_data();
         self.wake.notify_one();
     }
