@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-# The kernel floor of the point benchmark: a server that does nothing but send one pre-built
-# WebSocket frame per client per tick (10 ms) with plain send() calls. Its system CPU time per
-# million messages is what the kernel charges for the TCP path on loopback, whatever the server.
-#   python3 scripts/kernel-floor.py 1000 18095 &
+# The kernel floor of the point and scale benchmarks: a server that does nothing but send one
+# pre-built WebSocket frame per client per tick (RATE ticks/s, default 100) with plain send()
+# calls from one thread, in connection order. Its system CPU time per million messages is what the
+# kernel charges for the TCP path on loopback, whatever the server; its latency is that of the
+# simplest possible fan-out.
+#   python3 scripts/kernel-floor.py 1000 18095 [RATE] &
 #   target/release/tickstream-load run --url ws://127.0.0.1:18095/ws -c 1000 -d 20s --server-pid $!
 import socket, time, base64, hashlib, json, sys, select, os
-N = int(sys.argv[1]); PORT = int(sys.argv[2])
+N = int(sys.argv[1]); PORT = int(sys.argv[2]); RATE = int(sys.argv[3]) if len(sys.argv) > 3 else 100
 ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); ls.bind(("127.0.0.1", PORT)); ls.listen(4096)
 print("listening", flush=True)
 conns = []  # (sock, symbol)
@@ -24,7 +26,7 @@ while len(conns) < N:
 print("all connected", flush=True)
 seq = 1; t = time.time()
 while True:
-    t += 0.01
+    t += 1.0 / RATE
     d = t - time.time()
     if d > 0: time.sleep(d)
     ts = int(t * 1e6); seq += 1

@@ -1,8 +1,10 @@
 //! The hub owns every stream: its sequence, a bounded history, the latest state and the
 //! subscribers. Each event is serialized and framed once; every subscriber gets the same
-//! reference-counted bytes. Publishing is corked: a batch of events (one simulator tick) is
-//! queued on every outlet first, then each touched outlet is flushed once, so a client that
-//! follows several streams gets one write per tick. Outlets never block the hub.
+//! reference-counted bytes. Publishing is corked per client: an outlet is told which streams
+//! still have events to come in the batch (one simulator tick), and writes as soon as none of
+//! its own do. A client of one stream is written to while the hub offers it the event (its
+//! state still in cache); a client of several gets one write per tick, at its last stream's
+//! event. Outlets never block the hub.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -49,6 +51,9 @@ pub struct Frame {
 pub enum Offer {
     /// Queued; `first` when it is the outlet's first frame of this batch (flush it afterwards).
     Queued { first: bool },
+    /// Nothing more of the batch is for this outlet: it wrote what it held, these frames and
+    /// bytes (what the socket could not take waits for the connection task).
+    Sent { frames: usize, bytes: usize },
     /// Not news for this outlet (it already holds that seq); keep it subscribed.
     Skipped,
     /// The outlet's queue is full: it has been told, and leaves the stream.
@@ -61,8 +66,9 @@ pub enum Offer {
 /// never block.
 pub trait Outlet: Send + Sync + fmt::Debug {
     fn id(&self) -> u64;
-    /// Queues `frame` if it is news for this outlet.
-    fn offer(&self, frame: &Frame) -> Offer;
+    /// Takes `frame` if it is news for this outlet: queues it while `upcoming` holds more of
+    /// the batch for one of the outlet's streams, and otherwise writes at once.
+    fn offer(&self, frame: &Frame, upcoming: Upcoming<'_>) -> Offer;
     /// Writes what was queued without waiting; returns the frames and bytes that went out.
     fn flush(&self) -> (usize, usize);
     /// The stream broke its sequence (the feed skipped ahead): the position the outlet holds
@@ -73,14 +79,26 @@ pub trait Outlet: Send + Sync + fmt::Debug {
 
 pub type Subscriber = Arc<dyn Outlet>;
 
-/// Below this many outlets a batch is flushed on one thread: a hand-off costs more than it saves.
-const PARALLEL_FLUSH_MIN: usize = 256;
+/// The streams that still have events to come in the batch being published.
+#[derive(Debug, Clone, Copy)]
+pub struct Upcoming<'a>(&'a [u32]);
 
-fn flush_all(outlets: impl IntoIterator<Item = Subscriber>) -> (usize, usize) {
-    outlets.into_iter().fold((0, 0), |(f, b), o| {
-        let (f2, b2) = o.flush();
-        (f + f2, b + b2)
-    })
+impl Upcoming<'_> {
+    /// Nothing to come: what a publisher of single events passes.
+    pub const NONE: Upcoming<'static> = Upcoming(&[]);
+
+    pub fn contains(self, stream: StreamId) -> bool {
+        self.0.get(stream.0 as usize).is_some_and(|&n| n > 0)
+    }
+}
+
+/// A publisher's scratch space, reused from batch to batch.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Outlets that queued frames to flush when the batch ends.
+    touched: Vec<Subscriber>,
+    /// Events still to come, by stream.
+    upcoming: Vec<u32>,
 }
 
 /// What a new subscription starts with.
@@ -206,53 +224,34 @@ impl Hub {
 
     #[cfg(test)]
     fn publish(&self, event: Event) {
-        let mut touched = Vec::new();
-        self.publish_batch(std::iter::once(event), &mut touched);
+        self.publish_batch(&mut vec![event], &mut Batch::default());
     }
 
-    /// Records events and offers each to its subscribers, then flushes every subscriber that
-    /// got something, once. `touched` is scratch space, reused across calls.
-    pub fn publish_batch(
-        &self,
-        events: impl IntoIterator<Item = Event>,
-        touched: &mut Vec<Subscriber>,
-    ) {
-        let oldest = self.offer_batch(events, touched);
-        let flushed = flush_all(touched.drain(..));
-        self.finish_batch(oldest, flushed);
-    }
-
-    /// [`Self::publish_batch`] for many subscribers: the writes are split between this task and
-    /// a blocking-pool thread, so both cores share the system calls of a large fan-out.
-    pub async fn publish_batch_parallel(
-        &self,
-        events: impl IntoIterator<Item = Event>,
-        touched: &mut Vec<Subscriber>,
-    ) {
-        let oldest = self.offer_batch(events, touched);
-        let flushed = if touched.len() < PARALLEL_FLUSH_MIN {
-            flush_all(touched.drain(..))
-        } else {
-            let half = touched.split_off(touched.len() / 2);
-            let other = tokio::task::spawn_blocking(move || flush_all(half));
-            let (f, b) = flush_all(touched.drain(..));
-            let (f2, b2) = other.await.unwrap_or((0, 0));
-            (f + f2, b + b2)
-        };
-        self.finish_batch(oldest, flushed);
-    }
-
-    fn offer_batch(
-        &self,
-        events: impl IntoIterator<Item = Event>,
-        touched: &mut Vec<Subscriber>,
-    ) -> Option<Micros> {
-        let mut oldest = None;
-        for event in events {
-            oldest.get_or_insert(event.ts);
-            self.record_and_offer(event, touched);
+    /// Records `events` (draining them) and offers each to its subscribers. An outlet writes
+    /// once none of its streams has more to come in the batch; any still holding frames at
+    /// the end (none, unless a stream's last event left it) is flushed then.
+    pub fn publish_batch(&self, events: &mut Vec<Event>, batch: &mut Batch) {
+        batch.upcoming.clear();
+        batch.upcoming.resize(self.streams.len(), 0);
+        for event in events.iter() {
+            batch.upcoming[StreamId::new(event.channel, event.symbol).0 as usize] += 1;
         }
-        oldest
+        let mut oldest = None;
+        let (mut frames, mut bytes) = (0, 0);
+        for event in events.drain(..) {
+            oldest.get_or_insert(event.ts);
+            batch.upcoming[StreamId::new(event.channel, event.symbol).0 as usize] -= 1;
+            let (f, b) =
+                self.record_and_offer(event, Upcoming(&batch.upcoming), &mut batch.touched);
+            frames += f;
+            bytes += b;
+        }
+        for outlet in batch.touched.drain(..) {
+            let (f, b) = outlet.flush();
+            frames += f;
+            bytes += b;
+        }
+        self.finish_batch(oldest, (frames, bytes));
     }
 
     fn finish_batch(&self, oldest: Option<Micros>, (frames, bytes): (usize, usize)) {
@@ -266,7 +265,13 @@ impl Hub {
         }
     }
 
-    fn record_and_offer(&self, event: Event, touched: &mut Vec<Subscriber>) {
+    /// Returns the frames and bytes written while offering.
+    fn record_and_offer(
+        &self,
+        event: Event,
+        upcoming: Upcoming<'_>,
+        touched: &mut Vec<Subscriber>,
+    ) -> (usize, usize) {
         let frame = self.encode("update", &event);
         let stream = frame.stream;
         self.metrics.events_published.inc();
@@ -296,20 +301,31 @@ impl Hub {
         }
         st.latest = Some(event);
         let metrics = &self.metrics;
-        st.subscribers.retain(|_, sub| match sub.offer(&frame) {
-            Offer::Queued { first } => {
-                if first {
-                    touched.push(sub.clone());
+        let (mut frames, mut bytes) = (0, 0);
+        st.subscribers
+            .retain(|_, sub| match sub.offer(&frame, upcoming) {
+                Offer::Queued { first } => {
+                    if first {
+                        touched.push(sub.clone());
+                    }
+                    true
                 }
-                true
-            }
-            Offer::Skipped => true,
-            Offer::Full => {
-                metrics.frames_dropped.inc();
-                false
-            }
-            Offer::Closed => false,
-        });
+                Offer::Sent {
+                    frames: f,
+                    bytes: b,
+                } => {
+                    frames += f;
+                    bytes += b;
+                    true
+                }
+                Offer::Skipped => true,
+                Offer::Full => {
+                    metrics.frames_dropped.inc();
+                    false
+                }
+                Offer::Closed => false,
+            });
+        (frames, bytes)
     }
 
     /// Registers `sub` on `stream`. With `resume`, the updates after that seq are returned for
@@ -403,12 +419,16 @@ mod tests {
     use super::*;
     use crate::market::{Decimal, Side, Trade};
 
-    /// An outlet with a fixed capacity that records what it was offered.
+    /// An outlet with a fixed capacity that records what it was offered, following one stream
+    /// as a client would: it queues while `upcoming` holds more of that stream, and otherwise
+    /// "writes" (moves everything to `flushed`) at once.
     #[derive(Debug)]
     struct Probe {
         id: u64,
         cap: usize,
         queued: Mutex<Vec<u64>>,
+        /// Per write, the seqs that went out together.
+        writes: Mutex<Vec<Vec<u64>>>,
         flushed: Mutex<Vec<u64>>,
         interrupted: Mutex<bool>,
     }
@@ -417,19 +437,30 @@ mod tests {
         fn id(&self) -> u64 {
             self.id
         }
-        fn offer(&self, frame: &Frame) -> Offer {
+        fn offer(&self, frame: &Frame, upcoming: Upcoming<'_>) -> Offer {
             let mut q = self.queued.lock().unwrap_or_else(|e| e.into_inner());
             if q.len() == self.cap {
                 return Offer::Full;
             }
             q.push(frame.seq);
-            Offer::Queued {
-                first: q.len() == 1,
+            if upcoming.contains(frame.stream) {
+                return Offer::Queued {
+                    first: q.len() == 1,
+                };
             }
+            drop(q);
+            let (frames, bytes) = self.flush();
+            Offer::Sent { frames, bytes }
         }
         fn flush(&self) -> (usize, usize) {
             let mut q = self.queued.lock().unwrap_or_else(|e| e.into_inner());
             let n = q.len();
+            if n > 0 {
+                self.writes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(q.clone());
+            }
             self.flushed
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -446,6 +477,7 @@ mod tests {
             id,
             cap,
             queued: Mutex::default(),
+            writes: Mutex::default(),
             flushed: Mutex::default(),
             interrupted: Mutex::default(),
         })
@@ -547,14 +579,46 @@ mod tests {
         let (slow, fast) = (probe(1, 2), probe(2, 64));
         hub.subscribe(stream, slow.clone(), None);
         hub.subscribe(stream, fast.clone(), None);
-        let mut touched = Vec::new();
-        hub.publish_batch((1..=10).map(trade), &mut touched);
+        let mut batch = Batch::default();
+        hub.publish_batch(&mut (1..=10).map(trade).collect(), &mut batch);
         assert_eq!(hub.subscriber_count(), 1, "the full outlet was dropped");
         assert_eq!(
-            *fast.flushed.lock().expect("lock"),
-            (1..=10).collect::<Vec<_>>()
+            *fast.writes.lock().expect("lock"),
+            vec![(1..=10).collect::<Vec<_>>()],
+            "one write, at the stream's last event of the batch"
         );
         assert_eq!(*slow.flushed.lock().expect("lock"), vec![1, 2]);
-        assert!(touched.is_empty());
+        assert!(batch.touched.is_empty());
+    }
+
+    #[test]
+    fn an_outlet_writes_as_soon_as_its_stream_has_nothing_more_in_the_batch() {
+        let limits = HubLimits {
+            history: 0,
+            candles: 10,
+        };
+        let hub = Hub::new(
+            vec!["AAA".into(), "BBB".into()],
+            "e".into(),
+            limits,
+            Arc::new(Metrics::new()),
+        );
+        let (a, b) = (probe(1, 64), probe(2, 64));
+        hub.subscribe(StreamId::new(Channel::Trades, 0), a.clone(), None);
+        hub.subscribe(StreamId::new(Channel::Trades, 1), b.clone(), None);
+        let on = |symbol: u16, seq: u64| Event {
+            symbol,
+            ..trade(seq)
+        };
+        // Each is written once, at its own stream's last event of the batch.
+        let mut events = vec![on(0, 1), on(0, 2), on(1, 1), on(1, 2), on(1, 3)];
+        let mut batch = Batch::default();
+        hub.publish_batch(&mut events, &mut batch);
+        assert_eq!(*a.writes.lock().expect("lock"), vec![vec![1, 2]]);
+        assert_eq!(*b.writes.lock().expect("lock"), vec![vec![1, 2, 3]]);
+        assert!(events.is_empty(), "the batch was drained");
+        // A single event, as a replay publishes them, is written at once.
+        hub.publish(on(0, 3));
+        assert_eq!(*a.writes.lock().expect("lock"), vec![vec![1, 2], vec![3]]);
     }
 }

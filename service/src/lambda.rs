@@ -104,10 +104,10 @@ impl Market {
 /// Publishes every tick due by `now`, as the running service would have.
 fn advance(app_state: &AppState, sim: &Sim, state: &mut SimState, now: Micros) {
     let mut events = Vec::new();
-    let mut touched = Vec::new();
+    let mut batch = crate::hub::Batch::default();
     while sim.tick_ts(state.next_tick()) <= now {
         state.step(sim, &mut events);
-        app_state.hub.publish_batch(events.drain(..), &mut touched);
+        app_state.hub.publish_batch(&mut events, &mut batch);
     }
 }
 

@@ -7,6 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use tickstream::hub::Batch;
 use tickstream::market::{Channel, Decimal, Event, Payload, Side, Trade};
 
 const ALL_CHANNELS: &str = "channels=ticker,trades,candles_1s,candles_1m";
@@ -80,14 +81,14 @@ async fn a_stream_that_jumps_ahead_tells_its_subscribers_to_resume() {
     })
     .await;
     let hub = server.state.hub.clone();
-    let mut touched = Vec::new();
-    hub.publish_batch((1..=3).map(trade), &mut touched);
+    let mut batch = Batch::default();
+    hub.publish_batch(&mut (1..=3).map(trade).collect(), &mut batch);
     let mut ws = server.connect("?symbols=AAPL&channels=trades").await;
     assert_eq!(recv(&mut ws).await["type"], "subscribed");
-    hub.publish_batch([trade(4)], &mut touched);
+    hub.publish_batch(&mut vec![trade(4)], &mut batch);
     assert_eq!(recv(&mut ws).await["seq"], 4);
     // What the simulator does when the wall clock steps forward: it skips to now.
-    hub.publish_batch([trade(9_000)], &mut touched);
+    hub.publish_batch(&mut vec![trade(9_000)], &mut batch);
     let (texts, code) = until_close(&mut ws).await;
     assert!(
         texts.iter().all(|t| t["seq"] != 9_000),
@@ -112,7 +113,7 @@ async fn a_stream_that_jumps_ahead_tells_its_subscribers_to_resume() {
     let ack = recv_control(&mut ws).await;
     assert_eq!(ack["streams"][0]["recovered"], false, "{ack}");
     assert_eq!(ack["streams"][0]["seq"], 9_000, "{ack}");
-    hub.publish_batch([trade(9_001)], &mut touched);
+    hub.publish_batch(&mut vec![trade(9_001)], &mut batch);
     assert_eq!(recv(&mut ws).await["seq"], 9_001);
     server.stop().await.expect("run ends");
 }

@@ -12,7 +12,7 @@ use axum::http::Request;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use tickstream::config::Config;
-use tickstream::hub::{Frame, Hub, HubLimits, Offer, Outlet, StreamId};
+use tickstream::hub::{Batch, Frame, Hub, HubLimits, Offer, Outlet, StreamId, Upcoming};
 use tickstream::market::{Channel, Decimal, Event, Payload, Side, Trade};
 use tickstream::metrics::Metrics;
 use tickstream::ws::frame::{self, ClientFrame};
@@ -238,8 +238,7 @@ proptest! {
         last in prop_oneof![any::<u64>(), 0u64..400],
     ) {
         let hub = Hub::new(vec!["AAA".into()], "e".into(), HubLimits { history, candles: 4 }, Arc::new(Metrics::new()));
-        let mut touched = Vec::new();
-        hub.publish_batch((1..=published).map(trade), &mut touched);
+        hub.publish_batch(&mut (1..=published).map(trade).collect(), &mut Batch::default());
         let stream: StreamId = hub.stream(Channel::Trades, "AAA").ok_or_else(|| TestCaseError::fail("no stream"))?;
         let plausible = hub.plausible(stream, last);
         prop_assert_eq!(plausible, last <= published + history.max(1) as u64);
@@ -305,7 +304,7 @@ impl Outlet for Sink {
     fn id(&self) -> u64 {
         self.0
     }
-    fn offer(&self, _: &Frame) -> Offer {
+    fn offer(&self, _: &Frame, _: Upcoming<'_>) -> Offer {
         Offer::Queued { first: false }
     }
     fn flush(&self) -> (usize, usize) {

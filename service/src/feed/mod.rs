@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::hub::Hub;
+use crate::hub::{Batch, Hub};
 use crate::market::Micros;
 use replay::{Replay, ReplayError};
 use sim::{Sim, SymbolSpec};
@@ -96,7 +96,7 @@ async fn run_sim(sim: Sim, hub: Arc<Hub>, shutdown: CancellationToken, on_ready:
     };
     let catch_up_limit = u64::from(sim.rate()) * MAX_CATCH_UP_SECONDS;
     let mut events = Vec::with_capacity(sim.specs().len() * 6);
-    let mut touched = Vec::new();
+    let mut batch = Batch::default();
     let mut on_ready = Some(on_ready);
     loop {
         if shutdown.is_cancelled() {
@@ -132,8 +132,7 @@ async fn run_sim(sim: Sim, hub: Arc<Hub>, shutdown: CancellationToken, on_ready:
                 while state.next_tick() <= through {
                     state.step(&sim, &mut events);
                 }
-                hub.publish_batch_parallel(events.drain(..), &mut touched)
-                    .await;
+                hub.publish_batch(&mut events, &mut batch);
                 tokio::task::yield_now().await;
             }
         }

@@ -111,7 +111,8 @@ impl Replay {
         let start = super::now_micros();
         let mut first_ts = None;
         let mut published = 0usize;
-        let mut touched = Vec::new();
+        let mut batch = crate::hub::Batch::default();
+        let mut one = Vec::with_capacity(1);
         let path = self.path.clone();
         // Lines are read on a blocking thread and handed over through a small bounded channel.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Recorded>(256);
@@ -155,7 +156,8 @@ impl Replay {
                 },
                 payload: rec.data,
             };
-            hub.publish_batch(std::iter::once(event), &mut touched);
+            one.push(event);
+            hub.publish_batch(&mut one, &mut batch);
             published += 1;
         }
         drop(rx);

@@ -12,7 +12,7 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use crate::hub::{Frame, Offer, Outlet, StreamId};
+use crate::hub::{Frame, Offer, Outlet, StreamId, Upcoming};
 use crate::metrics::Metrics;
 
 /// Frames written per system call.
@@ -177,17 +177,33 @@ impl Peer {
         }
     }
 
-    /// A non-blocking `sendmsg` rather than tokio's `writev`: the socket call skips the file
-    /// layer (`fdget_pos`, `vfs_writev`, `do_iter_readv_writev`), about 3.5 % of the server's
-    /// CPU time at the point benchmark in the profile (`docs/benchmarks.md`). Readiness is tracked
-    /// the same way: a would-block clears it for the connection task's `writable()`.
-    fn send_vectored(&self, iov: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.stream.try_io(Interest::WRITABLE, || {
-            SockRef::from(&self.stream).send_vectored(iov)
-        })
+    /// A non-blocking `send` (one frame) or `sendmsg` (several) rather than tokio's `writev`:
+    /// the socket calls skip the file layer (`fdget_pos`, `vfs_writev`,
+    /// `do_iter_readv_writev`), about 3.5 % of the server's CPU time at the point benchmark in
+    /// the profile, and `send` skips the iovec import too (`docs/benchmarks.md`).
+    ///
+    /// `via_runtime` goes through tokio's readiness, which a would-block clears so that the
+    /// connection task's `writable()` waits for the socket. The hub's writes skip it: reading
+    /// the readiness word of every socket was a cache miss per message (a fifth of the write
+    /// path's samples at 10,000 connections), and a would-block there always hands the socket
+    /// to the connection task, whose first write goes through the runtime and clears it.
+    fn send_iov(&self, iov: &[IoSlice<'_>], via_runtime: bool) -> io::Result<usize> {
+        let send = || {
+            let sock = SockRef::from(&self.stream);
+            match iov {
+                [one] => sock.send(one),
+                _ => sock.send_vectored(iov),
+            }
+        };
+        if via_runtime {
+            self.stream.try_io(Interest::WRITABLE, send)
+        } else {
+            send()
+        }
     }
 
-    fn write(&self, st: &mut PeerState) -> (Drain, usize, usize) {
+    /// Writes what is queued. `via_runtime`: see [`Self::send_iov`].
+    fn write(&self, st: &mut PeerState, via_runtime: bool) -> (Drain, usize, usize) {
         let (mut frames, mut bytes) = (0usize, 0usize);
         let result = loop {
             if st.pending.is_empty() {
@@ -199,7 +215,7 @@ impl Peer {
                 iov[i] = IoSlice::new(if i == 0 { &f[st.written..] } else { f });
                 n += 1;
             }
-            match self.send_vectored(&iov[..n]) {
+            match self.send_iov(&iov[..n], via_runtime) {
                 Ok(0) => break Drain::Failed,
                 Ok(mut wrote) => {
                     bytes += wrote;
@@ -236,12 +252,44 @@ impl Peer {
         (result, frames, bytes)
     }
 
+    /// Writes one frame with nothing queued before it, without touching the queue unless the
+    /// socket leaves part of it: the common case at scale, one stream per client.
+    fn write_one(&self, st: &mut PeerState, wire: &Bytes) -> (Drain, usize, usize) {
+        loop {
+            match self.send_iov(&[IoSlice::new(wire)], false) {
+                Ok(n) if n == wire.len() => return (Drain::Done, 1, n),
+                Ok(0) => {
+                    st.closed = true;
+                    return (Drain::Failed, 0, 0);
+                }
+                Ok(n) => {
+                    st.pending.push_back(wire.clone());
+                    st.written = n;
+                    st.blocked = true;
+                    self.metrics.writes_blocked.inc();
+                    return (Drain::Blocked, 0, n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    st.pending.push_back(wire.clone());
+                    st.blocked = true;
+                    self.metrics.writes_blocked.inc();
+                    return (Drain::Blocked, 0, 0);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    st.closed = true;
+                    return (Drain::Failed, 0, 0);
+                }
+            }
+        }
+    }
+
     /// Writes for the connection task, which counts its own writes (the hub counts its
     /// flushes once per batch). `wake` asks the task to come back and drain when the socket
     /// blocks; the task's own drain loop waits for writability instead, and must not be woken
     /// by itself or it would spin.
     fn write_counted(&self, st: &mut PeerState, wake: bool) -> Drain {
-        let (result, frames, bytes) = self.write(st);
+        let (result, frames, bytes) = self.write(st, true);
         self.metrics.messages_sent.inc_by(frames as u64);
         self.metrics.bytes_sent.inc_by(bytes as u64);
         if wake && result != Drain::Done {
@@ -267,7 +315,7 @@ impl Outlet for Peer {
         self.id
     }
 
-    fn offer(&self, frame: &Frame) -> Offer {
+    fn offer(&self, frame: &Frame, upcoming: Upcoming<'_>) -> Offer {
         let mut st = self.lock();
         if st.closed {
             return Offer::Closed;
@@ -282,16 +330,32 @@ impl Outlet for Peer {
             self.wake.notify_one();
             return Offer::Full;
         }
-        st.pending.push_back(frame.wire.clone());
         // While held, the connection task writes (on release) and the hub must not count
         // this peer as flushed-on-batch-end: marking it corked would keep it off every later
         // batch's flush list.
         if st.hold {
+            st.pending.push_back(frame.wire.clone());
             return Offer::Queued { first: false };
         }
-        let first = !st.corked;
-        st.corked = true;
-        Offer::Queued { first }
+        if st.blocked || st.subs.keys().any(|s| upcoming.contains(*s)) {
+            st.pending.push_back(frame.wire.clone());
+            let first = !st.corked;
+            st.corked = true;
+            return Offer::Queued { first };
+        }
+        // Nothing more of this batch is for this client: write now, while its state is in
+        // cache, rather than in a second pass over every subscriber.
+        st.corked = false;
+        let (result, frames, bytes) = if st.pending.is_empty() {
+            self.write_one(&mut st, &frame.wire)
+        } else {
+            st.pending.push_back(frame.wire.clone());
+            self.write(&mut st, false)
+        };
+        if result != Drain::Done {
+            self.wake.notify_one();
+        }
+        Offer::Sent { frames, bytes }
     }
 
     fn interrupt(&self) {
@@ -306,7 +370,7 @@ impl Outlet for Peer {
         if st.hold || st.blocked || st.closed {
             return (0, 0);
         }
-        let (result, frames, bytes) = self.write(&mut st);
+        let (result, frames, bytes) = self.write(&mut st, false);
         if result != Drain::Done {
             self.wake.notify_one();
         }
@@ -317,7 +381,7 @@ impl Outlet for Peer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::{Frame, Offer, Outlet, StreamId};
+    use crate::hub::{Frame, Offer, Outlet, StreamId, Upcoming};
     use crate::market::Channel;
 
     /// A connected pair on loopback with buffers as small as the kernel allows: the server
@@ -358,11 +422,14 @@ mod tests {
         // Live updates on top of the client's own catch-up are queued, up to the usual bound...
         for seq in 301..=316 {
             assert!(
-                matches!(peer.offer(&frame(seq)), Offer::Queued { .. }),
+                matches!(
+                    peer.offer(&frame(seq), Upcoming::NONE),
+                    Offer::Queued { .. }
+                ),
                 "update {seq} was refused with {queued} replayed frames waiting"
             );
         }
         // ... and past it the client is a slow consumer as before.
-        assert_eq!(peer.offer(&frame(317)), Offer::Full);
+        assert_eq!(peer.offer(&frame(317), Upcoming::NONE), Offer::Full);
     }
 }
