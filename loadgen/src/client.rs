@@ -101,23 +101,17 @@ fn key(channel: &str, symbol: &str) -> u64 {
 }
 
 pub async fn connection(index: usize, url: String, shared: Arc<Shared>, churn: Option<Churn>) {
-    // Clients hand in samples at different counts so that they do not all do it on one tick.
-    let batch = SAMPLE_BATCH / 2 + index * 7919 % SAMPLE_BATCH;
     // Small buffers: thousands of clients share this process with the server under test.
     let config = WebSocketConfig::default()
         .read_buffer_size(8 * 1024)
         .write_buffer_size(0);
-    // Per stream: key, last seq, and its name for a resume.
-    let mut last: Vec<(u64, u64, String)> = Vec::with_capacity(4);
-    let mut epoch: Option<String> = None;
-    let mut samples = Vec::with_capacity(SAMPLE_BATCH);
-    let (mut messages, mut bytes, mut gaps) = (0u64, 0u64, 0u64);
+    let mut tally = Tally::new(index);
     let mut session = 0u64;
     'sessions: loop {
         let (target, hello) = match (&churn, session) {
             (Some(c), 1..) => (
                 c.base_url.clone(),
-                Some(c.resubscribe(epoch.as_deref(), &last)),
+                Some(c.resubscribe(tally.epoch.as_deref(), &tally.last)),
             ),
             _ => (url.clone(), None),
         };
@@ -178,47 +172,97 @@ pub async fn connection(index: usize, url: String, shared: Arc<Shared>, churn: O
                 continue;
             }
             let Message::Text(text) = msg else { continue };
-            let now = now_us();
-            let Ok(frame) = serde_json::from_str::<Frame>(&text) else {
-                continue;
-            };
-            if frame.kind == "subscribed" {
-                epoch = frame.epoch.map(str::to_string);
-                if text.contains("\"recovered\":false") {
-                    shared.resumes_lost.fetch_add(1, Ordering::Relaxed);
-                }
-                continue;
-            }
-            if frame.kind != "update" && frame.kind != "snapshot" {
-                continue;
-            }
-            let k = key(frame.channel, frame.symbol);
-            match last.iter_mut().find(|(key, _, _)| *key == k) {
-                Some((_, prev, _)) => {
-                    // A snapshot of a stream already held comes only after a reconnection whose
-                    // resume failed: what it skips over was lost, as with a jump in updates.
-                    if frame.seq > *prev + 1 {
-                        gaps += frame.seq - *prev - 1;
-                    }
-                    *prev = frame.seq.max(*prev);
-                }
-                None => last.push((k, frame.seq, format!("{}:{}", frame.channel, frame.symbol))),
-            }
-            if shared.measuring.load(Ordering::Relaxed) && frame.kind == "update" {
-                messages += 1;
-                bytes += text.len() as u64;
-                samples.push((now - frame.ts).max(0) as u64);
-                if samples.len() >= batch {
-                    shared.record(index, &mut samples);
-                }
-            }
+            tally.text(&text, wire_len(text.len()), &shared, index);
             if shared.stop.load(Ordering::Relaxed) {
                 break 'sessions;
             }
         }
     }
-    shared.record(index, &mut samples);
-    shared.messages.fetch_add(messages, Ordering::Relaxed);
-    shared.bytes.fetch_add(bytes, Ordering::Relaxed);
-    shared.gaps.fetch_add(gaps, Ordering::Relaxed);
+    tally.finish(&shared, index);
+}
+
+/// The bytes of an unmasked server frame with this payload length.
+pub fn wire_len(payload: usize) -> usize {
+    payload
+        + match payload {
+            0..=125 => 2,
+            126..=0xFFFF => 4,
+            _ => 10,
+        }
+}
+
+/// What one client has seen: its position per stream (for gaps and resume) and its share of
+/// the counts and latency samples.
+pub struct Tally {
+    /// Per stream: key, last seq, and its name for a resume.
+    pub last: Vec<(u64, u64, String)>,
+    pub epoch: Option<String>,
+    samples: Vec<u64>,
+    batch: usize,
+    messages: u64,
+    bytes: u64,
+    gaps: u64,
+}
+
+impl Tally {
+    pub fn new(index: usize) -> Self {
+        Self {
+            last: Vec::with_capacity(4),
+            epoch: None,
+            samples: Vec::with_capacity(SAMPLE_BATCH),
+            // Clients hand in samples at different counts so that they do not all do it on
+            // one tick.
+            batch: SAMPLE_BATCH / 2 + index * 7919 % SAMPLE_BATCH,
+            messages: 0,
+            bytes: 0,
+            gaps: 0,
+        }
+    }
+
+    /// One text message, `wire` bytes as it came over the socket.
+    pub fn text(&mut self, text: &str, wire: usize, shared: &Shared, index: usize) {
+        let now = now_us();
+        let Ok(frame) = serde_json::from_str::<Frame>(text) else {
+            return;
+        };
+        if frame.kind == "subscribed" {
+            self.epoch = frame.epoch.map(str::to_string);
+            if text.contains("\"recovered\":false") {
+                shared.resumes_lost.fetch_add(1, Ordering::Relaxed);
+            }
+            return;
+        }
+        if frame.kind != "update" && frame.kind != "snapshot" {
+            return;
+        }
+        let k = key(frame.channel, frame.symbol);
+        match self.last.iter_mut().find(|(key, _, _)| *key == k) {
+            Some((_, prev, _)) => {
+                // A snapshot of a stream already held comes only after a reconnection whose
+                // resume failed: what it skips over was lost, as with a jump in updates.
+                if frame.seq > *prev + 1 {
+                    self.gaps += frame.seq - *prev - 1;
+                }
+                *prev = frame.seq.max(*prev);
+            }
+            None => self
+                .last
+                .push((k, frame.seq, format!("{}:{}", frame.channel, frame.symbol))),
+        }
+        if shared.measuring.load(Ordering::Relaxed) && frame.kind == "update" {
+            self.messages += 1;
+            self.bytes += wire as u64;
+            self.samples.push((now - frame.ts).max(0) as u64);
+            if self.samples.len() >= self.batch {
+                shared.record(index, &mut self.samples);
+            }
+        }
+    }
+
+    pub fn finish(mut self, shared: &Shared, index: usize) {
+        shared.record(index, &mut self.samples);
+        shared.messages.fetch_add(self.messages, Ordering::Relaxed);
+        shared.bytes.fetch_add(self.bytes, Ordering::Relaxed);
+        shared.gaps.fetch_add(self.gaps, Ordering::Relaxed);
+    }
 }

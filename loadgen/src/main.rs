@@ -2,6 +2,7 @@
 //! they receive, and samples the server's CPU time and memory from `/proc`.
 
 mod client;
+mod deflate_client;
 mod proc_stat;
 mod report;
 mod stats;
@@ -85,6 +86,10 @@ pub struct RunArgs {
     /// measuring (one JSON line each, on stderr).
     #[arg(long, value_parser = humantime::parse_duration)]
     sample_every: Option<Duration>,
+    /// Ask for permessage-deflate and inflate what arrives (a connection the server does not
+    /// compress counts as failed). Not with --churn.
+    #[arg(long, conflicts_with = "churn")]
+    compression: bool,
     /// A label for the result line.
     #[arg(long, default_value = "run")]
     label: String,
@@ -138,12 +143,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             symbols: client::symbols_for(&args, i),
             channels: args.channels.split(',').map(str::to_string).collect(),
         });
-        tasks.push(tokio::spawn(client::connection(
-            i,
-            url,
-            shared.clone(),
-            churn,
-        )));
+        tasks.push(if args.compression {
+            tokio::spawn(deflate_client::connection(i, url, shared.clone()))
+        } else {
+            tokio::spawn(client::connection(i, url, shared.clone(), churn))
+        });
         next += gap;
         tokio::time::sleep_until(next).await;
     }

@@ -95,6 +95,41 @@ pub struct Config {
     #[arg(long, env = "TICKSTREAM_QUEUE_CAPACITY", default_value_t = 2048)]
     pub queue_capacity: usize,
 
+    /// Offer permessage-deflate (RFC 7692) to clients that ask for it: about 8x fewer bytes on
+    /// the wire for about twice the CPU per message (docs/benchmarks.md, "Compression").
+    #[arg(long, env = "TICKSTREAM_WS_COMPRESSION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub ws_compression: bool,
+
+    /// Compressed connections at once; later clients are served uncompressed. Each active one
+    /// holds about 150 KiB of compressor state (none while quiet).
+    #[arg(
+        long,
+        env = "TICKSTREAM_WS_COMPRESSION_MAX_CONNECTIONS",
+        default_value_t = 2_000
+    )]
+    pub ws_compression_max_connections: usize,
+
+    /// The compressor's window, log2 bytes (9-15): 12 keeps the last few dozen updates.
+    #[arg(
+        long,
+        env = "TICKSTREAM_WS_COMPRESSION_WINDOW_BITS",
+        default_value_t = 12
+    )]
+    pub ws_compression_window_bits: u8,
+
+    /// zlib compression level (1 fastest - 9 smallest).
+    #[arg(long, env = "TICKSTREAM_WS_COMPRESSION_LEVEL", default_value_t = 1)]
+    pub ws_compression_level: u8,
+
+    /// zlib memory level (1-9): the compressor's symbol buffer; 1 suits small messages.
+    #[arg(long, env = "TICKSTREAM_WS_COMPRESSION_MEM_LEVEL", default_value_t = 1)]
+    pub ws_compression_mem_level: u8,
+
+    /// Keep the compression context between messages (false: every message on its own,
+    /// about 1.4x instead of 8x smaller, no state between messages).
+    #[arg(long, env = "TICKSTREAM_WS_COMPRESSION_CONTEXT_TAKEOVER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub ws_compression_context_takeover: bool,
+
     /// Heartbeat and ping interval.
     #[arg(long, env = "TICKSTREAM_HEARTBEAT_INTERVAL", value_parser = humantime::parse_duration, default_value = "15s")]
     pub heartbeat_interval: Duration,
@@ -170,6 +205,16 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The permessage-deflate settings, when compression is on.
+    pub fn deflate(&self) -> Option<crate::ws::deflate::Settings> {
+        self.ws_compression.then_some(crate::ws::deflate::Settings {
+            window_bits: self.ws_compression_window_bits,
+            mem_level: self.ws_compression_mem_level,
+            level: self.ws_compression_level,
+            context_takeover: self.ws_compression_context_takeover,
+        })
+    }
+
     /// The listen address: the flag or variable, else `$PORT`, else 8080.
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
         if let Some(addr) = self.listen {
@@ -201,13 +246,37 @@ impl Config {
         if !self.replay_speed.is_finite() || self.replay_speed < 0.0 {
             return Err(ConfigError::ReplaySpeed(self.replay_speed));
         }
-        let ranges: [(&'static str, usize, usize, usize); 6] = [
+        let ranges: [(&'static str, usize, usize, usize); 10] = [
             ("--history", self.history, 0, 100_000),
             ("--candle-history", self.candle_history, 1, 100_000),
             ("--max-connections", self.max_connections, 1, 1_000_000),
             ("--max-subscriptions", self.max_subscriptions, 1, 100_000),
             ("--max-message-bytes", self.max_message_bytes, 64, 65_536),
             ("--queue-capacity", self.queue_capacity, 8, 1_000_000),
+            (
+                "--ws-compression-max-connections",
+                self.ws_compression_max_connections,
+                0,
+                1_000_000,
+            ),
+            (
+                "--ws-compression-window-bits",
+                self.ws_compression_window_bits.into(),
+                9,
+                15,
+            ),
+            (
+                "--ws-compression-level",
+                self.ws_compression_level.into(),
+                1,
+                9,
+            ),
+            (
+                "--ws-compression-mem-level",
+                self.ws_compression_mem_level.into(),
+                1,
+                9,
+            ),
         ];
         for (flag, value, min, max) in ranges {
             if !(min..=max).contains(&value) {
@@ -261,6 +330,9 @@ mod tests {
             parse(&["--sim-symbols", "AAPL,AAPL"]).validate(),
             Err(ConfigError::DuplicateSymbol("AAPL".into()))
         );
+        let err = parse(&["--ws-compression-window-bits", "8"]).validate();
+        assert!(err.is_err_and(|e| e.to_string().contains("--ws-compression-window-bits")));
+        assert_eq!(parse(&["--ws-compression", "false"]).deflate(), None);
         let err = parse(&["--max-message-bytes", "10"]).validate();
         assert!(err.is_err_and(|e| e.to_string().contains("--max-message-bytes")));
         assert!(Config::try_parse_from(["tickstream", "--heartbeat-interval", "soon"]).is_err());

@@ -152,6 +152,8 @@ pub struct AppState {
     /// Every connection task, HTTP and WebSocket, so shutdown can wait for them with a deadline.
     pub tracker: TaskTracker,
     connections: Arc<AtomicUsize>,
+    /// Connections with permessage-deflate, bounded by `--ws-compression-max-connections`.
+    pub(crate) compressed: Arc<AtomicUsize>,
     next_id: Arc<AtomicU64>,
     ready: Arc<AtomicBool>,
     feed: Arc<Mutex<Option<Feed>>>,
@@ -195,6 +197,7 @@ impl AppState {
             draining: CancellationToken::new(),
             tracker: TaskTracker::new(),
             connections: Arc::new(AtomicUsize::new(0)),
+            compressed: Arc::new(AtomicUsize::new(0)),
             next_id: Arc::new(AtomicU64::new(1)),
             ready: Arc::new(AtomicBool::new(false)),
             feed: Arc::new(Mutex::new(Some(feed))),

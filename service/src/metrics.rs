@@ -35,6 +35,11 @@ impl EncodeLabelValue for CodeValue {
 pub struct Metrics {
     registry: Registry,
     pub connections_open: Gauge,
+    /// Connections that agreed permessage-deflate.
+    pub connections_compressed: Gauge,
+    /// Bytes of messages before and after compression.
+    pub deflate_in_bytes: Counter,
+    pub deflate_out_bytes: Counter,
     /// 1 once ECS has started stopping this task.
     pub draining: Gauge,
     pub connections_total: Counter,
@@ -63,6 +68,9 @@ impl Metrics {
         let mut registry = Registry::with_prefix("tickstream");
         let m = Self {
             connections_open: Gauge::default(),
+            connections_compressed: Gauge::default(),
+            deflate_in_bytes: Counter::default(),
+            deflate_out_bytes: Counter::default(),
             draining: Gauge::default(),
             connections_total: Counter::default(),
             connections_rejected: Family::default(),
@@ -82,6 +90,21 @@ impl Metrics {
             "connections_open",
             "WebSocket connections now open",
             m.connections_open.clone(),
+        );
+        registry.register(
+            "connections_compressed",
+            "WebSocket connections now open with permessage-deflate",
+            m.connections_compressed.clone(),
+        );
+        registry.register(
+            "deflate_in_bytes",
+            "Message bytes given to the compressor (server to client)",
+            m.deflate_in_bytes.clone(),
+        );
+        registry.register(
+            "deflate_out_bytes",
+            "Compressed message bytes it produced (without frame headers)",
+            m.deflate_out_bytes.clone(),
         );
         registry.register(
             "draining",

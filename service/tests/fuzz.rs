@@ -70,6 +70,7 @@ fn valid_frame() -> impl Strategy<Value = ClientFrame> {
             prop::collection::vec(any::<u8>(), 0..300)
         )
             .prop_map(|(fin, opcode, payload)| ClientFrame {
+                compressed: false,
                 fin,
                 opcode,
                 payload
@@ -79,6 +80,7 @@ fn valid_frame() -> impl Strategy<Value = ClientFrame> {
             prop::collection::vec(any::<u8>(), 0..=125)
         )
             .prop_map(|(opcode, payload)| ClientFrame {
+                compressed: false,
                 fin: true,
                 opcode,
                 payload
@@ -140,7 +142,7 @@ proptest! {
         let mut start = 0;
         for (i, &end) in bounds.iter().enumerate() {
             let opcode = if i > 0 { 0 } else if binary { 2 } else { 1 };
-            frames.push(ClientFrame { fin: i + 1 == bounds.len(), opcode, payload: message[start..end].to_vec() });
+            frames.push(ClientFrame { fin: i + 1 == bounds.len(), opcode, payload: message[start..end].to_vec(), compressed: false });
             start = end;
         }
         // Control frames go between fragments (before data frame `at`), never after the
@@ -150,7 +152,7 @@ proptest! {
         let data = std::mem::take(&mut frames);
         for (i, f) in data.into_iter().enumerate() {
             for (_, p) in pings.iter().filter(|(at, _)| *at == i) {
-                frames.push(ClientFrame { fin: true, opcode: 9, payload: p.clone() });
+                frames.push(ClientFrame { fin: true, opcode: 9, payload: p.clone(), compressed: false });
             }
             frames.push(f);
         }
@@ -160,7 +162,7 @@ proptest! {
         for f in frames {
             match r.push(f) {
                 Ok(Input::Ping(p)) => answered.push(p),
-                Ok(Input::Message { opcode, payload }) => whole.push((opcode, payload)),
+                Ok(Input::Message { opcode, payload, .. }) => whole.push((opcode, payload)),
                 Ok(Input::Pending) => {}
                 other => prop_assert!(false, "unexpected {:?}", other),
             }
@@ -180,7 +182,7 @@ proptest! {
     ) {
         let mut r = Reassembly::new(limit);
         for (fin, opcode, payload) in frames {
-            match r.push(ClientFrame { fin, opcode, payload }) {
+            match r.push(ClientFrame { fin, opcode, payload, compressed: false }) {
                 Ok(Input::Message { payload, .. }) => prop_assert!(payload.len() <= limit || fin),
                 Err(code) => {
                     prop_assert!(code == 1002 || code == 1009, "{}", code);

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, MissedTickBehavior};
 
+use super::deflate::{self, Compressor};
 use super::frame::{self, ClientFrame, OP_BINARY, OP_PING, OP_PONG};
 use super::message::{Input, Reassembly};
 use super::peer::{Drain, Dropped, Peer};
@@ -19,6 +20,7 @@ use super::protocol::{
     CLOSE_SLOW_CONSUMER, CLOSE_WRITE_TIMEOUT, ClientMessage, ErrorCode, RequestId, ServerMessage,
     StreamAck, StreamRef, SubscribeRequest, UnsubscribeRequest, stream_name,
 };
+use super::upgrade::Compressed;
 use super::upgrade::{Slot, resolve, too_many, truncate};
 use crate::AppState;
 use crate::feed::now_micros;
@@ -115,7 +117,10 @@ struct Connection {
     last_heard: Instant,
     /// Saying goodbye: requests are no longer answered.
     closing: bool,
+    /// Client messages may be compressed (permessage-deflate was agreed).
+    inflate: bool,
     _slot: Slot,
+    _compressed: Option<Compressed>,
 }
 
 pub(super) async fn serve(
@@ -124,16 +129,20 @@ pub(super) async fn serve(
     early: Bytes,
     initial: Vec<StreamId>,
     slot: Slot,
+    compression: Option<(Compressor, Compressed)>,
 ) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
     }
     let id = state.next_connection_id();
+    let (compressor, compressed) = compression.unzip();
+    let inflate = compressor.is_some();
     let peer = Arc::new(Peer::new(
         id,
         stream,
         state.config.queue_capacity,
         state.metrics.clone(),
+        compressor,
     ));
     // `early` borrows hyper's whole read buffer: copy what it holds and let the buffer go.
     let input = early.to_vec();
@@ -151,7 +160,9 @@ pub(super) async fn serve(
         messages: Reassembly::new(HARD_MESSAGE_LIMIT),
         last_heard: Instant::now(),
         closing: false,
+        inflate,
         _slot: slot,
+        _compressed: compressed,
     };
     let end = conn.run(initial).await;
     conn.finish(end).await;
@@ -209,6 +220,7 @@ impl Connection {
                     if self.last_heard.elapsed() > self.state.config.client_timeout {
                         return End::HeartbeatTimeout;
                     }
+                    self.peer.release_idle_compressor();
                     let msg = ServerMessage::Heartbeat { ts: now_micros(), streams: self.positions() };
                     self.reply(&msg);
                     self.peer.send(Bytes::from_static(&PING));
@@ -262,7 +274,7 @@ impl Connection {
     fn process_input(&mut self) -> Option<End> {
         let mut at = 0;
         let end = loop {
-            match frame::parse(&self.input[at..], HARD_MESSAGE_LIMIT) {
+            match frame::parse_with(&self.input[at..], HARD_MESSAGE_LIMIT, self.inflate) {
                 Ok(Some((f, used))) => {
                     at += used;
                     self.last_heard = Instant::now();
@@ -295,7 +307,21 @@ impl Connection {
             Ok(Input::Pong | Input::Pending) => None,
             Ok(Input::Close(Ok(code))) => Some(End::ClientClosed(code)),
             Ok(Input::Close(Err(code))) | Err(code) => Some(End::Violation(code)),
-            Ok(Input::Message { opcode, payload }) => self.on_message(opcode, payload),
+            Ok(Input::Message {
+                opcode,
+                payload,
+                compressed: false,
+            }) => self.on_message(opcode, payload),
+            // Inflated up to the hard limit: a bomb ends the connection (1009) at that size;
+            // what is merely over `--max-message-bytes` is answered like any large message.
+            Ok(Input::Message {
+                opcode,
+                payload,
+                compressed: true,
+            }) => match deflate::inflate(&payload, HARD_MESSAGE_LIMIT) {
+                Ok(payload) => self.on_message(opcode, payload),
+                Err(e) => Some(End::Violation(e.close_code())),
+            },
         }
     }
 

@@ -29,6 +29,18 @@ pub fn server_frame(opcode: u8, payload: &[u8]) -> Bytes {
     out.freeze()
 }
 
+/// The opcode and payload of a frame built by [`server_frame`].
+pub fn server_payload(wire: &[u8]) -> Option<(u8, &[u8])> {
+    let (&b0, rest) = wire.split_first()?;
+    let (&b1, rest) = rest.split_first()?;
+    let skip = match b1 & 0x7F {
+        126 => 2,
+        127 => 8,
+        _ => 0,
+    };
+    Some((b0 & 0x0F, rest.get(skip..)?))
+}
+
 pub fn text(payload: &str) -> Bytes {
     server_frame(OP_TEXT, payload.as_bytes())
 }
@@ -73,6 +85,8 @@ pub struct ClientFrame {
     pub fin: bool,
     pub opcode: u8,
     pub payload: Vec<u8>,
+    /// RSV1: with permessage-deflate, the first frame of a compressed message.
+    pub compressed: bool,
 }
 
 /// Why a client's bytes are not a valid frame; each maps to a close code.
@@ -96,12 +110,27 @@ impl FrameError {
 /// Parses one frame from the start of `buf`. `Ok(None)` means more bytes are needed; a
 /// declared length over `max` is refused before its payload is read.
 pub fn parse(buf: &[u8], max: usize) -> Result<Option<(ClientFrame, usize)>, FrameError> {
+    parse_with(buf, max, false)
+}
+
+/// [`parse`] where `rsv1` says whether RSV1 may be set (permessage-deflate was agreed). It is
+/// then accepted on data frames only; whether it starts a message is the reassembler's check.
+pub fn parse_with(
+    buf: &[u8],
+    max: usize,
+    rsv1: bool,
+) -> Result<Option<(ClientFrame, usize)>, FrameError> {
     if buf.len() < 2 {
         return Ok(None);
     }
     let (b0, b1) = (buf[0], buf[1]);
-    if b0 & 0x70 != 0 {
+    let allowed = if rsv1 { 0x40 } else { 0 };
+    if b0 & 0x70 & !allowed != 0 {
         return Err(FrameError::Protocol("reserved bits set"));
+    }
+    let compressed = b0 & 0x40 != 0;
+    if compressed && b0 & 0x08 != 0 {
+        return Err(FrameError::Protocol("RSV1 on a control frame"));
     }
     let fin = b0 & 0x80 != 0;
     let opcode = b0 & 0x0F;
@@ -162,6 +191,7 @@ pub fn parse(buf: &[u8], max: usize) -> Result<Option<(ClientFrame, usize)>, Fra
             fin,
             opcode,
             payload,
+            compressed,
         },
         end,
     )))

@@ -13,10 +13,12 @@ pub enum Input {
     Pong,
     /// The client's close code, or the code to fail the connection with.
     Close(Result<u16, u16>),
-    /// A whole data message.
+    /// A whole data message; `compressed` when its first frame had RSV1 set (its payload is
+    /// still deflated).
     Message {
         opcode: u8,
         payload: Vec<u8>,
+        compressed: bool,
     },
     /// A fragment of a message still being assembled.
     Pending,
@@ -25,7 +27,8 @@ pub enum Input {
 /// The message being assembled, bounded by `limit` bytes.
 #[derive(Debug)]
 pub struct Reassembly {
-    partial: Option<(u8, Vec<u8>)>,
+    /// Opcode, compressed, bytes so far.
+    partial: Option<(u8, bool, Vec<u8>)>,
     limit: usize,
 }
 
@@ -45,6 +48,10 @@ impl Reassembly {
     /// a continuation without a start or a new message inside a fragmented one, 1009 for a
     /// message that grows past the limit.
     pub fn push(&mut self, f: ClientFrame) -> Result<Input, u16> {
+        // RSV1 marks a compressed message on its first frame only (RFC 7692 6.1).
+        if f.compressed && !matches!(f.opcode, OP_TEXT | OP_BINARY) {
+            return Err(PROTOCOL_ERROR);
+        }
         match (f.opcode, f.fin, self.partial.as_mut()) {
             (OP_PING, _, _) => Ok(Input::Ping(f.payload)),
             (OP_PONG, _, _) => Ok(Input::Pong),
@@ -52,15 +59,16 @@ impl Reassembly {
             (OP_TEXT | OP_BINARY, true, None) => Ok(Input::Message {
                 opcode: f.opcode,
                 payload: f.payload,
+                compressed: f.compressed,
             }),
             (OP_TEXT | OP_BINARY, false, None) => {
                 if f.payload.len() > self.limit {
                     return Err(TOO_BIG);
                 }
-                self.partial = Some((f.opcode, f.payload));
+                self.partial = Some((f.opcode, f.compressed, f.payload));
                 Ok(Input::Pending)
             }
-            (OP_CONTINUATION, fin, Some((_, buf))) => {
+            (OP_CONTINUATION, fin, Some((_, _, buf))) => {
                 if buf.len() + f.payload.len() > self.limit {
                     return Err(TOO_BIG);
                 }
@@ -68,8 +76,12 @@ impl Reassembly {
                 if !fin {
                     return Ok(Input::Pending);
                 }
-                let (opcode, payload) = self.partial.take().ok_or(PROTOCOL_ERROR)?;
-                Ok(Input::Message { opcode, payload })
+                let (opcode, compressed, payload) = self.partial.take().ok_or(PROTOCOL_ERROR)?;
+                Ok(Input::Message {
+                    opcode,
+                    payload,
+                    compressed,
+                })
             }
             _ => Err(PROTOCOL_ERROR),
         }

@@ -1,8 +1,9 @@
-//! The WebSocket endpoint: admission and handshake (`upgrade`), framing ([`frame`]) and
-//! reassembly ([`message`]), the socket
+//! The WebSocket endpoint: admission and handshake (`upgrade`), framing ([`frame`]),
+//! reassembly ([`message`]) and compression ([`deflate`]), the socket
 //! as the hub writes to it (`peer`) and one task per client (`connection`).
 
 mod connection;
+pub mod deflate;
 pub mod frame;
 pub mod message;
 mod peer;

@@ -12,6 +12,8 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+use super::deflate::Compressor;
+use super::frame;
 use crate::hub::{Frame, Offer, Outlet, StreamId, Upcoming};
 use crate::metrics::Metrics;
 
@@ -35,7 +37,12 @@ struct PeerState {
     /// The last seq sent (or queued) per subscribed stream.
     subs: HashMap<StreamId, u64>,
     /// Whole frames waiting to be written; the front may be partly written already.
-    pending: VecDeque<Bytes>,
+    pending: VecDeque<Out>,
+    /// With permessage-deflate: the compressor, and how many front frames of `pending` have
+    /// been through it. Those are fixed in place: the client's decompressor will see them in
+    /// that order, so nothing may be put before them.
+    deflate: Option<Compressor>,
+    fixed: usize,
     /// Bytes of the front frame already written.
     written: usize,
     /// Set while a subscribe is being acknowledged: frames queue, nothing is written.
@@ -52,6 +59,24 @@ struct PeerState {
     dropped: Option<Dropped>,
     /// No more data frames: failed, kicked or closing.
     closed: bool,
+}
+
+/// A frame waiting to be written.
+#[derive(Debug)]
+struct Out {
+    wire: Bytes,
+    /// A data message that goes through the compressor (when there is one) just before it is
+    /// written: compressing in write order keeps the client's window in step with ours.
+    data: bool,
+}
+
+impl Out {
+    fn data(wire: Bytes) -> Self {
+        Self { wire, data: true }
+    }
+    fn control(wire: Bytes) -> Self {
+        Self { wire, data: false }
+    }
 }
 
 /// Why the hub dropped a peer from its streams.
@@ -72,11 +97,20 @@ pub enum Drain {
 }
 
 impl Peer {
-    pub fn new(id: u64, stream: TcpStream, capacity: usize, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        id: u64,
+        stream: TcpStream,
+        capacity: usize,
+        metrics: Arc<Metrics>,
+        deflate: Option<Compressor>,
+    ) -> Self {
         Self {
             id,
             stream,
-            state: Mutex::default(),
+            state: Mutex::new(PeerState {
+                deflate,
+                ..PeerState::default()
+            }),
             wake: Notify::new(),
             capacity,
             metrics,
@@ -120,23 +154,19 @@ impl Peer {
     pub fn release(&self, first: Bytes, frames: Vec<Frame>) -> Drain {
         let mut st = self.lock();
         let held = std::mem::take(&mut st.pending);
-        let written = std::mem::replace(&mut st.written, 0);
-        // A partly written frame must stay in front: it is already on the wire.
+        // A partly written frame must stay in front: it is already on the wire; so must every
+        // frame already through the compressor.
+        let keep = st.fixed.max(usize::from(st.written > 0));
         let mut rest = held.into_iter();
-        if written > 0
-            && let Some(front) = rest.next()
-        {
-            st.pending.push_back(front);
-            st.written = written;
-        }
-        st.pending.push_back(first);
+        st.pending.extend(rest.by_ref().take(keep));
+        st.pending.push_back(Out::control(first));
         // Snapshots and replays precede anything held, which was accepted against the
         // provisional position; they only ever move the position forward.
         st.allowance += frames.len();
         for f in frames {
             let last = st.subs.entry(f.stream).or_insert(0);
             *last = (*last).max(f.seq);
-            st.pending.push_back(f.wire);
+            st.pending.push_back(Out::data(f.wire));
         }
         st.pending.extend(rest);
         st.hold = false;
@@ -151,7 +181,7 @@ impl Peer {
     /// Queues a control message (acknowledgement, error, heartbeat) and writes what it can.
     pub fn send(&self, wire: Bytes) -> Drain {
         let mut st = self.lock();
-        st.pending.push_back(wire);
+        st.pending.push_back(Out::control(wire));
         if st.hold || st.blocked {
             return Drain::Blocked;
         }
@@ -174,6 +204,15 @@ impl Peer {
             st.pending.truncate(1);
         } else {
             st.pending.clear();
+        }
+        st.fixed = st.fixed.min(st.pending.len());
+    }
+
+    /// Drops the compressor of a connection that sent no data since the last call (see
+    /// [`Compressor::release_if_idle`]); the connection task calls it once per heartbeat.
+    pub fn release_idle_compressor(&self) {
+        if let Some(c) = self.lock().deflate.as_mut() {
+            c.release_if_idle();
         }
     }
 
@@ -209,10 +248,19 @@ impl Peer {
             if st.pending.is_empty() {
                 break Drain::Done;
             }
+            if let Err(e) = self.compress_front(st) {
+                tracing::warn!(error = %e, "closing a connection whose compressor failed");
+                st.closed = true;
+                break Drain::Failed;
+            }
             let mut iov = [IoSlice::new(&[]); MAX_IOV];
             let mut n = 0;
             for (i, f) in st.pending.iter().take(MAX_IOV).enumerate() {
-                iov[i] = IoSlice::new(if i == 0 { &f[st.written..] } else { f });
+                iov[i] = IoSlice::new(if i == 0 {
+                    &f.wire[st.written..]
+                } else {
+                    &f.wire
+                });
                 n += 1;
             }
             match self.send_iov(&iov[..n], via_runtime) {
@@ -220,7 +268,7 @@ impl Peer {
                 Ok(mut wrote) => {
                     bytes += wrote;
                     while let Some(front) = st.pending.front() {
-                        let left = front.len() - st.written;
+                        let left = front.wire.len() - st.written;
                         if wrote < left {
                             st.written += wrote;
                             break;
@@ -228,6 +276,7 @@ impl Peer {
                         wrote -= left;
                         st.written = 0;
                         st.pending.pop_front();
+                        st.fixed = st.fixed.saturating_sub(1);
                         frames += 1;
                     }
                 }
@@ -252,9 +301,68 @@ impl Peer {
         (result, frames, bytes)
     }
 
+    /// Compresses the data frames among the next [`MAX_IOV`] to be written, in order.
+    fn compress_front(&self, st: &mut PeerState) -> Result<(), super::deflate::CompressError> {
+        let PeerState {
+            pending,
+            deflate,
+            fixed,
+            ..
+        } = st;
+        let Some(deflate) = deflate.as_mut() else {
+            return Ok(());
+        };
+        let end = pending.len().min(MAX_IOV);
+        if *fixed >= end {
+            return Ok(());
+        }
+        for out in pending.range_mut(*fixed..end) {
+            if out.data {
+                out.wire = self.compress(deflate, &out.wire)?;
+                out.data = false;
+            }
+        }
+        *fixed = (*fixed).max(end);
+        Ok(())
+    }
+
+    fn compress(
+        &self,
+        deflate: &mut Compressor,
+        wire: &Bytes,
+    ) -> Result<Bytes, super::deflate::CompressError> {
+        let Some((opcode, payload)) = frame::server_payload(wire) else {
+            return Ok(wire.clone());
+        };
+        let out = deflate.frame(opcode, payload)?;
+        self.metrics.deflate_in_bytes.inc_by(payload.len() as u64);
+        self.metrics
+            .deflate_out_bytes
+            .inc_by(frame::server_payload(&out).map_or(0, |(_, p)| p.len()) as u64);
+        Ok(out)
+    }
+
     /// Writes one frame with nothing queued before it, without touching the queue unless the
     /// socket leaves part of it: the common case at scale, one stream per client.
     fn write_one(&self, st: &mut PeerState, wire: &Bytes) -> (Drain, usize, usize) {
+        let compressed;
+        let wire = match st.deflate.as_mut().map(|d| self.compress(d, wire)) {
+            None => wire,
+            Some(Ok(c)) => {
+                compressed = c;
+                &compressed
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "closing a connection whose compressor failed");
+                st.closed = true;
+                return (Drain::Failed, 0, 0);
+            }
+        };
+        // From here on the frame is fixed: if it waits, it waits at the front.
+        let wait = |st: &mut PeerState| {
+            st.pending.push_back(Out::control(wire.clone()));
+            st.fixed = st.pending.len();
+        };
         loop {
             match self.send_iov(&[IoSlice::new(wire)], false) {
                 Ok(n) if n == wire.len() => return (Drain::Done, 1, n),
@@ -263,14 +371,14 @@ impl Peer {
                     return (Drain::Failed, 0, 0);
                 }
                 Ok(n) => {
-                    st.pending.push_back(wire.clone());
+                    wait(st);
                     st.written = n;
                     st.blocked = true;
                     self.metrics.writes_blocked.inc();
                     return (Drain::Blocked, 0, n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    st.pending.push_back(wire.clone());
+                    wait(st);
                     st.blocked = true;
                     self.metrics.writes_blocked.inc();
                     return (Drain::Blocked, 0, 0);
@@ -334,11 +442,11 @@ impl Outlet for Peer {
         // this peer as flushed-on-batch-end: marking it corked would keep it off every later
         // batch's flush list.
         if st.hold {
-            st.pending.push_back(frame.wire.clone());
+            st.pending.push_back(Out::data(frame.wire.clone()));
             return Offer::Queued { first: false };
         }
         if st.blocked || st.subs.keys().any(|s| upcoming.contains(*s)) {
-            st.pending.push_back(frame.wire.clone());
+            st.pending.push_back(Out::data(frame.wire.clone()));
             let first = !st.corked;
             st.corked = true;
             return Offer::Queued { first };
@@ -349,7 +457,7 @@ impl Outlet for Peer {
         let (result, frames, bytes) = if st.pending.is_empty() {
             self.write_one(&mut st, &frame.wire)
         } else {
-            st.pending.push_back(frame.wire.clone());
+            st.pending.push_back(Out::data(frame.wire.clone()));
             self.write(&mut st, false)
         };
         if result != Drain::Done {
@@ -404,7 +512,7 @@ mod tests {
     #[tokio::test]
     async fn a_replay_does_not_count_against_the_live_queue() {
         let (server, _client) = pair().await;
-        let peer = Peer::new(1, server, 16, Arc::new(Metrics::new()));
+        let peer = Peer::new(1, server, 16, Arc::new(Metrics::new()), None);
         let stream = StreamId::new(Channel::Ticker, 0);
         let frame = |seq: u64| Frame {
             stream,

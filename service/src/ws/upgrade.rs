@@ -16,6 +16,7 @@ use serde::Deserialize;
 use tokio::net::TcpStream;
 
 use super::connection;
+use super::deflate::{self, Compressor};
 use super::protocol::ErrorCode;
 use crate::AppState;
 use crate::http::error_response;
@@ -93,6 +94,24 @@ pub async fn ws_handler(
             "connection limit reached; try another task or later",
         );
     };
+    let deflate = limits.deflate().and_then(|ours| {
+        let offers = headers
+            .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        let (agreed, answer) = deflate::negotiate(offers, &ours)?;
+        // Past the cap the client is served uncompressed: it asked, it did not require.
+        let slot = Compressed::acquire(
+            &state.compressed,
+            limits.ws_compression_max_connections,
+            &state.metrics,
+        )?;
+        Some((Compressor::new(agreed, ours), slot, answer))
+    });
+    let (compression, answer) = match deflate {
+        Some((compressor, slot, answer)) => (Some((compressor, slot)), Some(answer)),
+        None => (None, None),
+    };
     let on_upgrade = hyper::upgrade::on(&mut request);
     let tracker = state.tracker.clone();
     tracker.spawn(async move {
@@ -105,7 +124,8 @@ pub async fn ws_handler(
         };
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
-                connection::serve(state, parts.io.into_inner(), parts.read_buf, initial, slot).await
+                let io = parts.io.into_inner();
+                connection::serve(state, io, parts.read_buf, initial, slot, compression).await
             }
             Err(_) => tracing::error!("WebSocket upgrade on a transport other than TCP; closing"),
         }
@@ -118,6 +138,9 @@ pub async fn ws_handler(
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     if let Ok(v) = HeaderValue::from_str(&accept) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    if let Some(v) = answer.and_then(|a| HeaderValue::from_str(&a).ok()) {
+        h.insert(header::SEC_WEBSOCKET_EXTENSIONS, v);
     }
     // The one subprotocol we speak, when offered (a browser offering any must get one back).
     // Never the key-carrying one: the key is not echoed.
@@ -324,5 +347,34 @@ impl Drop for Slot {
     fn drop(&mut self) {
         self.count.fetch_sub(1, Ordering::AcqRel);
         self.metrics.connections_open.dec();
+    }
+}
+
+/// A held place under the compressed-connection cap, released on drop.
+#[derive(Debug)]
+pub(super) struct Compressed {
+    count: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
+}
+
+impl Compressed {
+    fn acquire(count: &Arc<AtomicUsize>, max: usize, metrics: &Arc<Metrics>) -> Option<Self> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        metrics.connections_compressed.inc();
+        Some(Self {
+            count: count.clone(),
+            metrics: metrics.clone(),
+        })
+    }
+}
+
+impl Drop for Compressed {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
+        self.metrics.connections_compressed.dec();
     }
 }

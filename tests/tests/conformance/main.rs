@@ -8,9 +8,11 @@
 //! prints a report line per case and fails with every case that failed.
 //!
 //! 1 framing · 2 pings and pongs · 3 reserved bits · 4 opcodes · 5 fragmentation · 6 UTF-8 ·
-//! 7 close handling · 9 limits · 10 the HTTP side of the handshake and the REST errors.
+//! 7 close handling · 9 limits · 10 the HTTP side of the handshake and the REST errors ·
+//! 12 permessage-deflate.
 
 mod close;
+mod deflate;
 mod fragmentation;
 mod framing;
 mod http;
@@ -94,6 +96,15 @@ fn s9_limits() {
         "9 limits",
         &["--max-message-rate", "10", "--max-subscriptions", "3"],
         limits::CASES,
+    );
+}
+
+#[test]
+fn s12_permessage_deflate() {
+    section(
+        "12 permessage-deflate",
+        &["--sim-rate", "100"],
+        deflate::CASES,
     );
 }
 

@@ -219,17 +219,29 @@ pub fn ping_op(id: &str, len: usize) -> Vec<u8> {
 pub struct Client {
     s: TcpStream,
     buf: Vec<u8>,
+    /// permessage-deflate was agreed: RSV1 may mark a compressed data message.
+    rsv1: bool,
 }
 
 impl Client {
     /// Opens `/ws` + `query` with a correct handshake and checks the server's answer.
     pub fn open(addr: SocketAddr, query: &str) -> Result<Client, String> {
+        Self::open_with(addr, query, "").map(|(c, _)| c)
+    }
+
+    /// [`Self::open`] with `extra` header lines (each ending in CRLF); also returns the
+    /// server's response head.
+    pub fn open_with(
+        addr: SocketAddr,
+        query: &str,
+        extra: &str,
+    ) -> Result<(Client, String), String> {
         let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
         s.set_nodelay(true).map_err(|e| e.to_string())?;
         let key = "dGhlIHNhbXBsZSBub25jZQ==";
         let req = format!(
             "GET /ws{query} HTTP/1.1\r\nHost: conformance\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
         );
         s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
         s.set_read_timeout(Some(WAIT)).map_err(|e| e.to_string())?;
@@ -256,10 +268,18 @@ impl Client {
         {
             return Err(format!("wrong or missing Sec-WebSocket-Accept: {head:?}"));
         }
-        Ok(Client {
-            s,
-            buf: buf[end..].to_vec(),
-        })
+        let rsv1 = head.lines().any(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("sec-websocket-extensions: permessage-deflate")
+        });
+        Ok((
+            Client {
+                s,
+                buf: buf[end..].to_vec(),
+                rsv1,
+            },
+            head,
+        ))
     }
 
     pub fn raw(&mut self, bytes: &[u8]) -> Result<(), String> {
@@ -278,7 +298,7 @@ impl Client {
     pub fn next(&mut self) -> Result<Option<Frame>, String> {
         let deadline = Instant::now() + WAIT;
         loop {
-            if let Some((frame, used)) = parse(&self.buf)? {
+            if let Some((frame, used)) = parse(&self.buf, self.rsv1)? {
                 self.buf.drain(..used);
                 return Ok(Some(frame));
             }
@@ -359,7 +379,7 @@ impl Client {
                 break f;
             }
         };
-        check_server_frame(&f)?;
+        check_server_frame(&f, false)?;
         if f.close_code() != Some(code) {
             return Err(format!(
                 "expected close {code}, got {:?} {:?}",
@@ -383,9 +403,11 @@ impl Client {
     }
 }
 
-/// What every server frame must be: unmasked, no reserved bits, control frames whole and short.
-pub fn check_server_frame(f: &Frame) -> Result<(), String> {
-    if f.masked || f.rsv != 0 {
+/// What every server frame must be: unmasked, no reserved bits (but RSV1 on a data frame when
+/// permessage-deflate was agreed), control frames whole and short.
+pub fn check_server_frame(f: &Frame, rsv1: bool) -> Result<(), String> {
+    let allowed = if rsv1 && f.opcode < CLOSE { 0b100 } else { 0 };
+    if f.masked || f.rsv & !allowed != 0 {
         return Err(format!("server frame masked or with reserved bits: {f:?}"));
     }
     if f.opcode >= CLOSE && (!f.fin || f.payload.len() > 125) {
@@ -396,7 +418,7 @@ pub fn check_server_frame(f: &Frame) -> Result<(), String> {
     Ok(())
 }
 
-fn parse(buf: &[u8]) -> Result<Option<(Frame, usize)>, String> {
+fn parse(buf: &[u8], rsv1: bool) -> Result<Option<(Frame, usize)>, String> {
     if buf.len() < 2 {
         return Ok(None);
     }
@@ -442,6 +464,6 @@ fn parse(buf: &[u8]) -> Result<Option<(Frame, usize)>, String> {
         masked,
         payload,
     };
-    check_server_frame(&frame)?;
+    check_server_frame(&frame, rsv1)?;
     Ok(Some((frame, at + len)))
 }
