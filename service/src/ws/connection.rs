@@ -20,7 +20,6 @@ use super::protocol::{
     CLOSE_SLOW_CONSUMER, CLOSE_WRITE_TIMEOUT, ClientMessage, ErrorCode, RequestId, ServerMessage,
     StreamAck, StreamRef, SubscribeRequest, UnsubscribeRequest, stream_name,
 };
-use super::upgrade::Compressed;
 use super::upgrade::{Slot, resolve, too_many, truncate};
 use crate::AppState;
 use crate::feed::now_micros;
@@ -120,7 +119,7 @@ struct Connection {
     /// Client messages may be compressed (permessage-deflate was agreed).
     inflate: bool,
     _slot: Slot,
-    _compressed: Option<Compressed>,
+    _compressed: Option<Slot>,
 }
 
 pub(super) async fn serve(
@@ -129,7 +128,7 @@ pub(super) async fn serve(
     early: Bytes,
     initial: Vec<StreamId>,
     slot: Slot,
-    compression: Option<(Compressor, Compressed)>,
+    compression: Option<(Compressor, Slot)>,
 ) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY");

@@ -12,7 +12,7 @@
 //!   inflated on its own and no inflater outlives it. Its inflated size is bounded (a
 //!   decompression bomb is refused with 1009, however small its frames).
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use zlib_rs::{
     Deflate, DeflateConfig, DeflateFlush, Inflate, InflateFlush, Method, Status, Strategy,
 };
@@ -257,7 +257,7 @@ impl Compressor {
         let body = self.out[..written]
             .strip_suffix(&TAIL)
             .ok_or(CompressError("sync flush without its trailer"))?;
-        let frame = compressed_frame(opcode, body);
+        let frame = super::frame::compressed_frame(opcode, body);
         if !agreed.context_takeover {
             deflate.reset();
         }
@@ -278,25 +278,6 @@ impl Compressor {
         self.used = false;
         self.state.is_some()
     }
-}
-
-/// A server frame with RSV1 set: the payload is compressed (RFC 7692 6).
-fn compressed_frame(opcode: u8, payload: &[u8]) -> Bytes {
-    let mut out = BytesMut::with_capacity(payload.len() + 10);
-    out.put_u8(0x80 | 0x40 | opcode);
-    match payload.len() {
-        n @ 0..=125 => out.put_u8(n as u8),
-        n @ 126..=0xFFFF => {
-            out.put_u8(126);
-            out.put_u16(n as u16);
-        }
-        n => {
-            out.put_u8(127);
-            out.put_u64(n as u64);
-        }
-    }
-    out.put_slice(payload);
-    out.freeze()
 }
 
 /// Why a compressed client message could not be read.

@@ -12,8 +12,18 @@ pub const OP_PONG: u8 = 0xA;
 
 /// An unmasked, unfragmented server frame: header and payload in one buffer.
 pub fn server_frame(opcode: u8, payload: &[u8]) -> Bytes {
+    build(0x80 | opcode, payload)
+}
+
+/// [`server_frame`] with RSV1 set: a permessage-deflate message (RFC 7692 6).
+pub fn compressed_frame(opcode: u8, payload: &[u8]) -> Bytes {
+    build(0x80 | 0x40 | opcode, payload)
+}
+
+/// A frame from its first byte (FIN, RSV bits, opcode) and payload.
+fn build(first: u8, payload: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(payload.len() + 10);
-    out.put_u8(0x80 | opcode);
+    out.put_u8(first);
     match payload.len() {
         n @ 0..=125 => out.put_u8(n as u8),
         n @ 126..=0xFFFF => {

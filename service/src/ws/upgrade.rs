@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use hyper_util::rt::TokioIo;
+use prometheus_client::metrics::gauge::Gauge;
 use serde::Deserialize;
 use tokio::net::TcpStream;
 
@@ -85,8 +86,11 @@ pub async fn ws_handler(
             }
         }
     };
-    let Some(slot) = Slot::acquire(&state.connections, limits.max_connections, &state.metrics)
-    else {
+    let Some(slot) = Slot::acquire(
+        &state.connections,
+        limits.max_connections,
+        &state.metrics.connections_open,
+    ) else {
         return refuse(
             &state.metrics,
             StatusCode::SERVICE_UNAVAILABLE,
@@ -94,6 +98,7 @@ pub async fn ws_handler(
             "connection limit reached; try another task or later",
         );
     };
+    state.metrics.connections_total.inc();
     let deflate = limits.deflate().and_then(|ours| {
         let offers = headers
             .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
@@ -101,10 +106,10 @@ pub async fn ws_handler(
             .filter_map(|v| v.to_str().ok());
         let (agreed, answer) = deflate::negotiate(offers, &ours)?;
         // Past the cap the client is served uncompressed: it asked, it did not require.
-        let slot = Compressed::acquire(
+        let slot = Slot::acquire(
             &state.compressed,
             limits.ws_compression_max_connections,
-            &state.metrics,
+            &state.metrics.connections_compressed,
         )?;
         Some((Compressor::new(agreed, ours), slot, answer))
     });
@@ -320,25 +325,25 @@ pub(super) fn truncate(s: &str) -> &str {
     s.char_indices().nth(32).map_or(s, |(i, _)| &s[..i])
 }
 
-/// A held place under the connection limit, released on drop.
+/// A held place under a limit (connections, compressed connections), counted in a gauge and
+/// released on drop.
 #[derive(Debug)]
 pub(super) struct Slot {
     count: Arc<AtomicUsize>,
-    metrics: Arc<Metrics>,
+    gauge: Gauge,
 }
 
 impl Slot {
-    fn acquire(count: &Arc<AtomicUsize>, max: usize, metrics: &Arc<Metrics>) -> Option<Self> {
+    fn acquire(count: &Arc<AtomicUsize>, max: usize, gauge: &Gauge) -> Option<Self> {
         count
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
             })
             .ok()?;
-        metrics.connections_open.inc();
-        metrics.connections_total.inc();
+        gauge.inc();
         Some(Self {
             count: count.clone(),
-            metrics: metrics.clone(),
+            gauge: gauge.clone(),
         })
     }
 }
@@ -346,35 +351,6 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.count.fetch_sub(1, Ordering::AcqRel);
-        self.metrics.connections_open.dec();
-    }
-}
-
-/// A held place under the compressed-connection cap, released on drop.
-#[derive(Debug)]
-pub(super) struct Compressed {
-    count: Arc<AtomicUsize>,
-    metrics: Arc<Metrics>,
-}
-
-impl Compressed {
-    fn acquire(count: &Arc<AtomicUsize>, max: usize, metrics: &Arc<Metrics>) -> Option<Self> {
-        count
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()?;
-        metrics.connections_compressed.inc();
-        Some(Self {
-            count: count.clone(),
-            metrics: metrics.clone(),
-        })
-    }
-}
-
-impl Drop for Compressed {
-    fn drop(&mut self) {
-        self.count.fetch_sub(1, Ordering::AcqRel);
-        self.metrics.connections_compressed.dec();
+        self.gauge.dec();
     }
 }
