@@ -100,14 +100,20 @@ pub struct Config {
     #[arg(long, env = "TICKSTREAM_WS_COMPRESSION", default_value_t = true, action = clap::ArgAction::Set)]
     pub ws_compression: bool,
 
-    /// Compressed connections at once; later clients are served uncompressed. Each active one
-    /// holds about 150 KiB of compressor state (none while quiet).
+    /// Compressed connections at once; later clients are served uncompressed. An active one
+    /// holds its streams' last positions (delta) or about 150 KiB (zlib); a quiet one nothing.
     #[arg(
         long,
         env = "TICKSTREAM_WS_COMPRESSION_MAX_CONNECTIONS",
         default_value_t = 2_000
     )]
     pub ws_compression_max_connections: usize,
+
+    /// How updates are compressed: `delta` copies from the same stream's last update (cheapest,
+    /// smallest at one or two streams per client); `zlib` searches the whole window (smaller
+    /// with many streams per client, about 3x the CPU). Without context takeover: zlib.
+    #[arg(long, env = "TICKSTREAM_WS_COMPRESSION_ENCODER", value_enum, default_value_t = crate::ws::deflate::Encoder::Delta)]
+    pub ws_compression_encoder: crate::ws::deflate::Encoder,
 
     /// The compressor's window, log2 bytes (9-15): 12 keeps the last few dozen updates.
     #[arg(
@@ -117,7 +123,7 @@ pub struct Config {
     )]
     pub ws_compression_window_bits: u8,
 
-    /// zlib compression level (1 fastest - 9 smallest).
+    /// zlib compression level (1 fastest - 9 smallest), for the zlib encoder.
     #[arg(long, env = "TICKSTREAM_WS_COMPRESSION_LEVEL", default_value_t = 1)]
     pub ws_compression_level: u8,
 
@@ -212,6 +218,7 @@ impl Config {
             mem_level: self.ws_compression_mem_level,
             level: self.ws_compression_level,
             context_takeover: self.ws_compression_context_takeover,
+            encoder: self.ws_compression_encoder,
         })
     }
 

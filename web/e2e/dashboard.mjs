@@ -1,6 +1,7 @@
 // The dashboard in a real browser (Debian's chromium driven by playwright-core) against a real
 // tickstream: every symbol on the board with prices that change, the chart drawn, the tape
-// filling, a phone-sized screen without sideways scrolling, no request leaving the server, and a
+// filling, updates compressed (permessage-deflate) and inflated by the browser, a phone-sized
+// screen without sideways scrolling, no request leaving the server, and a
 // server restart survived with no gap in any stream's seq. Saves docs/dashboard.png (and
 // docs/dashboard-phone.png) for the README.
 //
@@ -145,6 +146,12 @@ async function main() {
       });
     const held = await stats();
     check(held.gaps === 0 && held.reconnects === 0, "no gap before the restart");
+    // Chromium offers permessage-deflate and inflates with its own zlib: everything above was
+    // read through our encoder.
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    const metric = (name) => Number(metrics.match(new RegExp(`^${name} (\\d+)`, "m"))?.[1] ?? 0);
+    const [zin, zout] = [metric("tickstream_deflate_in_bytes_total"), metric("tickstream_deflate_out_bytes_total")];
+    check(metric("tickstream_connections_compressed") >= 1 && zout > 0 && zout * 3 < zin, `the browser reads compressed updates (${zin} bytes sent as ${zout})`);
     const code = await stopServer(server);
     check(code === 0, "the server drained and exited 0 on SIGTERM");
     await page.waitForFunction(() => document.querySelector(".status")?.dataset.state !== "live", null, { timeout: 5000 });

@@ -5,14 +5,20 @@
 //! repeat their keys and most of their values from one message to the next. With the context
 //! kept between messages a ticker update shrinks about eightfold (`docs/benchmarks.md`).
 //!
-//! - Server to client: one compressor per connection, created on its first message and dropped
-//!   when the connection has been quiet for a heartbeat (RFC 7692 lets a sender start afresh at
-//!   any message; the client's decompressor does not notice), so an idle client costs nothing.
+//! - Server to client, with context takeover (the default): our own encoder ([`super::delta`])
+//!   copies from the client's last message on the same stream, keeping only positions per
+//!   connection. Without context takeover, or with `--ws-compression-encoder zlib`: one zlib
+//!   compressor per connection, created on its first message. Either drops its state when the
+//!   connection has been quiet for a heartbeat (RFC 7692 lets a sender start afresh at any
+//!   message; the client's decompressor does not notice), so an idle client costs nothing.
 //! - Client to server: we always answer `client_no_context_takeover`, so a client message is
 //!   inflated on its own and no inflater outlives it. Its inflated size is bounded (a
 //!   decompression bomb is refused with 1009, however small its frames).
 
 use bytes::Bytes;
+
+use super::delta::Delta;
+use crate::hub::StreamId;
 use zlib_rs::{
     Deflate, DeflateConfig, DeflateFlush, Inflate, InflateFlush, Method, Status, Strategy,
 };
@@ -23,6 +29,17 @@ pub const NAME: &str = "permessage-deflate";
 /// The trailer a sync flush ends with, which the sender strips and the receiver puts back
 /// (RFC 7692 7.2.1).
 const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+
+/// How messages to clients are compressed when the context is kept between them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Encoder {
+    /// Copies from the same stream's last message, fixed codes: the cheapest, no state but
+    /// positions.
+    Delta,
+    /// zlib at `level`: finds copies across streams too (smaller at several streams per
+    /// client), for several times the CPU and ~150 KiB per active connection.
+    Zlib,
+}
 
 /// The server's settings (`--ws-compression*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +54,7 @@ pub struct Settings {
     /// Keep the compression context from message to message (far better ratios); off answers
     /// every offer with `server_no_context_takeover`.
     pub context_takeover: bool,
+    pub encoder: Encoder,
 }
 
 /// What was agreed with one client.
@@ -181,19 +199,28 @@ fn accept(offer: &Offer, ours: &Settings) -> Option<(Agreed, String)> {
 pub struct Compressor {
     agreed: Agreed,
     settings: Settings,
-    /// Created on the first message; dropped by [`Self::release_if_idle`].
-    state: Option<Deflate>,
+    engine: Engine,
     /// Scratch output, reused.
     out: Vec<u8>,
     /// A message was compressed since the last [`Self::release_if_idle`].
     used: bool,
 }
 
+enum Engine {
+    Delta(Delta),
+    /// Created on the first message; dropped by [`Compressor::release_if_idle`].
+    Zlib(Option<Deflate>),
+}
+
 impl std::fmt::Debug for Compressor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let engine = match &self.engine {
+            Engine::Delta(d) => format!("delta ({} streams held)", d.streams_held()),
+            Engine::Zlib(z) => format!("zlib (allocated: {})", z.is_some()),
+        };
         f.debug_struct("Compressor")
             .field("agreed", &self.agreed)
-            .field("allocated", &self.state.is_some())
+            .field("engine", &engine)
             .finish()
     }
 }
@@ -204,80 +231,134 @@ impl std::fmt::Debug for Compressor {
 #[error("compression failed: {0}")]
 pub struct CompressError(&'static str);
 
+/// A compressed frame and the size of its payload.
+#[derive(Debug)]
+pub struct Compressed {
+    pub frame: Bytes,
+    pub payload_len: usize,
+}
+
 impl Compressor {
     pub fn new(agreed: Agreed, settings: Settings) -> Self {
+        let engine = if agreed.context_takeover && settings.encoder == Encoder::Delta {
+            Engine::Delta(Delta::new(agreed.window_bits))
+        } else {
+            Engine::Zlib(None)
+        };
         Self {
             agreed,
             settings,
-            state: None,
+            engine,
             out: Vec::new(),
             used: false,
         }
     }
 
-    /// The whole frame for a message of `opcode` with `payload`.
-    pub fn frame(&mut self, opcode: u8, payload: &[u8]) -> Result<Bytes, CompressError> {
-        let (agreed, settings) = (self.agreed, self.settings);
-        let deflate = self.state.get_or_insert_with(|| {
-            Deflate::new_with_config(DeflateConfig {
-                level: i32::from(settings.level),
-                method: Method::Deflated,
-                // Negative: a raw deflate stream, no zlib header.
-                window_bits: -i32::from(agreed.window_bits),
-                mem_level: i32::from(settings.mem_level),
-                strategy: Strategy::Default,
-            })
-        });
+    /// Compresses the message in `wire` (a whole uncompressed frame) on `stream`; `None` for a
+    /// frame that is not a message.
+    pub fn compress(
+        &mut self,
+        wire: &Bytes,
+        stream: StreamId,
+    ) -> Result<Option<Compressed>, CompressError> {
+        let Some((opcode, payload)) = super::frame::server_payload(wire) else {
+            return Ok(None);
+        };
         self.used = true;
         self.out.clear();
-        // Deflate never grows data by more than a few bytes per block: one pass, one flush.
-        self.out.resize(payload.len() + payload.len() / 64 + 64, 0);
-        let (mut read, mut written) = (0usize, 0usize);
-        loop {
-            let (in0, out0) = (deflate.total_in(), deflate.total_out());
-            let status = deflate
-                .compress(
-                    &payload[read..],
-                    &mut self.out[written..],
-                    DeflateFlush::SyncFlush,
-                )
-                .map_err(|e| CompressError(e.as_str()))?;
-            read += (deflate.total_in() - in0) as usize;
-            written += (deflate.total_out() - out0) as usize;
-            // The flush is complete once all input is taken and room was left over.
-            if read == payload.len() && written < self.out.len() {
-                break;
+        match &mut self.engine {
+            Engine::Delta(delta) => {
+                let payload = wire.slice(wire.len() - payload.len()..);
+                delta.encode(stream, &payload, &mut self.out);
             }
-            if status == Status::BufError && written < self.out.len() && read < payload.len() {
-                return Err(CompressError("no progress"));
+            Engine::Zlib(state) => {
+                let deflate = state.get_or_insert_with(|| zlib(self.agreed, self.settings));
+                zlib_sync_flush(deflate, payload, &mut self.out)?;
+                if !self.agreed.context_takeover {
+                    deflate.reset();
+                }
             }
-            let grow = self.out.len();
-            self.out.resize(grow * 2, 0);
         }
-        let body = self.out[..written]
-            .strip_suffix(&TAIL)
-            .ok_or(CompressError("sync flush without its trailer"))?;
-        let frame = super::frame::compressed_frame(opcode, body);
-        if !agreed.context_takeover {
-            deflate.reset();
-        }
+        let frame = super::frame::compressed_frame(opcode, &self.out);
+        let payload_len = self.out.len();
         // A burst (a replay) must not leave a large buffer behind.
         if self.out.capacity() > 64 * 1024 {
             self.out = Vec::new();
         }
-        Ok(frame)
+        Ok(Some(Compressed { frame, payload_len }))
     }
 
-    /// Drops the compressor if no message went through it since the last call: a quiet
-    /// connection keeps no compression state. Returns whether state is held.
+    /// Drops the compressor's state if no message went through it since the last call: a
+    /// quiet connection keeps none. Returns whether state is held.
     pub fn release_if_idle(&mut self) -> bool {
-        if !self.used {
-            self.state = None;
+        let idle = !self.used;
+        if idle {
             self.out = Vec::new();
         }
         self.used = false;
-        self.state.is_some()
+        match &mut self.engine {
+            Engine::Delta(delta) => {
+                delta.forget(idle);
+                delta.streams_held() > 0
+            }
+            Engine::Zlib(state) => {
+                if idle {
+                    *state = None;
+                }
+                state.is_some()
+            }
+        }
     }
+}
+
+fn zlib(agreed: Agreed, settings: Settings) -> Deflate {
+    Deflate::new_with_config(DeflateConfig {
+        level: i32::from(settings.level),
+        method: Method::Deflated,
+        // Negative: a raw deflate stream, no zlib header.
+        window_bits: -i32::from(agreed.window_bits),
+        mem_level: i32::from(settings.mem_level),
+        // Messages this small rarely pay for a dynamic Huffman table, and deciding costs a
+        // third of zlib's time per message (docs/benchmarks.md).
+        strategy: Strategy::Fixed,
+    })
+}
+
+/// Compresses `payload` into `out` and flushes, stripping the flush's trailer.
+fn zlib_sync_flush(
+    deflate: &mut Deflate,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), CompressError> {
+    // Deflate never grows data by more than a few bytes per block: one pass, one flush.
+    out.resize(payload.len() + payload.len() / 64 + 64, 0);
+    let (mut read, mut written) = (0usize, 0usize);
+    loop {
+        let (in0, out0) = (deflate.total_in(), deflate.total_out());
+        let status = deflate
+            .compress(
+                &payload[read..],
+                &mut out[written..],
+                DeflateFlush::SyncFlush,
+            )
+            .map_err(|e| CompressError(e.as_str()))?;
+        read += (deflate.total_in() - in0) as usize;
+        written += (deflate.total_out() - out0) as usize;
+        // The flush is complete once all input is taken and room was left over.
+        if read == payload.len() && written < out.len() {
+            break;
+        }
+        if status == Status::BufError && written < out.len() && read < payload.len() {
+            return Err(CompressError("no progress"));
+        }
+        let grow = out.len();
+        out.resize(grow * 2, 0);
+    }
+    if !out[..written].ends_with(&TAIL) {
+        return Err(CompressError("sync flush without its trailer"));
+    }
+    out.truncate(written - TAIL.len());
+    Ok(())
 }
 
 /// Why a compressed client message could not be read.
@@ -357,7 +438,21 @@ mod tests {
         mem_level: 1,
         level: 6,
         context_takeover: true,
+        encoder: Encoder::Delta,
     };
+
+    /// Compresses one message of `opcode` on an arbitrary stream.
+    fn frame(c: &mut Compressor, opcode: u8, payload: &[u8]) -> Bytes {
+        let wire = crate::ws::frame::server_frame(opcode, payload);
+        let stream = StreamId::new(crate::market::Channel::Ticker, 0);
+        let out = c
+            .compress(&wire, stream)
+            .expect("compresses")
+            .expect("a message");
+        let body = crate::ws::frame::server_payload(&out.frame).map(|(_, b)| b.len());
+        assert_eq!(body, Some(out.payload_len));
+        out.frame
+    }
 
     fn agree(header: &str) -> Option<String> {
         negotiate([header], &OURS).map(|(_, r)| r)
@@ -448,38 +543,43 @@ mod tests {
                 r#"{{"type":"update","channel":"ticker","symbol":"AAPL","seq":{i},"ts":1764000000{i:06},"data":{{"bid":"192.{i}","ask":"192.22","last":"192.20","volume":"1503952{i}"}}}}"#
             )
         };
-        for context_takeover in [true, false] {
+        for (context_takeover, encoder) in [
+            (true, Encoder::Delta),
+            (true, Encoder::Zlib),
+            (false, Encoder::Delta),
+        ] {
             let agreed = Agreed {
                 window_bits: 10,
                 context_takeover,
             };
-            let mut c = Compressor::new(agreed, OURS);
-            let mut client = Inflate::new(false, 15);
+            let mut c = Compressor::new(agreed, Settings { encoder, ..OURS });
+            let mut client = Inflate::new(false, 10);
             let mut wire = 0;
             for i in 0..50 {
-                let frame = c.frame(0x1, msg(i).as_bytes()).expect("compresses");
+                let frame = frame(&mut c, 0x1, msg(i).as_bytes());
                 wire += frame.len();
                 assert_eq!(client_inflate(&mut client, &frame), msg(i).as_bytes());
             }
             let raw: usize = (0..50).map(|i| msg(i).len() + 4).sum();
             if context_takeover {
-                assert!(wire * 4 < raw, "with context: {wire} of {raw} bytes");
+                assert!(wire * 4 < raw, "{encoder:?}: {wire} of {raw} bytes");
             } else {
                 assert!(wire < raw, "without context: {wire} of {raw} bytes");
             }
         }
-        // An empty message is one byte, 0x00 (RFC 7692 7.2.3.6).
-        let mut c = Compressor::new(
-            Agreed {
+        // An empty message: zlib writes one byte, 0x00 (RFC 7692 7.2.3.6), our encoder an
+        // empty fixed block, 0x02 0x00.
+        for (encoder, empty) in [
+            (Encoder::Zlib, &[0xC1, 0x01, 0x00][..]),
+            (Encoder::Delta, &[0xC1, 0x02, 0x02, 0x00]),
+        ] {
+            let agreed = Agreed {
                 window_bits: 9,
                 context_takeover: true,
-            },
-            OURS,
-        );
-        assert_eq!(
-            &c.frame(0x1, b"").expect("compresses")[..],
-            &[0xC1, 0x01, 0x00]
-        );
+            };
+            let mut c = Compressor::new(agreed, Settings { encoder, ..OURS });
+            assert_eq!(&frame(&mut c, 0x1, b"")[..], empty, "{encoder:?}");
+        }
     }
 
     #[test]
@@ -488,14 +588,16 @@ mod tests {
             window_bits: 10,
             context_takeover: true,
         };
-        let mut c = Compressor::new(agreed, OURS);
-        let mut client = Inflate::new(false, 15);
-        let text = br#"{"type":"update","channel":"ticker","symbol":"AAPL"}"#;
-        client_inflate(&mut client, &c.frame(0x1, text).expect("compresses"));
-        assert!(c.release_if_idle(), "used since the last check: kept");
-        assert!(!c.release_if_idle(), "quiet for a whole period: released");
-        let again = c.frame(0x1, text).expect("compresses");
-        assert_eq!(client_inflate(&mut client, &again), text);
+        for encoder in [Encoder::Delta, Encoder::Zlib] {
+            let mut c = Compressor::new(agreed, Settings { encoder, ..OURS });
+            let mut client = Inflate::new(false, 10);
+            let text = br#"{"type":"update","channel":"ticker","symbol":"AAPL"}"#;
+            client_inflate(&mut client, &frame(&mut c, 0x1, text));
+            assert!(c.release_if_idle(), "used since the last check: kept");
+            assert!(!c.release_if_idle(), "quiet for a whole period: released");
+            let again = frame(&mut c, 0x1, text);
+            assert_eq!(client_inflate(&mut client, &again), text);
+        }
     }
 
     #[test]
@@ -508,15 +610,15 @@ mod tests {
             OURS,
         );
         let body = |f: &Bytes| f[if f[1] == 126 { 4 } else { 2 }..].to_vec();
-        let hello = c.frame(0x1, b"{\"op\":\"ping\"}").expect("compresses");
+        let hello = frame(&mut c, 0x1, b"{\"op\":\"ping\"}");
         assert_eq!(
             inflate(&body(&hello), 1024),
             Ok(b"{\"op\":\"ping\"}".to_vec())
         );
-        // 1 MiB of zeros compresses to about a kilobyte: refused at the limit, not after.
+        // 1 MiB of zeros compresses to a few kilobytes: refused at the limit, not after.
         let zeros = vec![0u8; 1 << 20];
-        let bomb = c.frame(0x1, &zeros).expect("compresses");
-        assert!(bomb.len() < 2048, "{} bytes", bomb.len());
+        let bomb = frame(&mut c, 0x1, &zeros);
+        assert!(bomb.len() < 8192, "{} bytes", bomb.len());
         let payload = body(&bomb);
         assert_eq!(inflate(&payload, 65_536), Err(InflateError::TooBig(65_536)));
         assert_eq!(inflate(&payload, 1 << 20).map(|v| v.len()), Ok(1 << 20));

@@ -1,9 +1,10 @@
 //! The WebSocket endpoint: admission and handshake (`upgrade`), framing ([`frame`]),
-//! reassembly ([`message`]) and compression ([`deflate`]), the socket
+//! reassembly ([`message`]) and compression ([`deflate`], with our own encoder in `delta`), the socket
 //! as the hub writes to it (`peer`) and one task per client (`connection`).
 
 mod connection;
 pub mod deflate;
+mod delta;
 pub mod frame;
 pub mod message;
 mod peer;

@@ -65,17 +65,21 @@ struct PeerState {
 #[derive(Debug)]
 struct Out {
     wire: Bytes,
-    /// A data message that goes through the compressor (when there is one) just before it is
-    /// written: compressing in write order keeps the client's window in step with ours.
-    data: bool,
+    /// A data message on this stream, which goes through the compressor (when there is one)
+    /// just before it is written: compressing in write order keeps the client's window in
+    /// step with ours.
+    data: Option<StreamId>,
 }
 
 impl Out {
-    fn data(wire: Bytes) -> Self {
-        Self { wire, data: true }
+    fn data(frame: &Frame) -> Self {
+        Self {
+            wire: frame.wire.clone(),
+            data: Some(frame.stream),
+        }
     }
     fn control(wire: Bytes) -> Self {
-        Self { wire, data: false }
+        Self { wire, data: None }
     }
 }
 
@@ -166,7 +170,7 @@ impl Peer {
         for f in frames {
             let last = st.subs.entry(f.stream).or_insert(0);
             *last = (*last).max(f.seq);
-            st.pending.push_back(Out::data(f.wire));
+            st.pending.push_back(Out::data(&f));
         }
         st.pending.extend(rest);
         st.hold = false;
@@ -317,9 +321,8 @@ impl Peer {
             return Ok(());
         }
         for out in pending.range_mut(*fixed..end) {
-            if out.data {
-                out.wire = self.compress(deflate, &out.wire)?;
-                out.data = false;
+            if let Some(stream) = out.data.take() {
+                out.wire = self.compress(deflate, &out.wire, stream)?;
             }
         }
         *fixed = (*fixed).max(end);
@@ -330,23 +333,29 @@ impl Peer {
         &self,
         deflate: &mut Compressor,
         wire: &Bytes,
+        stream: StreamId,
     ) -> Result<Bytes, super::deflate::CompressError> {
-        let Some((opcode, payload)) = frame::server_payload(wire) else {
+        let Some(out) = deflate.compress(wire, stream)? else {
             return Ok(wire.clone());
         };
-        let out = deflate.frame(opcode, payload)?;
-        self.metrics.deflate_in_bytes.inc_by(payload.len() as u64);
+        let raw = frame::server_payload(wire).map_or(0, |(_, p)| p.len());
+        self.metrics.deflate_in_bytes.inc_by(raw as u64);
         self.metrics
             .deflate_out_bytes
-            .inc_by(frame::server_payload(&out).map_or(0, |(_, p)| p.len()) as u64);
-        Ok(out)
+            .inc_by(out.payload_len as u64);
+        Ok(out.frame)
     }
 
     /// Writes one frame with nothing queued before it, without touching the queue unless the
     /// socket leaves part of it: the common case at scale, one stream per client.
-    fn write_one(&self, st: &mut PeerState, wire: &Bytes) -> (Drain, usize, usize) {
+    fn write_one(&self, st: &mut PeerState, frame: &Frame) -> (Drain, usize, usize) {
+        let wire = &frame.wire;
         let compressed;
-        let wire = match st.deflate.as_mut().map(|d| self.compress(d, wire)) {
+        let wire = match st
+            .deflate
+            .as_mut()
+            .map(|d| self.compress(d, wire, frame.stream))
+        {
             None => wire,
             Some(Ok(c)) => {
                 compressed = c;
@@ -442,11 +451,11 @@ impl Outlet for Peer {
         // this peer as flushed-on-batch-end: marking it corked would keep it off every later
         // batch's flush list.
         if st.hold {
-            st.pending.push_back(Out::data(frame.wire.clone()));
+            st.pending.push_back(Out::data(frame));
             return Offer::Queued { first: false };
         }
         if st.blocked || st.subs.keys().any(|s| upcoming.contains(*s)) {
-            st.pending.push_back(Out::data(frame.wire.clone()));
+            st.pending.push_back(Out::data(frame));
             let first = !st.corked;
             st.corked = true;
             return Offer::Queued { first };
@@ -455,9 +464,9 @@ impl Outlet for Peer {
         // cache, rather than in a second pass over every subscriber.
         st.corked = false;
         let (result, frames, bytes) = if st.pending.is_empty() {
-            self.write_one(&mut st, &frame.wire)
+            self.write_one(&mut st, frame)
         } else {
-            st.pending.push_back(Out::data(frame.wire.clone()));
+            st.pending.push_back(Out::data(frame));
             self.write(&mut st, false)
         };
         if result != Drain::Done {

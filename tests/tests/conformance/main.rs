@@ -18,6 +18,7 @@ mod framing;
 mod http;
 mod limits;
 mod pings;
+mod strict_inflate;
 mod utf8;
 mod wire;
 
@@ -104,6 +105,42 @@ fn s12_permessage_deflate() {
     section(
         "12 permessage-deflate",
         &["--sim-rate", "100"],
+        deflate::CASES,
+    );
+}
+
+/// The check behind 12.2 can fail: zlib's dynamic blocks round-trip through the strict
+/// inflater, and a copy from past the window it was told is refused.
+#[test]
+fn strict_inflater_reads_zlib_and_refuses_far_copies() {
+    use zlib_rs::{Deflate, DeflateFlush};
+    let text: Vec<u8> = (0..3000u32)
+        .flat_map(|i| format!("{{\"seq\":{i},\"bid\":\"{}.{}\"}}", i % 97, i % 13).into_bytes())
+        .collect();
+    let deflated = |window: u8| {
+        let mut d = Deflate::new(9, false, window);
+        let mut out = vec![0u8; text.len() + 1024];
+        let _ = d.compress(&text, &mut out, DeflateFlush::SyncFlush);
+        out.truncate(d.total_out() as usize - 4);
+        out
+    };
+    let mut wide = strict_inflate::StrictInflater::new(15);
+    assert_eq!(wide.message(&deflated(15)).as_deref(), Ok(&text[..]));
+    let mut narrow = strict_inflate::StrictInflater::new(9);
+    let refused = narrow
+        .message(&deflated(15))
+        .expect_err("a 512-byte window");
+    assert!(refused.contains("past the 512-byte window"), "{refused}");
+    let mut narrow = strict_inflate::StrictInflater::new(9);
+    assert_eq!(narrow.message(&deflated(9)).as_deref(), Ok(&text[..]));
+}
+
+/// The same cases with zlib compressing instead of our own encoder.
+#[test]
+fn s12_permessage_deflate_zlib() {
+    section(
+        "12 permessage-deflate (zlib encoder)",
+        &["--sim-rate", "100", "--ws-compression-encoder", "zlib"],
         deflate::CASES,
     );
 }
