@@ -96,7 +96,7 @@ pub struct Config {
     pub queue_capacity: usize,
 
     /// Offer permessage-deflate (RFC 7692) to clients that ask for it: about 8x fewer bytes on
-    /// the wire for about twice the CPU per message (docs/benchmarks.md, "Compression").
+    /// the wire for 1.06-1.45x the CPU per message (ADR-0016).
     #[arg(long, env = "TICKSTREAM_WS_COMPRESSION", default_value_t = true, action = clap::ArgAction::Set)]
     pub ws_compression: bool,
 

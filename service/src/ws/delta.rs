@@ -6,8 +6,8 @@
 //! those copies too, but each message costs it a hash-table search, a Huffman tree decision
 //! and 128 KiB of state per connection. Here the copies are found by walking the two messages
 //! side by side (they have the same shape), written with deflate's fixed codes, and the only
-//! state is the position of each stream's last message: 5.6x less CPU per message than zlib
-//! level 1 and a smaller output (`docs/adr/0013-permessage-deflate.md`).
+//! state is the position of each stream's last message: 5-15x less CPU per message than zlib
+//! level 1, and a smaller output (`docs/adr/0016-permessage-deflate-encoder.md`).
 //!
 //! The output is plain deflate: fixed-Huffman blocks ending in a sync flush with its trailer
 //! stripped, which any inflater reads; a copy never reaches further back than the window the
