@@ -2,11 +2,12 @@
 //! task with non-blocking writes, and only what the socket cannot take at once is queued for
 //! the connection task to finish. No task wakes up per message.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
+use smallvec::SmallVec;
 use socket2::SockRef;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
@@ -34,8 +35,10 @@ pub struct Peer {
 
 #[derive(Debug, Default)]
 struct PeerState {
-    /// The last seq sent (or queued) per subscribed stream.
-    subs: HashMap<StreamId, u64>,
+    /// The last seq sent (or queued) per subscribed stream. Inline for the usual one or two
+    /// streams: at 10,000 clients the hub's offer missed the cache on a map's table and
+    /// buckets after the lock (docs/benchmarks.md); a scan of a few entries costs less.
+    subs: Subs,
     /// Whole frames waiting to be written; the front may be partly written already.
     pending: VecDeque<Out>,
     /// With permessage-deflate: the compressor, and how many front frames of `pending` have
@@ -132,7 +135,7 @@ impl Peer {
 
     /// The last seq sent per stream.
     pub fn positions(&self) -> Vec<(StreamId, u64)> {
-        self.lock().subs.iter().map(|(s, q)| (*s, *q)).collect()
+        self.lock().subs.iter().collect()
     }
 
     pub fn subscription_count(&self) -> usize {
@@ -140,7 +143,7 @@ impl Peer {
     }
 
     pub fn is_subscribed(&self, stream: StreamId) -> bool {
-        self.lock().subs.contains_key(&stream)
+        self.lock().subs.contains(&stream)
     }
 
     /// Starts acknowledging a subscribe: from now on frames for `streams` are accepted but held
@@ -149,7 +152,7 @@ impl Peer {
         let mut st = self.lock();
         st.hold = true;
         for (stream, from) in streams {
-            st.subs.entry(*stream).or_insert(*from);
+            st.subs.entry(*stream, *from);
         }
     }
 
@@ -168,7 +171,7 @@ impl Peer {
         // provisional position; they only ever move the position forward.
         st.allowance += frames.len();
         for f in frames {
-            let last = st.subs.entry(f.stream).or_insert(0);
+            let last = st.subs.entry(f.stream, 0);
             *last = (*last).max(f.seq);
             st.pending.push_back(Out::data(&f));
         }
@@ -179,7 +182,7 @@ impl Peer {
 
     /// Forgets a stream; call after the hub has dropped this peer from it.
     pub fn forget(&self, stream: StreamId) -> bool {
-        self.lock().subs.remove(&stream).is_some()
+        self.lock().subs.remove(&stream)
     }
 
     /// Queues a control message (acknowledgement, error, heartbeat) and writes what it can.
@@ -417,7 +420,46 @@ impl Peer {
 }
 
 /// Whether a frame is news for this client, recording it as sent if so.
-fn accept(subs: &mut HashMap<StreamId, u64>, frame: &Frame) -> bool {
+/// Streams and their last seq, in subscription order; at most `--max-subscriptions` of them.
+#[derive(Debug, Default)]
+struct Subs(SmallVec<[(StreamId, u64); 2]>);
+
+impl Subs {
+    fn get_mut(&mut self, stream: &StreamId) -> Option<&mut u64> {
+        self.0.iter_mut().find(|(s, _)| s == stream).map(|(_, q)| q)
+    }
+
+    /// The entry for `stream`, added with `from` if absent.
+    fn entry(&mut self, stream: StreamId, from: u64) -> &mut u64 {
+        let at = match self.0.iter().position(|(s, _)| *s == stream) {
+            Some(at) => at,
+            None => {
+                self.0.push((stream, from));
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[at].1
+    }
+
+    fn remove(&mut self, stream: &StreamId) -> bool {
+        let found = self.0.iter().position(|(s, _)| s == stream);
+        found.map(|at| self.0.remove(at)).is_some()
+    }
+
+    fn contains(&self, stream: &StreamId) -> bool {
+        self.0.iter().any(|(s, _)| s == stream)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (StreamId, u64)> + '_ {
+        self.0.iter().copied()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+fn accept(subs: &mut Subs, frame: &Frame) -> bool {
     match subs.get_mut(&frame.stream) {
         Some(last) if frame.seq > *last => {
             *last = frame.seq;
@@ -454,7 +496,7 @@ impl Outlet for Peer {
             st.pending.push_back(Out::data(frame));
             return Offer::Queued { first: false };
         }
-        if st.blocked || st.subs.keys().any(|s| upcoming.contains(*s)) {
+        if st.blocked || st.subs.iter().any(|(s, _)| upcoming.contains(s)) {
             st.pending.push_back(Out::data(frame));
             let first = !st.corked;
             st.corked = true;
