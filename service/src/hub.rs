@@ -13,10 +13,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use indexmap::IndexMap;
 
+use serde::Serialize;
+
 use crate::market::{Candle, Channel, Event, Interval, Micros, Payload};
 use crate::metrics::Metrics;
-use crate::ws::frame;
-use crate::ws::protocol::DataMessage;
 
 /// Index of a (channel, symbol) stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -36,7 +36,24 @@ impl StreamId {
     }
 }
 
-/// One data message as it goes on the wire (a complete WebSocket frame), shared by every
+/// What a data message carries: an `update` as it happens or a `snapshot` of the latest state.
+#[derive(Debug, Serialize)]
+pub struct DataMessage<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub channel: Channel,
+    pub symbol: &'a str,
+    pub seq: u64,
+    pub ts: Micros,
+    pub data: &'a Payload,
+}
+
+/// Turns a data message into the bytes the transport writes. The hub calls it once per event
+/// and shares the result with every subscriber; it does not know what the transport is (the
+/// WebSocket layer passes one that makes a whole frame, `ws::protocol::data_frame`).
+pub type Encode = fn(&DataMessage<'_>) -> Bytes;
+
+/// One data message as it goes on the wire (made by the hub's [`Encode`]), shared by every
 /// subscriber of its stream.
 #[derive(Debug, Clone)]
 pub struct Frame {
@@ -142,6 +159,7 @@ pub struct Hub {
     streams: Box<[Mutex<StreamState>]>,
     limits: HubLimits,
     metrics: Arc<Metrics>,
+    encode: Encode,
 }
 
 impl Hub {
@@ -150,6 +168,7 @@ impl Hub {
         epoch: String,
         limits: HubLimits,
         metrics: Arc<Metrics>,
+        encode: Encode,
     ) -> Self {
         let index = symbols
             .iter()
@@ -166,6 +185,7 @@ impl Hub {
             streams,
             limits,
             metrics,
+            encode,
         }
     }
 
@@ -218,7 +238,7 @@ impl Hub {
             stream: StreamId::new(event.channel, event.symbol),
             seq: event.seq,
             ts: event.ts,
-            wire: frame::text(&serde_json::to_string(&msg).unwrap_or_default()),
+            wire: (self.encode)(&msg),
         }
     }
 
@@ -483,6 +503,11 @@ mod tests {
         })
     }
 
+    /// The hub does not care what a message becomes on the wire; here, its JSON.
+    fn json(m: &DataMessage<'_>) -> Bytes {
+        Bytes::from(serde_json::to_vec(m).unwrap_or_default())
+    }
+
     fn hub(history: usize) -> Hub {
         let limits = HubLimits {
             history,
@@ -493,6 +518,7 @@ mod tests {
             "e".into(),
             limits,
             Arc::new(Metrics::new()),
+            json,
         )
     }
 
@@ -602,6 +628,7 @@ mod tests {
             "e".into(),
             limits,
             Arc::new(Metrics::new()),
+            json,
         );
         let (a, b) = (probe(1, 64), probe(2, 64));
         hub.subscribe(StreamId::new(Channel::Trades, 0), a.clone(), None);

@@ -2,11 +2,13 @@
 //!
 //! # Layout
 //! The data path reads top to bottom: [`feed`] turns the world (the simulator or a replay) into
-//! events; the [`hub`] numbers and keeps them, frames each once, and writes it straight to every
-//! subscriber's socket; a [`ws`] connection task owns one client's requests, limits, heartbeats
-//! and whatever its socket could not take at once. [`server`] accepts HTTP/1.1 connections;
-//! [`http`] serves snapshots, health, readiness and [`metrics`]; [`history`] computes candle
-//! history off the runtime. [`config`] is the one settings type.
+//! events; the [`hub`] numbers and keeps them, encodes each once, and offers it to every
+//! subscriber (an `Outlet`), which writes it straight to its socket; a [`ws`] connection task
+//! owns one client's requests, limits, heartbeats and whatever its socket could not take at
+//! once. Dependencies point one way: `ws` uses the hub, never the reverse; the hub is given an
+//! `Encode` function for the wire bytes and sees its subscribers as `Outlet`s. [`server`]
+//! accepts HTTP/1.1 connections; [`http`] serves snapshots, health, readiness and [`metrics`];
+//! [`history`] computes candle history off the runtime. [`config`] is the one settings type.
 //!
 //! [`app`] builds the router (used by `main`, the tests and later the Lambda entry point) and
 //! [`run`] serves it on a listener until a shutdown future resolves, then drains.
@@ -182,6 +184,7 @@ impl AppState {
             feed.epoch(),
             limits,
             metrics.clone(),
+            ws::protocol::data_frame,
         ));
         let sim = match &feed {
             Feed::Sim(sim) => Some(Arc::new(sim.clone())),

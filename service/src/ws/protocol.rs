@@ -7,7 +7,8 @@ use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::market::{Channel, Micros, Payload};
+use crate::hub::DataMessage;
+use crate::market::{Channel, Micros};
 
 /// Close code sent when the server shuts down or restarts: reconnect (to another task) now.
 pub const CLOSE_SERVICE_RESTART: u16 = 1012;
@@ -266,16 +267,10 @@ impl ServerMessage {
     }
 }
 
-/// What a data frame carries: an `update` as it happens or a `snapshot` of the latest state.
-#[derive(Debug, Serialize)]
-pub struct DataMessage<'a> {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub channel: Channel,
-    pub symbol: &'a str,
-    pub seq: u64,
-    pub ts: Micros,
-    pub data: &'a Payload,
+/// A data message as the hub shares it with WebSocket subscribers: one whole text frame
+/// (the hub's [`crate::hub::Encode`]).
+pub fn data_frame(msg: &DataMessage<'_>) -> bytes::Bytes {
+    super::frame::text(&serde_json::to_string(msg).unwrap_or_default())
 }
 
 /// The name of a stream in resume maps and heartbeats.
