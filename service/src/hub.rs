@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use indexmap::IndexMap;
-
 use serde::Serialize;
 
 use crate::market::{Candle, Channel, Event, Interval, Micros, Payload};

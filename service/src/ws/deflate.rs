@@ -231,11 +231,12 @@ impl std::fmt::Debug for Compressor {
 #[error("compression failed: {0}")]
 pub struct CompressError(&'static str);
 
-/// A compressed frame and the size of its payload.
+/// A compressed frame, the size of its payload and of the message it came from.
 #[derive(Debug)]
 pub struct Compressed {
     pub frame: Bytes,
     pub payload_len: usize,
+    pub raw_len: usize,
 }
 
 impl Compressor {
@@ -279,13 +280,18 @@ impl Compressor {
                 }
             }
         }
+        let raw_len = payload.len();
         let frame = super::frame::compressed_frame(opcode, &self.out);
         let payload_len = self.out.len();
         // A burst (a replay) must not leave a large buffer behind.
         if self.out.capacity() > 64 * 1024 {
             self.out = Vec::new();
         }
-        Ok(Some(Compressed { frame, payload_len }))
+        Ok(Some(Compressed {
+            frame,
+            payload_len,
+            raw_len,
+        }))
     }
 
     /// Drops the compressor's state if no message went through it since the last call: a

@@ -14,7 +14,6 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use super::deflate::Compressor;
-use super::frame;
 use crate::hub::{Frame, Offer, Outlet, StreamId, Upcoming};
 use crate::metrics::Metrics;
 
@@ -256,8 +255,7 @@ impl Peer {
                 break Drain::Done;
             }
             if let Err(e) = self.compress_front(st) {
-                tracing::warn!(error = %e, "closing a connection whose compressor failed");
-                st.closed = true;
+                compressor_failed(st, &e);
                 break Drain::Failed;
             }
             let mut iov = [IoSlice::new(&[]); MAX_IOV];
@@ -299,13 +297,16 @@ impl Peer {
         }
         match result {
             Drain::Done => {}
-            Drain::Blocked => {
-                st.blocked = true;
-                self.metrics.writes_blocked.inc();
-            }
+            Drain::Blocked => self.mark_blocked(st),
             Drain::Failed => st.closed = true,
         }
         (result, frames, bytes)
+    }
+
+    /// The socket took less than it was given: the connection task waits for it to drain.
+    fn mark_blocked(&self, st: &mut PeerState) {
+        st.blocked = true;
+        self.metrics.writes_blocked.inc();
     }
 
     /// Compresses the data frames among the next [`MAX_IOV`] to be written, in order.
@@ -341,8 +342,7 @@ impl Peer {
         let Some(out) = deflate.compress(wire, stream)? else {
             return Ok(wire.clone());
         };
-        let raw = frame::server_payload(wire).map_or(0, |(_, p)| p.len());
-        self.metrics.deflate_in_bytes.inc_by(raw as u64);
+        self.metrics.deflate_in_bytes.inc_by(out.raw_len as u64);
         self.metrics
             .deflate_out_bytes
             .inc_by(out.payload_len as u64);
@@ -365,8 +365,7 @@ impl Peer {
                 &compressed
             }
             Some(Err(e)) => {
-                tracing::warn!(error = %e, "closing a connection whose compressor failed");
-                st.closed = true;
+                compressor_failed(st, &e);
                 return (Drain::Failed, 0, 0);
             }
         };
@@ -385,14 +384,12 @@ impl Peer {
                 Ok(n) => {
                     wait(st);
                     st.written = n;
-                    st.blocked = true;
-                    self.metrics.writes_blocked.inc();
+                    self.mark_blocked(st);
                     return (Drain::Blocked, 0, n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     wait(st);
-                    st.blocked = true;
-                    self.metrics.writes_blocked.inc();
+                    self.mark_blocked(st);
                     return (Drain::Blocked, 0, 0);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -420,6 +417,11 @@ impl Peer {
 }
 
 /// Whether a frame is news for this client, recording it as sent if so.
+fn compressor_failed(st: &mut PeerState, e: &super::deflate::CompressError) {
+    tracing::warn!(error = %e, "closing a connection whose compressor failed");
+    st.closed = true;
+}
+
 /// Streams and their last seq, in subscription order; at most `--max-subscriptions` of them.
 #[derive(Debug, Default)]
 struct Subs(SmallVec<[(StreamId, u64); 2]>);
