@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::AppState;
+use crate::hub::StreamId;
 use crate::market::{Candle, Channel, Interval, Micros, Payload};
 use crate::ws::protocol::{ErrorCode, ServerMessage};
 
@@ -54,20 +55,58 @@ pub async fn ticker(
     let Some(stream) = state.hub.stream(Channel::Ticker, &symbol) else {
         return unknown_symbol(&symbol);
     };
+    latest(&state, stream, &symbol, "no ticker published yet")
+}
+
+/// A stream's latest state with its position, or 404 when it has none yet.
+fn latest(state: &AppState, stream: StreamId, symbol: &str, none: &str) -> Response {
     match state.hub.latest(stream) {
         Some(e) => Json(Snapshot {
-            symbol: &symbol,
+            symbol,
             seq: e.seq,
             ts: e.ts,
             data: e.payload,
         })
         .into_response(),
-        None => error_response(
-            StatusCode::NOT_FOUND,
-            ErrorCode::NotFound,
-            "no ticker published yet",
-        ),
+        None => error_response(StatusCode::NOT_FOUND, ErrorCode::NotFound, none),
     }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct BookQuery {
+    depth: Option<usize>,
+}
+
+/// `GET /api/v1/book/{symbol}?depth=10`: the book stream's latest view, with its `seq`, so
+/// that a client may then follow the stream from there (resume from that `seq`).
+pub async fn book(
+    State(state): State<AppState>,
+    symbol: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    q: Result<Query<BookQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Path(symbol) = match symbol {
+        Ok(s) => s,
+        Err(e) => return bad_input("the symbol in the path", &e.body_text()),
+    };
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(e) => return bad_input("the query", &e.body_text()),
+    };
+    let depth = q.depth.unwrap_or(10);
+    let Some(channel) = Channel::BOOKS
+        .into_iter()
+        .find(|c| c.book_depth() == Some(depth))
+    else {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            "depth must be 10, 25, 50 or 100",
+        );
+    };
+    let Some(stream) = state.hub.stream(channel, &symbol) else {
+        return unknown_symbol(&symbol);
+    };
+    latest(&state, stream, &symbol, "no book published yet")
 }
 
 #[derive(Debug, Deserialize)]

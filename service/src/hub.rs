@@ -291,7 +291,12 @@ impl Hub {
         upcoming: Upcoming<'_>,
         touched: &mut Vec<Subscriber>,
     ) -> (usize, usize) {
-        let frame = self.encode("update", &event);
+        // A book the source had to rebuild goes out whole, in sequence: clients replace theirs.
+        let kind = match &event.payload {
+            Payload::Book(b) if b.data.reset => "snapshot",
+            _ => "update",
+        };
+        let frame = self.encode(kind, &event);
         let stream = frame.stream;
         self.metrics.events_published.inc();
         let mut st = self.lock(stream);
@@ -379,7 +384,7 @@ impl Hub {
         }
         let latest = match stream.channel() {
             Channel::Trades => None,
-            _ => st.latest.clone(),
+            _ => st.latest.as_ref().map(as_snapshot),
         };
         drop(st);
         out.snapshot = latest.map(|e| self.encode("snapshot", &e));
@@ -390,8 +395,9 @@ impl Hub {
         self.lock(stream).subscribers.swap_remove(&conn);
     }
 
+    /// The latest state of a stream: its last event, or for a book the whole view after it.
     pub fn latest(&self, stream: StreamId) -> Option<Event> {
-        self.lock(stream).latest.clone()
+        self.lock(stream).latest.as_ref().map(as_snapshot)
     }
 
     /// Up to `limit` most recent candles, oldest first, the last one possibly still open.
@@ -430,6 +436,18 @@ impl Hub {
         (0..self.streams.len())
             .map(|i| self.lock(StreamId(i as u32)).subscribers.len())
             .sum()
+    }
+}
+
+/// What a snapshot of the stream whose latest event is `e` shows: the event itself, except
+/// that a book's update carries only what changed and its snapshot the whole view.
+fn as_snapshot(e: &Event) -> Event {
+    match &e.payload {
+        Payload::Book(b) => Event {
+            payload: Payload::Book(b.as_snapshot()),
+            ..e.clone()
+        },
+        _ => e.clone(),
     }
 }
 
@@ -533,6 +551,60 @@ mod tests {
                 side: Side::Buy,
             }),
         }
+    }
+
+    fn book(seq: u64, bid: i64, reset: bool) -> Event {
+        use crate::book::{Depths, Level, View};
+        let level = |p| Level::new(Decimal::new(p, 0), Decimal::new(1, 0));
+        let view = View {
+            bids: vec![level(bid)],
+            asks: vec![level(bid + 1)],
+        };
+        let start = View {
+            bids: vec![level(1)],
+            asks: vec![level(2)],
+        };
+        let [update, ..] = Depths::starting_at(Some(&start)).next(&view, reset);
+        Event {
+            channel: Channel::Book,
+            symbol: 0,
+            seq,
+            ts: seq as i64,
+            payload: Payload::Book(update),
+        }
+    }
+
+    /// A book's update carries what changed; a new subscriber's snapshot the whole view; a
+    /// reset goes out as a snapshot in sequence, marked as such.
+    #[test]
+    fn book_snapshots_show_the_whole_view_and_a_reset_is_a_snapshot_in_sequence() {
+        let hub = hub(10);
+        let stream = StreamId::new(Channel::Book, 0);
+        hub.publish(book(1, 10, false));
+        hub.publish(book(2, 20, true));
+        let json = |f: &Frame| -> serde_json::Value {
+            serde_json::from_slice(&f.wire).unwrap_or_default()
+        };
+        let sub = hub.subscribe(stream, probe(1, 10), None);
+        let snap = json(&sub.snapshot.expect("a snapshot"));
+        assert_eq!(snap["type"], "snapshot");
+        assert_eq!(snap["data"]["bids"], serde_json::json!([["20", "1"]]));
+        assert!(snap["data"].get("reset").is_none());
+        let replay = hub.subscribe(stream, probe(2, 10), Some(0)).replay;
+        let (first, second) = (json(&replay[0]), json(&replay[1]));
+        assert_eq!(
+            (&first["type"], &first["seq"]),
+            (&"update".into(), &1.into())
+        );
+        assert_eq!(
+            first["data"]["bids"],
+            serde_json::json!([["10", "1"], ["1", "0"]])
+        );
+        assert_eq!(
+            (&second["type"], &second["seq"]),
+            (&"snapshot".into(), &2.into())
+        );
+        assert_eq!(second["data"]["reset"], true);
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! [`run`] serves it on a listener until a shutdown future resolves, then drains.
 
 pub mod auth;
+pub mod book;
 pub mod config;
 pub mod drain;
 pub mod feed;
@@ -255,6 +256,7 @@ pub fn app(state: AppState) -> Router {
         .route("/ws", get(ws::ws_handler))
         .route("/api/v1/symbols", get(http::symbols))
         .route("/api/v1/ticker/{symbol}", get(http::ticker))
+        .route("/api/v1/book/{symbol}", get(http::book))
         .route("/api/v1/candles/{symbol}", get(http::candles))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -7,6 +7,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize, Serializer};
 
+pub use crate::book::BookUpdate;
+
 /// Event time: integer microseconds since the Unix epoch.
 pub type Micros = i64;
 
@@ -87,15 +89,47 @@ pub enum Channel {
     Candles1s,
     #[serde(rename = "candles_1m")]
     Candles1m,
+    /// The order book's top 10 levels a side (see [`crate::book`]).
+    #[serde(rename = "book")]
+    Book,
+    #[serde(rename = "book_25")]
+    Book25,
+    #[serde(rename = "book_50")]
+    Book50,
+    #[serde(rename = "book_100")]
+    Book100,
 }
 
 impl Channel {
-    pub const ALL: [Channel; 4] = [
+    pub const ALL: [Channel; 8] = [
         Channel::Ticker,
         Channel::Trades,
         Channel::Candles1s,
         Channel::Candles1m,
+        Channel::Book,
+        Channel::Book25,
+        Channel::Book50,
+        Channel::Book100,
     ];
+
+    /// The book channels, in the order of [`crate::book::TIERS`].
+    pub const BOOKS: [Channel; 4] = [
+        Channel::Book,
+        Channel::Book25,
+        Channel::Book50,
+        Channel::Book100,
+    ];
+
+    /// The depth of a book channel.
+    pub const fn book_depth(self) -> Option<usize> {
+        match self {
+            Channel::Book => Some(10),
+            Channel::Book25 => Some(25),
+            Channel::Book50 => Some(50),
+            Channel::Book100 => Some(100),
+            _ => None,
+        }
+    }
 
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -103,6 +137,10 @@ impl Channel {
             Channel::Trades => "trades",
             Channel::Candles1s => "candles_1s",
             Channel::Candles1m => "candles_1m",
+            Channel::Book => "book",
+            Channel::Book25 => "book_25",
+            Channel::Book50 => "book_50",
+            Channel::Book100 => "book_100",
         }
     }
 
@@ -110,7 +148,8 @@ impl Channel {
         self as usize
     }
 
-    /// Expands a client-facing channel name; `candles` is shorthand for both intervals.
+    /// Expands a client-facing channel name; `candles` is shorthand for both intervals and
+    /// `book_10` another name for `book`.
     pub fn parse_many(name: &str) -> Option<&'static [Channel]> {
         match name {
             "ticker" => Some(&[Channel::Ticker]),
@@ -118,6 +157,10 @@ impl Channel {
             "candles_1s" => Some(&[Channel::Candles1s]),
             "candles_1m" => Some(&[Channel::Candles1m]),
             "candles" => Some(&[Channel::Candles1s, Channel::Candles1m]),
+            "book" | "book_10" => Some(&[Channel::Book]),
+            "book_25" => Some(&[Channel::Book25]),
+            "book_50" => Some(&[Channel::Book50]),
+            "book_100" => Some(&[Channel::Book100]),
             _ => None,
         }
     }
@@ -211,6 +254,7 @@ pub enum Payload {
     Ticker(Ticker),
     Trade(Trade),
     Candle(Candle),
+    Book(BookUpdate),
 }
 
 /// One event on one stream, as produced by a feed.
@@ -259,6 +303,10 @@ mod tests {
             assert_eq!(serde_json::to_string(&c).ok(), Some(format!("\"{c}\"")));
         }
         assert_eq!(Channel::parse_many("candles").map(<[_]>::len), Some(2));
+        assert_eq!(Channel::parse_many("book_10"), Some(&[Channel::Book][..]));
+        for (c, depth) in Channel::BOOKS.iter().zip(crate::book::TIERS) {
+            assert_eq!(c.book_depth(), Some(depth));
+        }
         assert_eq!(Channel::parse_many("orderbook"), None);
     }
 

@@ -18,7 +18,38 @@ async fn rest_snapshots_answer_with_data_or_a_typed_error() {
     assert_eq!(body["symbols"].as_array().map(Vec::len), Some(10));
     assert_eq!(
         body["channels"],
-        json!(["ticker", "trades", "candles_1s", "candles_1m"])
+        json!([
+            "ticker",
+            "trades",
+            "candles_1s",
+            "candles_1m",
+            "book",
+            "book_25",
+            "book_50",
+            "book_100"
+        ])
+    );
+
+    // The book: the view of the depth asked for, its best levels the ticker's quote (both
+    // from the same tick once the seqs agree), and a checksum that a client can verify.
+    let (status, book) = server.get("/api/v1/book/BTC-USD?depth=25").await;
+    assert_eq!(status, 200);
+    let (bids, asks) = (&book["data"]["bids"], &book["data"]["asks"]);
+    assert_eq!(bids.as_array().map(Vec::len), Some(25), "{book}");
+    assert_eq!(asks.as_array().map(Vec::len), Some(25));
+    assert!(book["data"]["checksum"].as_u64().is_some());
+    assert!(book["data"].get("reset").is_none());
+    let (status, _) = server.get("/api/v1/book/BTC-USD").await;
+    assert_eq!(status, 200, "depth defaults to 10");
+    for bad in ["depth=11", "depth=0", "depth=x"] {
+        let (status, body) = server.get(&format!("/api/v1/book/BTC-USD?{bad}")).await;
+        assert_eq!(status, 400, "{bad}");
+        assert_eq!(body["code"], "bad_request", "{bad}: {body}");
+    }
+    let (status, body) = server.get("/api/v1/book/NOPE").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("unknown_symbol"))
     );
 
     let (status, body) = server.get("/api/v1/ticker/BTC-USD").await;

@@ -1,15 +1,22 @@
 //! Replays recorded events from NDJSON: one data message per line, in the shape the server
-//! sends (`{"channel","symbol","ts","data"}`; `type` and `seq` are ignored and renumbered so that
-//! every stream is contiguous). A capture of `/ws` output is a valid recording.
+//! sends (`{"channel","symbol","ts","data"}`; `seq` is ignored and renumbered so that every
+//! stream is contiguous). A capture of `/ws` output is a valid recording.
+//!
+//! Book streams need `type` too: each starts with a `snapshot`, and the file is checked at
+//! start-up by applying every message and verifying its checksum, so a recording that would
+//! leave clients with a wrong book never starts. A snapshot later in a stream is replayed as a
+//! reset (clients replace their book).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read as _};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::book::{MAX_DEPTH, View};
 use crate::hub::Hub;
 use crate::market::{Channel, Event, Micros, Payload, valid_symbol};
 
@@ -39,7 +46,56 @@ struct Recorded {
     channel: Channel,
     symbol: String,
     ts: Micros,
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
     data: Payload,
+}
+
+/// The books of a recording, rebuilt line by line.
+#[derive(Debug, Default)]
+struct Books(HashMap<(Channel, String), Arc<View>>);
+
+impl Books {
+    /// Applies a book line and returns what to publish: the message (a snapshot marked as a
+    /// reset) with the view after it. Other lines pass through.
+    fn apply(&mut self, rec: &mut Recorded) -> Result<(), String> {
+        let Payload::Book(update) = &mut rec.data else {
+            return Ok(());
+        };
+        let snapshot = match rec.kind.as_deref() {
+            Some("snapshot") => true,
+            Some("update") => false,
+            _ => return Err("a book line needs \"type\": \"snapshot\" or \"update\"".into()),
+        };
+        let key = (rec.channel, rec.symbol.clone());
+        let mut view = match self.0.get(&key) {
+            Some(view) => View::clone(view),
+            None if snapshot => View::default(),
+            None => {
+                return Err(format!(
+                    "book {}:{} starts with an update, not a snapshot",
+                    key.0, key.1
+                ));
+            }
+        };
+        if !view.apply(&update.data, snapshot) {
+            return Err(format!(
+                "the checksum {} does not match the book after this line",
+                update.data.checksum
+            ));
+        }
+        let depth = rec.channel.book_depth().unwrap_or(MAX_DEPTH);
+        if view.bids.len() > depth || view.asks.len() > depth {
+            return Err(format!(
+                "the {} book holds more than {depth} levels a side",
+                rec.channel
+            ));
+        }
+        update.data.reset = snapshot;
+        update.view = Arc::new(view);
+        self.0.insert(key, update.view.clone());
+        Ok(())
+    }
 }
 
 #[derive(Debug)]
@@ -59,8 +115,12 @@ impl Replay {
         let mut events = 0;
         let mut last_ts = Micros::MIN;
         let mut fingerprint: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut books = Books::default();
         for_each_line(path, |line_no, line| {
-            let rec = parse(line).map_err(|message| (line_no, message))?;
+            let mut rec = parse(line).map_err(|message| (line_no, message))?;
+            books
+                .apply(&mut rec)
+                .map_err(|message| (line_no, message))?;
             if rec.ts < last_ts {
                 return Err((
                     line_no,
@@ -117,8 +177,10 @@ impl Replay {
         // Lines are read on a blocking thread and handed over through a small bounded channel.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Recorded>(256);
         let reader = tokio::task::spawn_blocking(move || {
+            let mut books = Books::default();
             for_each_line(&path, |line_no, line| {
-                let rec = parse(line).map_err(|m| (line_no, m))?;
+                let mut rec = parse(line).map_err(|m| (line_no, m))?;
+                books.apply(&mut rec).map_err(|m| (line_no, m))?;
                 tx.blocking_send(rec)
                     .map_err(|_| (line_no, "replay stopped".to_string()))
             })
@@ -183,6 +245,10 @@ fn parse(line: &str) -> Result<Recorded, String> {
         (Channel::Ticker, Payload::Ticker(_))
             | (Channel::Trades, Payload::Trade(_))
             | (Channel::Candles1s | Channel::Candles1m, Payload::Candle(_))
+            | (
+                Channel::Book | Channel::Book25 | Channel::Book50 | Channel::Book100,
+                Payload::Book(_)
+            )
     );
     if !fits {
         return Err(format!("data does not match channel {}", rec.channel));
@@ -302,5 +368,72 @@ mod tests {
             Replay::open(&f.0, 1.0),
             Err(ReplayError::Empty(_))
         ));
+    }
+
+    /// A book line of `kind` with these levels and the checksum of the book `after` it.
+    fn book_line(kind: &str, bids: &[(&str, &str)], after: &[(&str, &str)]) -> String {
+        use crate::book::{Level, checksum};
+        let level =
+            |(p, s): &(&str, &str)| Level::new(p.parse().expect("price"), s.parse().expect("size"));
+        let after: Vec<Level> = after.iter().map(level).collect();
+        let ask = [Level::new(
+            "9".parse().expect("price"),
+            "1".parse().expect("size"),
+        )];
+        let asks = if kind == "snapshot" { &ask[..] } else { &[] };
+        let bids: Vec<Level> = bids.iter().map(level).collect();
+        format!(
+            r#"{{"type":"{kind}","channel":"book","symbol":"X","ts":1,"data":{{"bids":{},"asks":{},"checksum":{}}}}}"#,
+            serde_json::to_string(&bids).expect("json"),
+            serde_json::to_string(asks).expect("json"),
+            checksum(&after, &ask)
+        )
+    }
+
+    #[test]
+    fn book_lines_are_checked_by_applying_them() {
+        let snap = book_line(
+            "snapshot",
+            &[("5", "1"), ("4", "2")],
+            &[("5", "1"), ("4", "2")],
+        );
+        let update = book_line(
+            "update",
+            &[("5", "0"), ("3", "1")],
+            &[("4", "2"), ("3", "1")],
+        );
+        let f = file(&format!("{snap}\n{update}\n{snap}\n"));
+        assert!(Replay::open(&f.0, 1.0).is_ok());
+
+        let wrong = book_line("update", &[("5", "0")], &[("5", "1")]);
+        let eleven: Vec<(String, String)> = (1..=11)
+            .rev()
+            .map(|p| (p.to_string(), "1".to_string()))
+            .collect();
+        let eleven: Vec<(&str, &str)> = eleven.iter().map(|(p, s)| (&p[..], &s[..])).collect();
+        let cases = [
+            (format!("{update}\n"), 1, "starts with an update"),
+            (format!("{snap}\n{wrong}\n"), 2, "checksum"),
+            (
+                format!("{}\n", snap.replace(r#""type":"snapshot","#, "")),
+                1,
+                "needs",
+            ),
+            (
+                format!("{}\n", book_line("snapshot", &eleven, &eleven)),
+                1,
+                "more than 10",
+            ),
+        ];
+        for (text, want, says) in cases {
+            let f = file(&text);
+            match Replay::open(&f.0, 1.0) {
+                Err(ReplayError::Line { line, message, .. }) => {
+                    assert_eq!(line, want, "{text}");
+                    assert!(message.contains(says), "{message}");
+                }
+                other => panic!("expected a line error for {text}, got {other:?}"),
+            }
+        }
     }
 }

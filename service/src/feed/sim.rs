@@ -7,6 +7,7 @@
 //! recompute: prices come from multi-scale value noise evaluated at the tick's time, trades are
 //! laid out in fixed blocks of ticks whose totals are known without walking them.
 
+use crate::book::{Depths, Level, MAX_DEPTH, View};
 use crate::market::{
     Candle, Channel, Decimal, Event, Interval, Micros, Payload, Side, Ticker, Trade,
 };
@@ -20,6 +21,9 @@ const TRADES_PER_BLOCK: u64 = 48;
 const OCTAVES: u32 = 18;
 const BASE_SCALE_US: f64 = 50_000.0;
 const DAY_US: Micros = 86_400_000_000;
+/// How long a book level keeps its size, on average: each level changes at its own phase, so
+/// a tick changes a few levels rather than all of them at once.
+const BOOK_PERIOD_US: Micros = 1_000_000;
 pub const MAX_RATE: u32 = 1000;
 
 /// How a symbol trades: price level, tick size, lot size, volatility and spread.
@@ -87,6 +91,19 @@ impl SymbolSpec {
 
     fn size(&self, lots: i64) -> Decimal {
         Decimal::new(lots, self.lot_scale)
+    }
+
+    /// Price units between book levels behind the best: the power of ten at or below the
+    /// typical move in a second, so a tick shifts a level or two of a volatile symbol
+    /// (BTC-USD: 10.00) rather than the whole book.
+    fn book_step(&self) -> i64 {
+        let move_units = self.base_price * self.vol * 10f64.powi(i32::from(self.price_scale));
+        let pow = if move_units >= 1.0 {
+            10f64.powi(move_units.log10().floor() as i32) as i64
+        } else {
+            1
+        };
+        pow.max(1) * self.tick
     }
 }
 
@@ -353,7 +370,11 @@ impl Sim {
             let mut scratch = Vec::new();
             while state.next < k {
                 scratch.clear();
-                state.step(self, &mut scratch);
+                state.advance(self, &mut scratch, false);
+            }
+            // The books depend on the tick alone: no need to walk them.
+            for (spec, st) in self.specs.iter().zip(&mut state.symbols) {
+                st.depths = Depths::starting_at(Some(&self.book(spec, k - 1)));
             }
         }
         state
@@ -373,8 +394,48 @@ impl Sim {
             open,
             day_lots: self.lots_between(spec, d0.min(k), k),
             candles: [None, None],
+            depths: Depths::starting_at(k.checked_sub(1).map(|p| self.book(spec, p)).as_ref()),
         }
         .with_cursor(k)
+    }
+
+    /// The book at tick `k`: [`MAX_DEPTH`] levels a side, one price tick apart from the best
+    /// bid and ask of [`Self::quote`]. A level's size is a function of its side, its price and
+    /// the time alone, so a book that moves keeps the sizes of the levels it keeps, and any
+    /// process computes the same book for the same tick.
+    pub fn book(&self, spec: &SymbolSpec, k: u64) -> View {
+        self.book_at(spec, k, self.quote(spec, k))
+    }
+
+    /// [`Self::book`] given the tick's quote. Two hashes a level: it runs for every symbol
+    /// at every tick, up to 1,000 times a second.
+    fn book_at(&self, spec: &SymbolSpec, k: u64, (bid, ask): (i64, i64)) -> View {
+        let step = spec.book_step();
+        let ts = self.tick_ts(k);
+        let key = mix(self.seed ^ spec.key ^ 0xb00c);
+        let level = |side: u64, price: i64| {
+            let h = mix(key ^ (price as u64).wrapping_mul(2).wrapping_add(side));
+            let phase = (h % BOOK_PERIOD_US as u64) as i64;
+            let period = (ts + phase).div_euclid(BOOK_PERIOD_US);
+            let u = unit(mix(h ^ period as u64));
+            let lots = (spec.mean_lots * (1.0 + 9.0 * u)).round().max(1.0) as i64;
+            Level::new(spec.price(price), spec.size(lots))
+        };
+        // The best levels are the quote; the others sit on a grid of `step` beyond it.
+        let below = (bid - 1).div_euclid(step) * step;
+        let above = (ask.div_euclid(step) + 1) * step;
+        let depth = MAX_DEPTH as i64 - 1;
+        View {
+            bids: std::iter::once(bid)
+                .chain((0..depth).map(|i| below - i * step))
+                .take_while(|p| *p > 0)
+                .map(|p| level(0, p))
+                .collect(),
+            asks: std::iter::once(ask)
+                .chain((0..depth).map(|i| above + i * step))
+                .map(|p| level(1, p))
+                .collect(),
+        }
     }
 
     fn day_open(&self, spec: &SymbolSpec, d0: u64) -> i64 {
@@ -442,6 +503,8 @@ struct SymbolState {
     open: i64,
     day_lots: i64,
     candles: [Option<CandleAcc>; 2],
+    /// The last book of each depth tier, which the next tick's book updates are relative to.
+    depths: Depths,
 }
 
 impl SymbolState {
@@ -467,9 +530,15 @@ impl SimState {
         self.next
     }
 
-    /// Emits the events of the next tick for every symbol: its trades, then the ticker, then
-    /// the candle updates.
+    /// Emits the events of the next tick for every symbol: its trades, then the ticker, the
+    /// candle updates and the book of each depth tier.
     pub fn step(&mut self, sim: &Sim, out: &mut Vec<Event>) {
+        self.advance(sim, out, true);
+    }
+
+    /// One tick; without `books` the book events are left out (and the book tiers fall
+    /// behind: only for a walk that resets them after).
+    fn advance(&mut self, sim: &Sim, out: &mut Vec<Event>, books: bool) {
         let k = self.next;
         self.next += 1;
         let ts = sim.tick_ts(k);
@@ -550,6 +619,19 @@ impl SimState {
                         *interval,
                         floor_to(next_ts, interval.micros()) != c.start,
                     )),
+                });
+            }
+            if !books {
+                continue;
+            }
+            let book = sim.book_at(spec, k, (bid, ask));
+            for (channel, update) in Channel::BOOKS.into_iter().zip(st.depths.next(&book, false)) {
+                out.push(Event {
+                    channel,
+                    symbol,
+                    seq: k,
+                    ts,
+                    payload: Payload::Book(update),
                 });
             }
         }
@@ -700,6 +782,71 @@ mod tests {
         assert!(
             (10_000..40_000).contains(&lo),
             "AAPL near its base price: {lo}"
+        );
+    }
+
+    /// A client of each book tier that starts from the book before the run and applies
+    /// every update holds the simulator's book at each tick, checksum included; the book
+    /// surrounds the ticker's quote and changes a few levels per tick, not all of them.
+    #[test]
+    fn book_updates_follow_the_book_and_the_quote() {
+        let sim = sim(10);
+        let from = NOW_K;
+        let events = run(&sim, from, 300);
+        for symbol in [0_u16, 7] {
+            let spec = &sim.specs()[usize::from(symbol)];
+            let start = sim.book(spec, from - 1);
+            let mut clients: Vec<View> = crate::book::TIERS.map(|d| start.top(d)).to_vec();
+            let mut changed = 0;
+            for e in events.iter().filter(|e| e.symbol == symbol) {
+                let book = sim.book(spec, e.seq);
+                match &e.payload {
+                    Payload::Ticker(t) => {
+                        assert_eq!((book.bids[0].price, book.asks[0].price), (t.bid, t.ask));
+                    }
+                    Payload::Book(update) => {
+                        let depth = e.channel.book_depth().expect("a book channel");
+                        let t = Channel::BOOKS
+                            .iter()
+                            .position(|c| *c == e.channel)
+                            .expect("tier");
+                        assert!(!update.data.reset);
+                        assert!(
+                            clients[t].apply(&update.data, false),
+                            "checksum, tick {}",
+                            e.seq
+                        );
+                        assert_eq!(clients[t], book.top(depth));
+                        assert_eq!(*update.view, book.top(depth));
+                        if depth == 100 {
+                            changed += update.data.bids.len() + update.data.asks.len();
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            // 200 levels changing once a second on average, at 10 ticks a second (about 20
+            // per tick), plus the moves of the quote: far from all 200.
+            assert!(
+                (300 * 10..300 * 60).contains(&changed),
+                "{changed} level changes"
+            );
+            eprintln!("symbol {symbol}: {changed} level changes in 300 ticks at depth 100");
+            assert_eq!(sim.book(spec, from).bids.len(), MAX_DEPTH);
+        }
+    }
+
+    #[test]
+    fn book_steps_suit_the_price() {
+        let step = |name: &str| SymbolSpec::for_name(name).book_step();
+        assert_eq!(
+            [
+                step("BTC-USD"),
+                step("ETH-USD"),
+                step("AAPL"),
+                step("SOL-USD")
+            ],
+            [1000, 100, 1, 10]
         );
     }
 
