@@ -79,6 +79,10 @@ impl Side {
 
 /// Numeric order of two decimals whatever their scales (`1.5` and `1.50` are equal).
 pub fn cmp_value(a: Decimal, b: Decimal) -> Ordering {
+    if a.scale == b.scale {
+        // The usual case: one venue prints one symbol's prices at one scale.
+        return a.units.cmp(&b.units);
+    }
     key(a).cmp(&key(b))
 }
 
@@ -204,22 +208,28 @@ pub fn diff_side(old: &[Level], new: &[Level], side: Side) -> Vec<Level> {
 /// down; each level contributes its price then its size as printed, with the decimal point
 /// and any leading zeros removed (`"0.0500"` gives `"500"`). Kraken's v2 book checksum.
 pub fn checksum(bids: &[Level], asks: &[Level]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    let mut buf = String::with_capacity(48);
+    // A decimal printed at its scale, without its point and leading zeros, is the decimal
+    // digits of its units (nothing for zero): no formatting needed. 20 levels of two numbers
+    // of at most 20 digits each.
+    let mut text = [0u8; 2 * CHECKSUM_LEVELS * 2 * 20];
+    let mut len = 0;
     for level in asks
         .iter()
         .take(CHECKSUM_LEVELS)
         .chain(bids.iter().take(CHECKSUM_LEVELS))
     {
         for d in [level.price, level.size] {
-            buf.clear();
-            use std::fmt::Write;
-            let _ = write!(buf, "{d}");
-            let digits: String = buf.chars().filter(|c| *c != '.').collect();
-            h.update(digits.trim_start_matches('0').as_bytes());
+            let mut n = d.units.unsigned_abs();
+            let start = len;
+            while n > 0 {
+                text[len] = b'0' + (n % 10) as u8;
+                n /= 10;
+                len += 1;
+            }
+            text[start..len].reverse();
         }
     }
-    h.finalize()
+    crc32fast::hash(&text[..len])
 }
 
 /// The depth tiers a client can follow, smallest first; each is its own stream.
@@ -229,7 +239,7 @@ pub const TIERS: [usize; 4] = [10, 25, 50, 100];
 /// sent as a difference.
 #[derive(Debug, Clone, Default)]
 pub struct Depths {
-    last: Option<[View; 4]>,
+    last: Option<[Arc<View>; 4]>,
 }
 
 /// One tier's message: what goes on the wire, and the whole view after it (what a new
@@ -272,15 +282,22 @@ impl Depths {
     /// Starts from `view` (the book before the first message), or from nothing.
     pub fn starting_at(view: Option<&View>) -> Self {
         Self {
-            last: view.map(|v| TIERS.map(|d| v.top(d))),
+            last: view.map(|v| TIERS.map(|d| Arc::new(v.top(d)))),
         }
     }
 
     /// The messages, one per tier in [`TIERS`] order, that take each tier from its last view to
     /// the top of `book` (which must hold at least [`MAX_DEPTH`] levels per side where the
-    /// source has them). `reset`, or no last view, sends whole views.
-    pub fn next(&mut self, book: &View, reset: bool) -> [BookUpdate; 4] {
-        let views = TIERS.map(|d| book.top(d));
+    /// source has them; more are dropped). `reset`, or no last view, sends whole views.
+    pub fn next(&mut self, mut book: View, reset: bool) -> [BookUpdate; 4] {
+        book.bids.truncate(MAX_DEPTH);
+        book.asks.truncate(MAX_DEPTH);
+        let mut book = Some(book);
+        // The deepest tier takes the book itself; the others copy their top.
+        let views = TIERS.map(|d| match d {
+            MAX_DEPTH => Arc::new(book.take().unwrap_or_default()),
+            d => Arc::new(book.as_ref().map(|b| b.top(d)).unwrap_or_default()),
+        });
         // The checksum covers the top ten levels, which every tier shares.
         let checksum = views[0].checksum();
         let updates = std::array::from_fn(|t| {
@@ -292,14 +309,11 @@ impl Depths {
                     checksum,
                     reset: false,
                 },
-                (_, reset) => BookData {
-                    reset,
-                    ..BookData::snapshot(view, reset)
-                },
+                (_, reset) => BookData::snapshot(view, reset),
             };
             BookUpdate {
                 data,
-                view: Arc::new(view.clone()),
+                view: view.clone(),
             }
         });
         self.last = Some(views);
@@ -437,7 +451,7 @@ mod tests {
             let mut depths = Depths::starting_at(None);
             let mut clients: Vec<View> = vec![View::default(); TIERS.len()];
             for (i, (book, reset)) in books.iter().enumerate() {
-                let updates = depths.next(book, *reset);
+                let updates = depths.next(book.clone(), *reset);
                 for (t, update) in updates.iter().enumerate() {
                     let replace = i == 0 || update.data.reset;
                     prop_assert_eq!(replace, i == 0 || *reset);

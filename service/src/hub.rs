@@ -564,7 +564,7 @@ mod tests {
             bids: vec![level(1)],
             asks: vec![level(2)],
         };
-        let [update, ..] = Depths::starting_at(Some(&start)).next(&view, reset);
+        let [update, ..] = Depths::starting_at(Some(&start)).next(view, reset);
         Event {
             channel: Channel::Book,
             symbol: 0,

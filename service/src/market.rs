@@ -43,9 +43,36 @@ impl fmt::Display for Decimal {
     }
 }
 
+impl Decimal {
+    /// The decimal string, written into `buf` without the formatting machinery: every price
+    /// and size of every message goes through here.
+    pub fn write_str<'a>(&self, buf: &'a mut [u8; 48]) -> &'a str {
+        let mut n = self.units.unsigned_abs();
+        let scale = usize::from(self.scale.min(40));
+        let mut i = buf.len();
+        let mut digits = 0;
+        while n > 0 || digits <= scale {
+            if digits == scale && scale > 0 {
+                i -= 1;
+                buf[i] = b'.';
+            }
+            i -= 1;
+            buf[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            digits += 1;
+        }
+        if self.units < 0 {
+            i -= 1;
+            buf[i] = b'-';
+        }
+        // Only ASCII digits, a point and a sign were written.
+        std::str::from_utf8(&buf[i..]).unwrap_or_default()
+    }
+}
+
 impl Serialize for Decimal {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        s.serialize_str(self.write_str(&mut [0; 48]))
     }
 }
 
@@ -294,6 +321,27 @@ mod tests {
         assert!("1.2.3".parse::<Decimal>().is_err());
         assert!("".parse::<Decimal>().is_err());
         assert!("1e5".parse::<Decimal>().is_err());
+    }
+
+    #[test]
+    fn decimal_strings_are_written_as_displayed() {
+        let mut buf = [0; 48];
+        for (units, scale) in [
+            (19012, 2),
+            (5, 4),
+            (-105, 2),
+            (42, 0),
+            (0, 0),
+            (0, 3),
+            (-7, 1),
+            (i64::MAX, 18),
+            (i64::MIN, 18),
+            (i64::MIN, 0),
+            (1, 18),
+        ] {
+            let d = Decimal::new(units, scale);
+            assert_eq!(d.write_str(&mut buf), d.to_string(), "{units} {scale}");
+        }
     }
 
     #[test]
