@@ -1,6 +1,7 @@
 // The dashboard in a real browser (Debian's chromium driven by playwright-core) against a real
 // tickstream: every symbol on the board with prices that change, the chart drawn, the tape
-// filling, updates compressed (permessage-deflate) and inflated by the browser, a phone-sized
+// filling, the depth ladder verified by checksum (and resynced after a corrupted update),
+// updates compressed (permessage-deflate) and inflated by the browser, a phone-sized
 // screen without sideways scrolling, no request leaving the server, and a
 // server restart survived with no gap in any stream's seq. Saves docs/dashboard.png (and
 // docs/dashboard-phone.png) for the README.
@@ -99,21 +100,21 @@ async function main() {
     // The board: every symbol, each with a price.
     await page.waitForFunction(
       (n) => {
-        const cells = [...document.querySelectorAll("tbody [data-testid=last]")];
+        const cells = [...document.querySelectorAll(".board tbody [data-testid=last]")];
         return cells.length === n && cells.every((c) => c.textContent !== "—");
       },
       symbols.length,
       { timeout: 10_000 },
     );
     const prices = () =>
-      page.$$eval("tbody tr", (rows) => Object.fromEntries(rows.map((r) => [r.dataset.symbol, r.querySelector("[data-testid=last]").textContent])));
+      page.$$eval(".board tbody tr", (rows) => Object.fromEntries(rows.map((r) => [r.dataset.symbol, r.querySelector("[data-testid=last]").textContent])));
     const before = await prices();
     check(Object.keys(before).length === symbols.length && symbols.every((s) => before[s]), `the board shows all ${symbols.length} symbols with prices`);
     await sleep(3000);
     const after = await prices();
     const moved = symbols.filter((s) => before[s] !== after[s]);
     check(moved.length >= symbols.length / 2, `prices change live (${moved.length} of ${symbols.length} moved in 3 s)`);
-    check((await page.$$("tbody [class^=flash-]")).length > 0, "changed prices flash");
+    check((await page.$$(".board tbody [class^=flash-]")).length > 0, "changed prices flash");
 
     // The chart draws candles and the tape fills.
     await page.waitForFunction(() => Number(document.querySelector(".chart-box")?.dataset.bars) > 0, null, { timeout: 10_000 });
@@ -131,6 +132,49 @@ async function main() {
     await page.waitForFunction(() => document.querySelectorAll(".tape li").length >= 3, null, { timeout: 10_000 });
     check(true, "the trade tape fills");
     check((await page.textContent(".status")).includes("Live"), "the connection shows Live");
+
+    // The depth ladder: ten levels a side with cumulative depth, every message checked against
+    // its CRC32 in the browser, its best levels the ticker's quote at the same seq.
+    await page.waitForFunction(
+      () => document.querySelector(".ladder")?.dataset.state === "verified" && document.querySelectorAll(".ladder tr.bid").length === 10 && document.querySelectorAll(".ladder tr.ask").length === 10,
+      null,
+      { timeout: 10_000 },
+    );
+    const depths = await page.$$eval(".ladder tr.bid .depth", (cells) => cells.map((c) => Number(c.dataset.depth)));
+    check(depths.every((d, i) => i === 0 || d > depths[i - 1]), `the ladder shows 10 bids and 10 asks with cumulative depth (${depths[0]} .. ${depths[9]})`);
+    await page.waitForFunction(
+      () => {
+        const { market } = window.__tickstream;
+        const ladder = market.ladders.get("AAPL");
+        const quote = market.quotes.get("AAPL");
+        return ladder && quote && ladder.seq === quote.seq && ladder.book.bids[0][0] === quote.ticker.bid && ladder.book.asks[0][0] === quote.ticker.ask;
+      },
+      null,
+      { timeout: 10_000 },
+    );
+    check(true, "the book's best bid and ask are the ticker's at the same seq");
+    await page.waitForFunction(() => window.__tickstream.market.ladders.get("AAPL").verified >= 20, null, { timeout: 10_000 });
+    const verified = await page.evaluate(() => {
+      const l = window.__tickstream.market.ladders.get("AAPL");
+      return { verified: l.verified, mismatches: l.mismatches };
+    });
+    check(verified.mismatches === 0, `every book message passed its checksum in the browser (${verified.verified} messages)`);
+    // A corrupted update (what a broken network or server would deliver): the checksum catches
+    // it, the ladder says so, subscribes again and shows a verified book from a fresh snapshot.
+    await page.evaluate(() => {
+      const { market } = window.__tickstream;
+      const l = market.ladders.get("AAPL");
+      market.apply({ type: "update", channel: "book", symbol: "AAPL", seq: l.seq + 1, ts: 0, data: { bids: [["1.00", "5"]], asks: [], checksum: 0 } });
+    });
+    await page.waitForFunction(
+      () => {
+        const l = window.__tickstream.market.ladders.get("AAPL");
+        return l.mismatches === 1 && l.resyncs === 1 && !l.stale && document.querySelector(".ladder")?.dataset.state === "verified" && !l.book.bids.some(([p]) => p === "1.00");
+      },
+      null,
+      { timeout: 10_000 },
+    );
+    check((await page.textContent("[data-testid=book-resyncs]")).includes("1 resync"), "a corrupted book is caught by its checksum, resynced from a snapshot, and the resync is shown");
 
     // Another symbol and interval: the chart follows.
     await page.click("tbody tr[data-symbol=BTC-USD]");

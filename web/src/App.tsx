@@ -4,6 +4,7 @@ import { Market } from "./market";
 import { Board } from "./Board";
 import { Chart, type Interval } from "./Chart";
 import { Tape } from "./Tape";
+import { Ladder } from "./Ladder";
 import { Status } from "./Status";
 
 /** `?token=KEY` in the page's URL is passed on to the API and the WebSocket. */
@@ -40,6 +41,8 @@ export function App() {
   );
 
   useEffect(() => {
+    // A book that fails its checksum is dropped and fetched again as a snapshot.
+    market.onMismatch = () => feed.resync("ladder");
     window.__tickstream = { feed, market };
     feed.start();
     return () => feed.stop();
@@ -85,6 +88,10 @@ export function App() {
     history.replaceState(null, "", `${location.pathname}${location.search}#${encodeURIComponent(symbol)}`);
   }, [feed, market, symbol, interval]);
 
+  useEffect(() => {
+    if (symbol) feed.subscribe("ladder", [symbol], ["book"]);
+  }, [feed, symbol]);
+
   useSyncExternalStore(market.subscribe, market.snapshot);
 
   return (
@@ -112,7 +119,10 @@ export function App() {
                 refetch={resets}
                 quote={market.quotes.get(symbol)}
               />
-              <Tape market={market} symbol={symbol} />
+              <div className="below">
+                <Ladder market={market} symbol={symbol} />
+                <Tape market={market} symbol={symbol} />
+              </div>
             </>
           )}
         </section>

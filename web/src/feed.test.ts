@@ -184,3 +184,26 @@ describe("Feed", () => {
     expect(h.data).toEqual([]);
   });
 });
+
+describe("Feed.resync", () => {
+  it("subscribes again without a resume position, so a snapshot replaces the stream", () => {
+    const { feed, sockets } = harness();
+    feed.subscribe("ladder", ["AAPL"], ["book"]);
+    feed.subscribe("board", ["AAPL"], ["ticker"]);
+    feed.start();
+    const s = sockets[0];
+    s.open();
+    s.receive({ type: "subscribed", epoch: "e", streams: [] });
+    s.receive(update(7, "book", "AAPL", "snapshot"));
+    s.receive(update(8, "book"));
+    s.receive(update(3, "ticker"));
+    s.sent.length = 0;
+    feed.resync("ladder");
+    expect(s.sent.map((m) => [m.op, m.channels, m.resume])).toEqual([
+      ["unsubscribe", ["book"], undefined],
+      ["subscribe", ["book"], undefined],
+    ]);
+    expect(feed.positions.last.get("book:AAPL")).toBeUndefined();
+    expect(feed.positions.last.get("ticker:AAPL")).toBe(3);
+  });
+});

@@ -2,7 +2,9 @@
 // resumes with them after any disconnect (a server restart included), and reconnects with
 // capped exponential backoff and full jitter. No DOM here: Vitest drives it with a fake socket.
 
-export type Channel = "ticker" | "trades" | "candles_1s" | "candles_1m";
+import type { BookData } from "./book";
+
+export type Channel = "ticker" | "trades" | "candles_1s" | "candles_1m" | "book" | "book_25" | "book_50" | "book_100";
 
 export interface Ticker {
   bid: string;
@@ -35,7 +37,7 @@ export interface DataMessage {
   symbol: string;
   seq: number;
   ts: number;
-  data: Ticker | Trade | Candle;
+  data: Ticker | Trade | Candle | BookData;
 }
 
 export type ConnectionState =
@@ -189,6 +191,18 @@ export class Feed {
     if (old) for (const k of keys(old)) if (!this.heldElsewhere(k, name, { symbols, channels })) this.positions.forget(k);
     this.wanted.set(name, { symbols, channels });
     if (this.socket?.readyState === 1) this.sendSubscribe({ symbols, channels });
+  }
+
+  /** Drops `name`'s positions and subscribes again without them: fresh snapshots follow (a
+   * book that failed its checksum must be replaced, not patched). */
+  resync(name: string) {
+    const sub = this.wanted.get(name);
+    if (!sub) return;
+    for (const k of keys(sub)) this.positions.forget(k);
+    if (this.socket?.readyState === 1) {
+      this.send({ op: "unsubscribe", symbols: sub.symbols, channels: sub.channels });
+      this.sendSubscribe(sub);
+    }
   }
 
   private wants(key: string): boolean {

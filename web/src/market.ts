@@ -1,7 +1,22 @@
 // What the dashboard shows, kept outside React: messages arrive far faster than a screen
 // refreshes, so they update this store and views re-render at most once per animation frame.
 
+import { Book, type BookData } from "./book";
 import type { Candle, DataMessage, Ticker, Trade } from "./feed";
+
+/** One symbol's book as the ladder shows it, verified message by message. */
+export interface Ladder {
+  book: Book;
+  seq: number;
+  /** Messages whose checksum matched. */
+  verified: number;
+  /** Checksum mismatches seen (each one starts a resync). */
+  mismatches: number;
+  /** Snapshots that replaced a book we held: resets from the source and our own resyncs. */
+  resyncs: number;
+  /** Waiting for the snapshot of a resync: the book shown is not to be trusted. */
+  stale: boolean;
+}
 
 export interface Quote {
   ticker: Ticker;
@@ -22,6 +37,9 @@ export const TAPE_LENGTH = 60;
 
 export class Market {
   quotes = new Map<string, Quote>();
+  ladders = new Map<string, Ladder>();
+  /** Called when a book fails its checksum: the caller subscribes again for a snapshot. */
+  onMismatch: (symbol: string) => void = () => {};
   tape: Print[] = [];
   version = 0;
   private listeners = new Set<() => void>();
@@ -46,11 +64,39 @@ export class Market {
         this.tape.unshift({ ...(msg.data as Trade), symbol: msg.symbol, seq: msg.seq, ts: msg.ts });
         if (this.tape.length > TAPE_LENGTH) this.tape.length = TAPE_LENGTH;
         break;
+      case "book":
+        this.applyBook(msg.symbol, msg.type, msg.seq, msg.data as BookData);
+        break;
+      case "book_25":
+      case "book_50":
+      case "book_100":
+        return;
       default:
         for (const l of this.candleListeners) l(msg.symbol, msg.data as Candle);
         return;
     }
     this.schedule();
+  }
+
+  private applyBook(symbol: string, type: DataMessage["type"], seq: number, data: BookData) {
+    let ladder = this.ladders.get(symbol);
+    const snapshot = type === "snapshot";
+    if (!ladder) {
+      ladder = { book: new Book(), seq, verified: 0, mismatches: 0, resyncs: 0, stale: !snapshot };
+      this.ladders.set(symbol, ladder);
+    } else if (snapshot && (data.reset || ladder.stale)) {
+      ladder.resyncs += 1;
+    }
+    if (!snapshot && ladder.stale) return;
+    ladder.seq = seq;
+    if (ladder.book.apply(data, snapshot)) {
+      ladder.verified += 1;
+      ladder.stale = false;
+    } else {
+      ladder.mismatches += 1;
+      ladder.stale = true;
+      this.onMismatch(symbol);
+    }
   }
 
   clearTape() {
