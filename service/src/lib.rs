@@ -28,6 +28,7 @@ pub mod probe;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
+pub mod venue;
 pub mod web;
 pub mod ws;
 
