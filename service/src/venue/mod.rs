@@ -3,4 +3,5 @@
 //! can say when a symbol has lost track and must be rebuilt. No sockets here: the connection
 //! that feeds a module, and the local doubles that test it, come separately.
 
+pub mod binance;
 pub mod kraken;

@@ -1,0 +1,420 @@
+//! Binance spot's local order book: the diff-depth stream (`<symbol>@depth@100ms`) combined with
+//! a REST snapshot (`GET /api/v3/depth`), by the procedure Binance documents:
+//!
+//! 1. Open the stream and buffer its events; note the first event's `U`.
+//! 2. Fetch the snapshot; fetch again while its `lastUpdateId` is below that `U`.
+//! 3. Drop buffered events with `u <= lastUpdateId`.
+//! 4. The first event applied must have `U <= lastUpdateId + 1 <= u`.
+//! 5. Then for each event: ignore it if `u` is below the book's id; if `U` is above the book's
+//!    id + 1, updates were lost: start again from 1; otherwise set each level (quantity 0
+//!    removes it) and make `u` the book's id.
+//!
+//! [`DepthBook`] is that procedure as a state machine with no I/O: the caller feeds it events
+//! and snapshots and does what it answers (fetch a snapshot, publish, start over).
+
+use serde::Deserialize;
+
+use crate::book::{Level, Side, View, set_level};
+use crate::market::Decimal;
+
+/// What is wrong with a message from Binance.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BinanceError {
+    #[error("not a Binance depth message: {0}")]
+    Shape(String),
+    #[error("{0:?} is not a valid price or quantity")]
+    Number(String),
+}
+
+/// A diff-depth event (`"e":"depthUpdate"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DepthUpdate {
+    pub symbol: String,
+    /// First and last update id in the event.
+    pub first: u64,
+    pub last: u64,
+    pub bids: Vec<Level>,
+    pub asks: Vec<Level>,
+}
+
+/// The REST snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DepthSnapshot {
+    pub last_update_id: u64,
+    pub bids: Vec<Level>,
+    pub asks: Vec<Level>,
+}
+
+#[derive(Deserialize)]
+struct RawUpdate {
+    e: String,
+    s: String,
+    #[serde(rename = "U")]
+    first: u64,
+    #[serde(rename = "u")]
+    last: u64,
+    b: Vec<(String, String)>,
+    a: Vec<(String, String)>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawSnapshot {
+    last_update_id: u64,
+    bids: Vec<(String, String)>,
+    asks: Vec<(String, String)>,
+}
+
+fn levels(raw: &[(String, String)]) -> Result<Vec<Level>, BinanceError> {
+    raw.iter()
+        .map(|(p, q)| {
+            let bad = || BinanceError::Number(format!("{p} x {q}"));
+            let price: Decimal = p.parse().map_err(|_| bad())?;
+            let size: Decimal = q.parse().map_err(|_| bad())?;
+            if price.units <= 0 || size.units < 0 {
+                return Err(bad());
+            }
+            Ok(Level::new(price, size))
+        })
+        .collect()
+}
+
+/// Parses a diff-depth event, bare or wrapped as a combined stream's `{"stream","data"}`.
+pub fn parse_update(text: &str) -> Result<DepthUpdate, BinanceError> {
+    #[derive(Deserialize)]
+    struct Wrapped {
+        data: RawUpdate,
+    }
+    let raw = serde_json::from_str::<RawUpdate>(text)
+        .or_else(|_| serde_json::from_str::<Wrapped>(text).map(|w| w.data))
+        .map_err(|e| BinanceError::Shape(e.to_string()))?;
+    if raw.e != "depthUpdate" {
+        return Err(BinanceError::Shape(format!("event {:?}", raw.e)));
+    }
+    if raw.first > raw.last {
+        return Err(BinanceError::Shape(format!(
+            "U {} after u {}",
+            raw.first, raw.last
+        )));
+    }
+    Ok(DepthUpdate {
+        symbol: raw.s,
+        first: raw.first,
+        last: raw.last,
+        bids: levels(&raw.b)?,
+        asks: levels(&raw.a)?,
+    })
+}
+
+pub fn parse_snapshot(text: &str) -> Result<DepthSnapshot, BinanceError> {
+    let raw: RawSnapshot =
+        serde_json::from_str(text).map_err(|e| BinanceError::Shape(e.to_string()))?;
+    Ok(DepthSnapshot {
+        last_update_id: raw.last_update_id,
+        bids: levels(&raw.bids)?,
+        asks: levels(&raw.asks)?,
+    })
+}
+
+/// What the caller does next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Fetch a (new) snapshot and pass it to [`DepthBook::on_snapshot`].
+    FetchSnapshot,
+    /// Keep reading the stream.
+    Continue,
+    /// The book changed and is right: publish it (`reset`: it replaces one already published).
+    Publish { reset: bool },
+    /// Updates were lost: start over (the book is dropped; the next steps fetch a snapshot).
+    Gap { why: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    /// Buffering events until a snapshot recent enough arrives.
+    Buffering,
+    /// In step with the stream: the book's id is the last applied `u`.
+    Live { id: u64 },
+}
+
+/// One symbol's book, kept by Binance's procedure; bounded: at most [`MAX_BUFFERED`] events wait
+/// for a snapshot, and the book holds at most `depth` levels a side.
+#[derive(Debug, Clone)]
+pub struct DepthBook {
+    depth: usize,
+    state: State,
+    buffer: Vec<DepthUpdate>,
+    view: View,
+    published: bool,
+    snapshot_asked: bool,
+}
+
+/// Events kept while a snapshot is fetched (ten seconds of a 100 ms stream is 100).
+pub const MAX_BUFFERED: usize = 1000;
+
+impl DepthBook {
+    /// `depth`: levels a side kept (the snapshot's `limit`; deeper levels are dropped).
+    pub fn new(depth: usize) -> Self {
+        Self {
+            depth,
+            state: State::Buffering,
+            buffer: Vec::new(),
+            view: View::default(),
+            published: false,
+            snapshot_asked: false,
+        }
+    }
+
+    pub fn view(&self) -> &View {
+        &self.view
+    }
+
+    /// A diff-depth event from the stream.
+    pub fn on_update(&mut self, event: DepthUpdate) -> Step {
+        match self.state {
+            State::Buffering => {
+                if self.buffer.len() == MAX_BUFFERED {
+                    return self.gap(format!(
+                        "{MAX_BUFFERED} events buffered and no usable snapshot"
+                    ));
+                }
+                self.buffer.push(event);
+                if self.snapshot_asked {
+                    Step::Continue
+                } else {
+                    self.snapshot_asked = true;
+                    Step::FetchSnapshot
+                }
+            }
+            State::Live { id } => {
+                if event.last <= id {
+                    return Step::Continue;
+                }
+                if event.first > id + 1 {
+                    return self.gap(format!(
+                        "update ids {}..={} follow {id}: {} lost",
+                        event.first,
+                        event.last,
+                        event.first - id - 1
+                    ));
+                }
+                self.apply(&event);
+                self.state = State::Live { id: event.last };
+                Step::Publish { reset: false }
+            }
+        }
+    }
+
+    /// The REST snapshot the last [`Step::FetchSnapshot`] asked for.
+    pub fn on_snapshot(&mut self, snap: DepthSnapshot) -> Step {
+        if self.state != State::Buffering {
+            return Step::Continue;
+        }
+        let Some(first) = self.buffer.first().map(|e| e.first) else {
+            // Nothing buffered yet: the snapshot cannot be tied to the stream; wait for an event.
+            self.snapshot_asked = false;
+            return Step::Continue;
+        };
+        if snap.last_update_id < first {
+            // Older than the stream's start: ask again (step 2).
+            return Step::FetchSnapshot;
+        }
+        self.buffer.retain(|e| e.last > snap.last_update_id);
+        if let Some(e) = self.buffer.first()
+            && !(e.first <= snap.last_update_id + 1 && snap.last_update_id < e.last)
+        {
+            let why = format!(
+                "the first event after snapshot {} covers {}..={}",
+                snap.last_update_id, e.first, e.last
+            );
+            return self.gap(why);
+        }
+        self.view = View::default();
+        for (levels, side, new) in [
+            (&mut self.view.bids, Side::Bid, &snap.bids),
+            (&mut self.view.asks, Side::Ask, &snap.asks),
+        ] {
+            for level in new {
+                set_level(levels, side, *level);
+            }
+        }
+        let buffered = std::mem::take(&mut self.buffer);
+        let mut id = snap.last_update_id;
+        for event in &buffered {
+            if event.first > id + 1 {
+                return self.gap(format!(
+                    "buffered ids {}..={} follow {id}",
+                    event.first, event.last
+                ));
+            }
+            self.apply(event);
+            id = event.last;
+        }
+        self.truncate();
+        self.state = State::Live { id };
+        self.snapshot_asked = false;
+        let reset = self.published;
+        self.published = true;
+        Step::Publish { reset }
+    }
+
+    fn apply(&mut self, event: &DepthUpdate) {
+        for level in &event.bids {
+            set_level(&mut self.view.bids, Side::Bid, *level);
+        }
+        for level in &event.asks {
+            set_level(&mut self.view.asks, Side::Ask, *level);
+        }
+        self.truncate();
+    }
+
+    fn truncate(&mut self) {
+        self.view.bids.truncate(self.depth);
+        self.view.asks.truncate(self.depth);
+    }
+
+    /// Drops everything: the caller starts over (the stream may go on; its next event asks for
+    /// a snapshot again).
+    fn gap(&mut self, why: String) -> Step {
+        self.state = State::Buffering;
+        self.buffer.clear();
+        self.snapshot_asked = false;
+        self.view = View::default();
+        Step::Gap { why }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lv(p: &str, q: &str) -> Level {
+        Level::new(p.parse().expect("price"), q.parse().expect("qty"))
+    }
+
+    /// A depth event in Binance's documented shape.
+    fn event(first: u64, last: u64, bids: &[(&str, &str)], asks: &[(&str, &str)]) -> DepthUpdate {
+        let side = |l: &[(&str, &str)]| {
+            l.iter()
+                .map(|(p, q)| format!(r#"["{p}","{q}"]"#))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let text = format!(
+            r#"{{"e":"depthUpdate","E":1672515782136,"s":"BNBBTC","U":{first},"u":{last},"b":[{}],"a":[{}]}}"#,
+            side(bids),
+            side(asks)
+        );
+        parse_update(&text).expect("parses")
+    }
+
+    fn snapshot(id: u64) -> DepthSnapshot {
+        parse_snapshot(&format!(
+            r#"{{"lastUpdateId":{id},"bids":[["4.00000000","431.00000000"],["3.90000000","10.00000000"]],"asks":[["4.00000200","12.00000000"]]}}"#
+        ))
+        .expect("parses")
+    }
+
+    #[test]
+    fn the_documented_procedure_builds_the_book() {
+        let mut book = DepthBook::new(100);
+        assert_eq!(
+            book.on_update(event(157, 160, &[], &[])),
+            Step::FetchSnapshot
+        );
+        assert_eq!(
+            book.on_update(event(161, 165, &[("4.00000000", "0")], &[])),
+            Step::Continue
+        );
+        // A snapshot older than the first buffered event: fetch again.
+        assert_eq!(book.on_snapshot(snapshot(150)), Step::FetchSnapshot);
+        // 162: the first event kept must cover 163; 157..=160 is dropped.
+        assert_eq!(
+            book.on_snapshot(snapshot(162)),
+            Step::Publish { reset: false }
+        );
+        assert_eq!(
+            book.view().bids,
+            vec![lv("3.90000000", "10.00000000")],
+            "161..=165 applied"
+        );
+        // Old events are ignored; the next one in sequence applies.
+        assert_eq!(book.on_update(event(160, 165, &[], &[])), Step::Continue);
+        assert_eq!(
+            book.on_update(event(166, 170, &[("3.95", "1")], &[("4.000002", "0")])),
+            Step::Publish { reset: false }
+        );
+        assert_eq!(book.view().bids[0], lv("3.95", "1"));
+        assert!(book.view().asks.is_empty());
+    }
+
+    #[test]
+    fn a_skipped_update_id_is_a_gap_and_the_rebuilt_book_is_a_reset() {
+        let mut book = DepthBook::new(100);
+        book.on_update(event(100, 110, &[], &[]));
+        assert_eq!(
+            book.on_snapshot(snapshot(105)),
+            Step::Publish { reset: false }
+        );
+        let Step::Gap { why } = book.on_update(event(112, 115, &[], &[])) else {
+            panic!("111 is missing");
+        };
+        assert!(why.contains("1 lost"), "{why}");
+        assert!(book.view().bids.is_empty(), "the wrong book is dropped");
+        assert_eq!(
+            book.on_update(event(116, 120, &[], &[])),
+            Step::FetchSnapshot
+        );
+        assert_eq!(
+            book.on_snapshot(snapshot(118)),
+            Step::Publish { reset: true }
+        );
+    }
+
+    #[test]
+    fn a_snapshot_ahead_of_the_buffer_with_a_hole_is_a_gap() {
+        let mut book = DepthBook::new(100);
+        book.on_update(event(100, 101, &[], &[]));
+        book.on_update(event(105, 110, &[], &[]));
+        // Snapshot 102: 100..=101 dropped, but 105 does not cover 103.
+        assert!(matches!(book.on_snapshot(snapshot(102)), Step::Gap { .. }));
+    }
+
+    #[test]
+    fn buffering_is_bounded_and_depth_is_kept() {
+        let mut book = DepthBook::new(1);
+        for i in 0..MAX_BUFFERED as u64 {
+            book.on_update(event(10 + i, 10 + i, &[], &[]));
+        }
+        assert!(matches!(
+            book.on_update(event(5000, 5000, &[], &[])),
+            Step::Gap { .. }
+        ));
+        book.on_update(event(6000, 6000, &[], &[]));
+        assert_eq!(
+            book.on_snapshot(snapshot(6000)),
+            Step::Publish { reset: false }
+        );
+        assert_eq!(book.view().bids.len(), 1, "depth 1");
+    }
+
+    #[test]
+    fn malformed_messages_are_typed_errors() {
+        assert!(matches!(parse_update("{"), Err(BinanceError::Shape(_))));
+        assert!(matches!(
+            parse_update(r#"{"e":"trade","s":"X","U":1,"u":1,"b":[],"a":[]}"#),
+            Err(BinanceError::Shape(_))
+        ));
+        assert!(matches!(
+            parse_update(r#"{"e":"depthUpdate","s":"X","U":5,"u":1,"b":[],"a":[]}"#),
+            Err(BinanceError::Shape(_))
+        ));
+        assert!(matches!(
+            parse_update(r#"{"e":"depthUpdate","s":"X","U":1,"u":1,"b":[["1e3","1"]],"a":[]}"#),
+            Err(BinanceError::Number(_))
+        ));
+        let wrapped = r#"{"stream":"bnbbtc@depth","data":{"e":"depthUpdate","E":1,"s":"BNBBTC","U":157,"u":160,"b":[["0.0024","10"]],"a":[["0.0026","100"]]}}"#;
+        let e = parse_update(wrapped).expect("combined-stream wrapper");
+        assert_eq!((e.first, e.last, e.bids[0]), (157, 160, lv("0.0024", "10")));
+    }
+}
