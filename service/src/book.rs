@@ -88,7 +88,7 @@ pub fn cmp_value(a: Decimal, b: Decimal) -> Ordering {
 
 /// A decimal scaled to 18 places: exact for every `Decimal` (at most 18 fractional digits and
 /// an `i64` of units, so below 2^63 * 10^18 < 2^127).
-fn key(d: Decimal) -> i128 {
+pub fn key(d: Decimal) -> i128 {
     i128::from(d.units) * 10i128.pow(18 - u32::from(d.scale.min(18)))
 }
 

@@ -4,4 +4,5 @@
 //! that feeds a module, and the local doubles that test it, come separately.
 
 pub mod binance;
+pub mod coinbase;
 pub mod kraken;
