@@ -55,6 +55,25 @@ pub struct Config {
     #[arg(long, env = "TICKSTREAM_SIM_SEED", default_value_t = 42)]
     pub sim_seed: u64,
 
+    /// Where events come from: `sim` (the simulator), `replay` (the file of --replay; giving
+    /// --replay alone implies it) or `kraken` (Kraken's public WebSocket v2, the instruments of
+    /// --symbols; needs outbound internet).
+    #[arg(long, env = "TICKSTREAM_SOURCE", value_enum, default_value_t = Source::Sim)]
+    pub source: Source,
+
+    /// A venue's instruments as the venue names them (`BTC/USD,ETH/USD` for Kraken); served as
+    /// `BTC-USD`, `ETH-USD`.
+    #[arg(long, env = "TICKSTREAM_SYMBOLS", value_delimiter = ',')]
+    pub symbols: Vec<String>,
+
+    /// Kraken's WebSocket v2 endpoint (`ws://` for a local double or proxy).
+    #[arg(
+        long,
+        env = "TICKSTREAM_KRAKEN_URL",
+        default_value = "wss://ws.kraken.com/v2"
+    )]
+    pub kraken_url: String,
+
     /// Replay recorded events from an NDJSON file instead of simulating.
     #[arg(long, env = "TICKSTREAM_REPLAY")]
     pub replay: Option<PathBuf>,
@@ -202,6 +221,44 @@ pub enum ConfigError {
     },
     #[error("PORT={0:?} is not a port number")]
     Port(String),
+    #[error("--source {0} needs --symbols (the venue's instruments, for example BTC/USD)")]
+    NoVenueSymbols(&'static str),
+    #[error(
+        "--symbols: {0:?} is not an instrument this server can name (letters and digits around one '/' or '-', 1-24 characters)"
+    )]
+    VenueSymbol(String),
+    #[error("--source replay needs --replay FILE")]
+    NoReplayFile,
+    #[error("{flag} {url:?}: {why}")]
+    VenueUrl {
+        flag: &'static str,
+        url: String,
+        why: &'static str,
+    },
+}
+
+/// Where events come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Source {
+    Sim,
+    Replay,
+    Kraken,
+}
+
+impl Source {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Source::Sim => "sim",
+            Source::Replay => "replay",
+            Source::Kraken => "kraken",
+        }
+    }
+}
+
+/// Our name for a venue's instrument: `BTC/USD` and `btc-usd` are both `BTC-USD`.
+pub fn normalize_symbol(venue: &str) -> Option<String> {
+    let name = venue.trim().to_ascii_uppercase().replace('/', "-");
+    valid_symbol(&name).then_some(name)
 }
 
 impl Default for Config {
@@ -252,6 +309,23 @@ impl Config {
         }
         if !self.replay_speed.is_finite() || self.replay_speed < 0.0 {
             return Err(ConfigError::ReplaySpeed(self.replay_speed));
+        }
+        match self.source {
+            Source::Sim => {}
+            Source::Replay if self.replay.is_none() => return Err(ConfigError::NoReplayFile),
+            Source::Replay => {}
+            Source::Kraken => {
+                if self.symbols.is_empty() {
+                    return Err(ConfigError::NoVenueSymbols("kraken"));
+                }
+                let mut seen = std::collections::HashSet::new();
+                for s in &self.symbols {
+                    if !normalize_symbol(s).is_some_and(|name| seen.insert(name)) {
+                        return Err(ConfigError::VenueSymbol(s.clone()));
+                    }
+                }
+                check_venue_url("--kraken-url", &self.kraken_url)?;
+            }
         }
         let ranges: [(&'static str, usize, usize, usize); 10] = [
             ("--history", self.history, 0, 100_000),
@@ -307,6 +381,27 @@ impl Config {
     }
 }
 
+/// `ws://host[:port]/path`, or `wss://` once this build can speak TLS to venues.
+fn check_venue_url(flag: &'static str, url: &str) -> Result<(), ConfigError> {
+    let bad = |why| ConfigError::VenueUrl {
+        flag,
+        url: url.to_string(),
+        why,
+    };
+    if url.starts_with("wss://") {
+        return Err(bad(
+            "wss:// is not supported by this build yet (no TLS client): use a ws:// endpoint, such as a local TLS-terminating proxy",
+        ));
+    }
+    let rest = url
+        .strip_prefix("ws://")
+        .ok_or_else(|| bad("must start with ws://"))?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(bad("has no host"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,5 +438,35 @@ mod tests {
         let err = parse(&["--max-message-bytes", "10"]).validate();
         assert!(err.is_err_and(|e| e.to_string().contains("--max-message-bytes")));
         assert!(Config::try_parse_from(["tickstream", "--heartbeat-interval", "soon"]).is_err());
+    }
+
+    #[test]
+    fn sources_and_venue_symbols() {
+        let kraken = ["--source", "kraken", "--kraken-url", "ws://127.0.0.1:9/v2"];
+        assert_eq!(
+            parse(&kraken).validate(),
+            Err(ConfigError::NoVenueSymbols("kraken"))
+        );
+        let with = |symbols: &str| {
+            let mut args = kraken.to_vec();
+            args.extend(["--symbols", symbols]);
+            parse(&args).validate()
+        };
+        assert_eq!(with("BTC/USD,ETH/USD"), Ok(()));
+        assert_eq!(
+            with("BTC/USD,btc-usd"),
+            Err(ConfigError::VenueSymbol("btc-usd".into()))
+        );
+        assert_eq!(
+            with("BTC USD"),
+            Err(ConfigError::VenueSymbol("BTC USD".into()))
+        );
+        assert_eq!(normalize_symbol("xbt/usd").as_deref(), Some("XBT-USD"));
+        let tls = parse(&["--source", "kraken", "--symbols", "BTC/USD"]).validate();
+        assert!(tls.is_err_and(|e| e.to_string().contains("wss:// is not supported")));
+        assert_eq!(
+            parse(&["--source", "replay"]).validate(),
+            Err(ConfigError::NoReplayFile)
+        );
     }
 }

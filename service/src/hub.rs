@@ -188,6 +188,10 @@ impl Hub {
         }
     }
 
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     pub fn symbols(&self) -> &[String] {
         &self.symbols
     }

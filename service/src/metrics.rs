@@ -55,6 +55,11 @@ pub struct Metrics {
     pub abuse_disconnects: Counter,
     pub client_errors: Family<CodeLabel, Counter>,
     pub send_lag: LagHistogram,
+    /// 1 while the live venue's connection is up and subscribed (0 with no venue).
+    pub venue_up: Gauge,
+    pub venue_reconnects: Counter,
+    /// Books rebuilt from a new snapshot after a gap or checksum mismatch, per symbol.
+    pub book_resyncs: Counter,
 }
 
 impl Default for Metrics {
@@ -84,8 +89,26 @@ impl Metrics {
             abuse_disconnects: Counter::default(),
             client_errors: Family::default(),
             send_lag: LagHistogram::default(),
+            venue_up: Gauge::default(),
+            venue_reconnects: Counter::default(),
+            book_resyncs: Counter::default(),
             registry: Registry::default(),
         };
+        registry.register(
+            "venue_up",
+            "1 while the live venue's connection is up and subscribed",
+            m.venue_up.clone(),
+        );
+        registry.register(
+            "venue_reconnects",
+            "Connections to the live venue lost (and tried again)",
+            m.venue_reconnects.clone(),
+        );
+        registry.register(
+            "book_resyncs",
+            "Books rebuilt from a new snapshot after a sequence gap or checksum mismatch",
+            m.book_resyncs.clone(),
+        );
         registry.register(
             "connections_open",
             "WebSocket connections now open",

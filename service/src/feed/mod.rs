@@ -1,6 +1,7 @@
 //! Sources of market events: the deterministic simulator (default) and a recorded replay.
 
 mod clock;
+pub mod kraken;
 pub mod replay;
 pub mod sim;
 
@@ -22,12 +23,19 @@ pub enum Feed {
     Replay(Replay),
     /// `--sim-rate 0`: the symbols exist, nothing happens.
     Quiet(Vec<String>),
+    Kraken(kraken::Kraken),
 }
 
 impl Feed {
     /// Builds the configured source; a replay file is read and checked completely here so that
     /// a bad file fails at start-up with its line number.
     pub fn from_config(config: &Config) -> Result<Self, ReplayError> {
+        if config.source == crate::config::Source::Kraken {
+            return Ok(Feed::Kraken(kraken::Kraken::new(
+                &config.kraken_url,
+                &config.symbols,
+            )));
+        }
         if let Some(path) = &config.replay {
             return Replay::open(path, config.replay_speed).map(Feed::Replay);
         }
@@ -47,6 +55,7 @@ impl Feed {
             Feed::Sim(sim) => sim.specs().iter().map(|s| s.name.clone()).collect(),
             Feed::Replay(r) => r.symbols().to_vec(),
             Feed::Quiet(symbols) => symbols.clone(),
+            Feed::Kraken(k) => k.symbols(),
         }
     }
 
@@ -55,6 +64,7 @@ impl Feed {
             Feed::Sim(sim) => sim.epoch(),
             Feed::Replay(r) => r.epoch(),
             Feed::Quiet(_) => "quiet".to_string(),
+            Feed::Kraken(k) => k.epoch(),
         }
     }
 
@@ -69,6 +79,7 @@ impl Feed {
                 }
             }
             Feed::Quiet(_) => on_ready(),
+            Feed::Kraken(k) => k.run(hub, shutdown, on_ready).await,
         }
     }
 }

@@ -1,6 +1,8 @@
 //! A real server on 127.0.0.1:0 and a real WebSocket client, for the integration tests.
 #![allow(dead_code)]
 
+pub mod kraken_double;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -51,7 +53,7 @@ pub async fn start(tweak: impl FnOnce(&mut Config)) -> Server {
     }
     // A simulator starts its history window in the past and catches up after it is ready;
     // tests that measure lag start once it has.
-    if state.config.replay.is_none() && state.config.sim_rate > 0 {
+    if state.sim.is_some() {
         let first = &state.hub.symbols()[0];
         let stream = state
             .hub

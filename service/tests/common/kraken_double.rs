@@ -1,0 +1,281 @@
+//! A local Kraken WebSocket v2 `book` endpoint, as strict as the real one where it matters to a
+//! client: subscribe acknowledgements (and refusals for pairs it does not list), a snapshot at
+//! the depth asked for, updates whose levels are applied in order with no removal for levels
+//! pushed below the depth, a CRC32 of the top ten on every message, JSON numbers printed with
+//! their trailing zeros, and a heartbeat when idle. Faults on demand: a corrupted checksum, a
+//! dropped connection, silence.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tickstream::book::{Level, Side, View, checksum, set_level};
+use tickstream::market::Decimal;
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Debug, Clone)]
+enum Cmd {
+    /// Send one update per listed pair (already applied to the truth).
+    Update(Vec<(String, String)>),
+    Drop,
+    /// Stop sending anything, heartbeats included.
+    Silence(bool),
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    /// The venue's books (depth 100), by pair.
+    books: HashMap<String, View>,
+    /// Subscribe requests received, by pair.
+    subscribes: HashMap<String, usize>,
+    /// The next update of these pairs carries a wrong checksum.
+    corrupt: Vec<String>,
+    connections: usize,
+    rng: u64,
+}
+
+pub struct KrakenDouble {
+    pub addr: SocketAddr,
+    shared: Arc<Mutex<Shared>>,
+    tx: broadcast::Sender<Cmd>,
+}
+
+const DEPTH: usize = 100;
+
+fn lot(units: i64) -> Decimal {
+    Decimal::new(units, 8)
+}
+
+impl KrakenDouble {
+    /// Serves the pairs in `pairs` (others are refused), each with a book of 100 levels a side.
+    pub async fn start(pairs: &[&str]) -> Self {
+        let mut shared = Shared {
+            rng: 0x5eed,
+            ..Shared::default()
+        };
+        for (n, pair) in pairs.iter().enumerate() {
+            let base = 4_528_350 + n as i64 * 1_000_000;
+            let view = View {
+                bids: (0..DEPTH as i64)
+                    .map(|i| Level::new(Decimal::new(base - i * 3, 1), lot(10_000_000 + i * 7)))
+                    .collect(),
+                asks: (0..DEPTH as i64)
+                    .map(|i| {
+                        Level::new(Decimal::new(base + 17 + i * 3, 1), lot(20_000_000 + i * 5))
+                    })
+                    .collect(),
+            };
+            shared.books.insert((*pair).to_string(), view);
+        }
+        let shared = Arc::new(Mutex::new(shared));
+        let (tx, _) = broadcast::channel(1024);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (s, t) = (shared.clone(), tx.clone());
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (s, rx) = (s.clone(), t.subscribe());
+                tokio::spawn(async move {
+                    if let Ok(ws) = tokio_tungstenite::accept_async(tcp).await {
+                        serve(ws, s, rx).await;
+                    }
+                });
+            }
+        });
+        Self { addr, shared, tx }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/v2", self.addr)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The venue's book of `pair` now.
+    pub fn book(&self, pair: &str) -> View {
+        self.lock().books[pair].clone()
+    }
+
+    pub fn subscribes(&self, pair: &str) -> usize {
+        self.lock().subscribes.get(pair).copied().unwrap_or(0)
+    }
+
+    pub fn connections(&self) -> usize {
+        self.lock().connections
+    }
+
+    /// Moves every book: a few levels resized, one inserted at the top (which pushes the
+    /// deepest out: no removal is sent for it), one deleted; then sends the updates.
+    pub fn step(&self) {
+        let mut updates = Vec::new();
+        {
+            let mut sh = self.lock();
+            let pairs: Vec<String> = sh.books.keys().cloned().collect();
+            for pair in pairs {
+                let mut r = sh.rng;
+                let mut next = || {
+                    r ^= r << 13;
+                    r ^= r >> 7;
+                    r ^= r << 17;
+                    r
+                };
+                let book = sh.books.get_mut(&pair).expect("book");
+                let mut changes: (Vec<Level>, Vec<Level>) = (Vec::new(), Vec::new());
+                for _ in 0..3 {
+                    let i = (next() % 20) as usize;
+                    let level =
+                        Level::new(book.bids[i].price, lot(1 + (next() % 90_000_000) as i64));
+                    book.bids[i] = level;
+                    changes.0.push(level);
+                }
+                // A new best bid a tick above the best (inside the spread), or its removal.
+                let best = book.bids[0].price;
+                let above = Decimal::new(best.units + 1, best.scale);
+                if book.asks[0].price.units > above.units + 1 {
+                    let level = Level::new(above, lot(5_000_000));
+                    set_level(&mut book.bids, Side::Bid, level);
+                    book.bids.truncate(DEPTH);
+                    changes.0.push(level);
+                } else {
+                    let gone = Level::new(best, lot(0));
+                    set_level(&mut book.bids, Side::Bid, gone);
+                    changes.0.push(gone);
+                }
+                let i = (next() % 10) as usize;
+                let ask = Level::new(book.asks[i].price, lot(1 + (next() % 50_000_000) as i64));
+                book.asks[i] = ask;
+                changes.1.push(ask);
+                let sum = checksum(&book.bids, &book.asks);
+                let corrupt = sh.corrupt.iter().position(|p| *p == pair);
+                let sum = match corrupt {
+                    Some(at) => {
+                        sh.corrupt.remove(at);
+                        sum ^ 0x5a5a
+                    }
+                    None => sum,
+                };
+                sh.rng = r;
+                updates.push((
+                    pair.clone(),
+                    message("update", &pair, &changes.0, &changes.1, sum),
+                ));
+            }
+        }
+        let _ = self.tx.send(Cmd::Update(updates));
+    }
+
+    /// The next update of `pair` carries a wrong checksum.
+    pub fn corrupt_next(&self, pair: &str) {
+        self.lock().corrupt.push(pair.to_string());
+    }
+
+    /// Closes every connection.
+    pub fn drop_connections(&self) {
+        let _ = self.tx.send(Cmd::Drop);
+    }
+
+    pub fn silence(&self, on: bool) {
+        let _ = self.tx.send(Cmd::Silence(on));
+    }
+}
+
+/// A number as Kraken prints it: a JSON number with the pair's precision, trailing zeros kept.
+fn number(d: Decimal) -> String {
+    d.to_string()
+}
+
+fn message(kind: &str, pair: &str, bids: &[Level], asks: &[Level], sum: u32) -> String {
+    let side = |levels: &[Level]| {
+        levels
+            .iter()
+            .map(|l| {
+                format!(
+                    r#"{{"price":{},"qty":{}}}"#,
+                    number(l.price),
+                    number(l.size)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    format!(
+        r#"{{"channel":"book","type":"{kind}","data":[{{"symbol":"{pair}","bids":[{}],"asks":[{}],"checksum":{sum},"timestamp":"2023-10-06T17:35:55.440295Z"}}]}}"#,
+        side(bids),
+        side(asks)
+    )
+}
+
+async fn serve(
+    mut ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    shared: Arc<Mutex<Shared>>,
+    mut rx: broadcast::Receiver<Cmd>,
+) {
+    shared.lock().unwrap_or_else(|e| e.into_inner()).connections += 1;
+    let mut subscribed: Vec<String> = Vec::new();
+    let mut silent = false;
+    let mut heartbeat = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            msg = ws.next() => {
+                let Some(Ok(Message::Text(text))) = msg else { return };
+                let Ok(req) = serde_json::from_str::<Value>(&text) else { continue };
+                let method = req["method"].as_str().unwrap_or("").to_string();
+                let pairs: Vec<String> = req["params"]["symbol"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+                    .unwrap_or_default();
+                let depth = req["params"]["depth"].as_u64().unwrap_or(10) as usize;
+                for pair in pairs {
+                    let reply = {
+                        let mut sh = shared.lock().unwrap_or_else(|e| e.into_inner());
+                        match (method.as_str(), sh.books.get(&pair).cloned()) {
+                            ("subscribe", Some(book)) => {
+                                *sh.subscribes.entry(pair.clone()).or_default() += 1;
+                                subscribed.push(pair.clone());
+                                let top = book.top(depth);
+                                vec![
+                                    json!({"method":"subscribe","result":{"channel":"book","depth":depth,"snapshot":true,"symbol":pair},"success":true,"time_in":"2023-10-06T17:35:55.000000Z","time_out":"2023-10-06T17:35:55.000100Z"}).to_string(),
+                                    message("snapshot", &pair, &top.bids, &top.asks, checksum(&book.bids, &book.asks)),
+                                ]
+                            }
+                            ("subscribe", None) => vec![json!({"method":"subscribe","error":format!("Currency pair not supported {pair}"),"success":false,"symbol":pair,"time_in":"2023-10-06T17:35:55.000000Z","time_out":"2023-10-06T17:35:55.000100Z"}).to_string()],
+                            ("unsubscribe", _) => {
+                                subscribed.retain(|p| *p != pair);
+                                vec![json!({"method":"unsubscribe","result":{"channel":"book","symbol":pair},"success":true}).to_string()]
+                            }
+                            _ => vec![json!({"error":"Method not found","success":false}).to_string()],
+                        }
+                    };
+                    for text in reply {
+                        if ws.send(Message::text(text)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            cmd = rx.recv() => match cmd {
+                Ok(Cmd::Update(updates)) => {
+                    for (pair, text) in updates {
+                        if !silent && subscribed.contains(&pair) && ws.send(Message::text(text)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Ok(Cmd::Drop) | Err(_) => return,
+                Ok(Cmd::Silence(on)) => silent = on,
+            },
+            _ = heartbeat.tick() => {
+                if !silent && ws.send(Message::text(r#"{"channel":"heartbeat"}"#)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! `--source kraken` against a local double of Kraken's WebSocket v2 book channel: clients hold
+//! exactly the venue's book after every message; a corrupted checksum resyncs that symbol alone
+//! (a reset snapshot in sequence); a dropped or silent connection is retried and every book
+//! comes back as a reset; a pair the venue refuses leaves the others working.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::kraken_double::KrakenDouble;
+use common::*;
+use serde_json::Value;
+use tickstream::book::{BookData, View};
+use tickstream::config::Source;
+
+/// One stream's book as a client holds it, checked at every message.
+#[derive(Debug, Default)]
+struct Client {
+    view: View,
+    seq: Option<u64>,
+    resets: usize,
+}
+
+#[derive(Default)]
+struct Clients(HashMap<String, Client>);
+
+impl Clients {
+    fn apply(&mut self, msg: &Value) {
+        let data: BookData = serde_json::from_value(msg["data"].clone()).expect("book data");
+        let seq = msg["seq"].as_u64().expect("seq");
+        let c = self.0.entry(key(msg)).or_default();
+        let snapshot = msg["type"] == "snapshot";
+        if let Some(last) = c.seq {
+            assert_eq!(seq, last + 1, "contiguous seq: {msg}");
+            if snapshot {
+                assert!(data.reset, "a snapshot inside a stream is a reset: {msg}");
+                c.resets += 1;
+            }
+        }
+        assert!(c.view.apply(&data, snapshot), "checksum: {msg}");
+        c.seq = Some(seq);
+    }
+
+    fn view(&self, key: &str) -> View {
+        self.0.get(key).map(|c| c.view.clone()).unwrap_or_default()
+    }
+
+    fn resets(&self, key: &str) -> usize {
+        self.0.get(key).map_or(0, |c| c.resets)
+    }
+}
+
+/// Reads book messages until `done` holds (every message applied and checked on the way).
+async fn until(ws: &mut Ws, clients: &mut Clients, what: &str, done: impl Fn(&Clients) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !done(clients) {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let msg = tokio::time::timeout(left, recv(ws))
+            .await
+            .unwrap_or_else(|_| panic!("{what}: not within 10 s"));
+        if matches!(msg["type"].as_str(), Some("update" | "snapshot")) {
+            clients.apply(&msg);
+        }
+    }
+}
+
+#[tokio::test]
+async fn clients_hold_the_venues_book_through_a_bad_checksum_and_a_dropped_connection() {
+    let venue = KrakenDouble::start(&["BTC/USD", "ETH/USD"]).await;
+    let url = venue.url();
+    let server = start(move |c| {
+        c.source = Source::Kraken;
+        c.symbols = vec!["BTC/USD".into(), "ETH/USD".into(), "SOL/USD".into()];
+        c.kraken_url = url;
+    })
+    .await;
+    let (status, symbols) = server.get("/api/v1/symbols").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        symbols["symbols"],
+        serde_json::json!(["BTC-USD", "ETH-USD", "SOL-USD"])
+    );
+
+    let mut ws = server
+        .connect("?symbols=BTC-USD,ETH-USD&channels=book_100,book")
+        .await;
+    let mut clients = Clients::default();
+    let at_venue = |clients: &Clients, venue: &KrakenDouble| {
+        clients.view("book_100:BTC-USD") == venue.book("BTC/USD").top(100)
+            && clients.view("book_100:ETH-USD") == venue.book("ETH/USD").top(100)
+            && clients.view("book:BTC-USD") == venue.book("BTC/USD").top(10)
+    };
+    for _ in 0..20 {
+        venue.step();
+    }
+    until(&mut ws, &mut clients, "the venue's book", |c| {
+        at_venue(c, &venue)
+    })
+    .await;
+
+    // A corrupted checksum on BTC/USD: that pair alone is subscribed again, and its streams
+    // carry a reset snapshot; ETH-USD goes on untouched.
+    venue.corrupt_next("BTC/USD");
+    venue.step();
+    until(
+        &mut ws,
+        &mut clients,
+        "the reset after a bad checksum",
+        |c| c.resets("book_100:BTC-USD") == 1 && c.resets("book:BTC-USD") == 1,
+    )
+    .await;
+    assert_eq!(venue.subscribes("BTC/USD"), 2);
+    assert_eq!(venue.subscribes("ETH/USD"), 1);
+    assert_eq!(server.state.metrics.book_resyncs.get(), 1);
+    for _ in 0..5 {
+        venue.step();
+    }
+    until(&mut ws, &mut clients, "in step again", |c| {
+        at_venue(c, &venue)
+    })
+    .await;
+    assert_eq!(clients.resets("book_100:ETH-USD"), 0);
+
+    // The connection drops: it is made again, every book comes back as a reset.
+    venue.drop_connections();
+    until(&mut ws, &mut clients, "resets after a reconnect", |c| {
+        c.resets("book_100:ETH-USD") == 1 && c.resets("book_100:BTC-USD") == 2
+    })
+    .await;
+    assert_eq!(venue.connections(), 2);
+    for _ in 0..5 {
+        venue.step();
+    }
+    until(&mut ws, &mut clients, "in step after the reconnect", |c| {
+        at_venue(c, &venue)
+    })
+    .await;
+    assert!(server.state.metrics.venue_reconnects.get() >= 1);
+
+    // The pair the venue refused has no book; the server says so rather than inventing one.
+    let (status, body) = server.get("/api/v1/book/SOL-USD").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("not_found")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_silent_venue_is_treated_as_down_and_reconnected() {
+    let venue = KrakenDouble::start(&["BTC/USD"]).await;
+    let url = venue.url();
+    let server = start(move |c| {
+        c.source = Source::Kraken;
+        c.symbols = vec!["BTC/USD".into()];
+        c.kraken_url = url;
+    })
+    .await;
+    assert_eq!(venue.connections(), 1);
+    venue.silence(true);
+    let deadline = tokio::time::Instant::now() + tickstream::feed::kraken::SILENCE * 2;
+    while venue.connections() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no reconnect after silence"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(server.state.metrics.venue_reconnects.get() >= 1);
+}
