@@ -84,13 +84,9 @@ pub async fn book(
     symbol: Result<Path<String>, axum::extract::rejection::PathRejection>,
     q: Result<Query<BookQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let Path(symbol) = match symbol {
-        Ok(s) => s,
-        Err(e) => return bad_input("the symbol in the path", &e.body_text()),
-    };
-    let Query(q) = match q {
-        Ok(q) => q,
-        Err(e) => return bad_input("the query", &e.body_text()),
+    let (symbol, q) = match symbol_and_query(symbol, q) {
+        Ok(both) => both,
+        Err(response) => return *response,
     };
     let depth = q.depth.unwrap_or(10);
     let Some(channel) = Channel::BOOKS
@@ -153,6 +149,20 @@ pub async fn not_found(uri: axum::http::Uri) -> Response {
     )
 }
 
+type PathResult = Result<Path<String>, axum::extract::rejection::PathRejection>;
+type QueryResult<Q> = Result<Query<Q>, axum::extract::rejection::QueryRejection>;
+
+/// The symbol in the path and the query, or the 400 that says which of them is wrong.
+fn symbol_and_query<Q>(
+    symbol: PathResult,
+    q: QueryResult<Q>,
+) -> Result<(String, Q), Box<Response>> {
+    let Path(symbol) =
+        symbol.map_err(|e| Box::new(bad_input("the symbol in the path", &e.body_text())))?;
+    let Query(q) = q.map_err(|e| Box::new(bad_input("the query", &e.body_text())))?;
+    Ok((symbol, q))
+}
+
 /// A query or path that does not parse, as a 400 in the documented shape.
 pub fn bad_input(what: &str, e: &dyn std::fmt::Display) -> Response {
     let text: String = e.to_string().chars().take(200).collect();
@@ -168,13 +178,9 @@ pub async fn candles(
     symbol: Result<Path<String>, axum::extract::rejection::PathRejection>,
     q: Result<Query<CandleQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let Path(symbol) = match symbol {
-        Ok(s) => s,
-        Err(e) => return bad_input("the symbol in the path", &e.body_text()),
-    };
-    let Query(q) = match q {
-        Ok(q) => q,
-        Err(e) => return bad_input("the query", &e.body_text()),
+    let (symbol, q) = match symbol_and_query(symbol, q) {
+        Ok(both) => both,
+        Err(response) => return *response,
     };
     let interval_name = q.interval.as_deref().unwrap_or("1m");
     let Some(interval) = Interval::parse(interval_name) else {
