@@ -279,6 +279,14 @@ impl Config {
         })
     }
 
+    /// Where events come from, as the REST API names it (`--replay` alone means a replay).
+    pub fn source_name(&self) -> &'static str {
+        match (self.source, &self.replay) {
+            (Source::Sim, Some(_)) => Source::Replay.as_str(),
+            (source, _) => source.as_str(),
+        }
+    }
+
     /// The listen address: the flag or variable, else `$PORT`, else 8080.
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
         if let Some(addr) = self.listen {

@@ -32,6 +32,8 @@ pub async fn symbols(State(state): State<AppState>) -> Response {
         "symbols": state.hub.symbols(),
         "channels": Channel::ALL,
         "epoch": state.hub.epoch(),
+        "source": state.config.source_name(),
+        "stale": state.hub.stale_symbols(),
     }))
     .into_response()
 }
@@ -252,7 +254,16 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         )
             .into_response()
     } else if state.is_ready() {
-        Json(json!({"status": "ready"})).into_response()
+        // Ready while the source is down: the clients here keep their streams and are told
+        // which are stale; the body says so for whoever looks.
+        let stale = state.hub.stale_symbols();
+        Json(json!({
+            "status": "ready",
+            "source": state.config.source_name(),
+            "source_up": stale.is_empty(),
+            "stale": stale,
+        }))
+        .into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -91,6 +91,9 @@ pub trait Outlet: Send + Sync + fmt::Debug {
     /// no longer continues. The hub has already dropped it from the stream; the outlet tells
     /// its client to resume, which gets it a fresh snapshot.
     fn interrupt(&self);
+    /// The stream's source went down (`live` false: what the outlet holds is no longer being
+    /// updated) or came back. The default ignores it.
+    fn status(&self, _stream: StreamId, _symbol: &str, _live: bool) {}
 }
 
 pub type Subscriber = Arc<dyn Outlet>;
@@ -128,6 +131,8 @@ pub struct Subscription {
     pub replay: Vec<Frame>,
     /// The latest state, when no (successful) resume applies.
     pub snapshot: Option<Frame>,
+    /// The stream's source is down: nothing new will come until it is back.
+    pub stale: bool,
 }
 
 #[derive(Debug, Default)]
@@ -139,6 +144,8 @@ struct StreamState {
     /// clients costs O(N) rather than O(N^2) under the stream lock.
     subscribers: IndexMap<u64, Subscriber>,
     closed_candles: VecDeque<Candle>,
+    /// Its source is down (see [`Hub::set_live`]).
+    stale: bool,
 }
 
 /// Sizes of the hub's bounded buffers.
@@ -368,6 +375,7 @@ impl Hub {
         st.subscribers.insert(sub.id(), sub);
         let mut out = Subscription {
             seq: st.seq,
+            stale: st.stale,
             ..Subscription::default()
         };
         if let Some(last) = resume {
@@ -393,6 +401,37 @@ impl Hub {
         drop(st);
         out.snapshot = latest.map(|e| self.encode("snapshot", &e));
         out
+    }
+
+    /// Marks every stream of `symbol` as live or stale (its source is down) and tells their
+    /// subscribers when that changes. Returns whether it changed.
+    pub fn set_live(&self, symbol: u16, live: bool) -> bool {
+        let mut changed = false;
+        for channel in Channel::ALL {
+            let stream = StreamId::new(channel, symbol);
+            let subscribers: Vec<Subscriber> = {
+                let mut st = self.lock(stream);
+                if st.stale != live {
+                    continue;
+                }
+                st.stale = !live;
+                st.subscribers.values().cloned().collect()
+            };
+            changed = true;
+            let name = self.symbol_name(stream);
+            for sub in subscribers {
+                sub.status(stream, name, live);
+            }
+        }
+        changed
+    }
+
+    /// Symbols whose streams are stale.
+    pub fn stale_symbols(&self) -> Vec<&str> {
+        (0..self.symbols.len() as u16)
+            .filter(|&i| self.lock(StreamId::new(Channel::Ticker, i)).stale)
+            .map(|i| self.symbols[usize::from(i)].as_str())
+            .collect()
     }
 
     pub fn unsubscribe(&self, stream: StreamId, conn: u64) {

@@ -106,7 +106,10 @@ async fn health_readiness_and_metrics() {
     assert_eq!(server.get("/healthz").await, (200, json!({"status": "ok"})));
     assert_eq!(
         server.get("/readyz").await,
-        (200, json!({"status": "ready"}))
+        (
+            200,
+            json!({"status": "ready", "source": "sim", "source_up": true, "stale": []})
+        )
     );
     let mut ws = server.connect("?symbols=AAPL").await;
     recv(&mut ws).await;

@@ -23,9 +23,14 @@ struct Client {
 }
 
 #[derive(Default)]
-struct Clients(HashMap<String, Client>);
+struct Clients(HashMap<String, Client>, HashMap<String, Vec<String>>);
 
 impl Clients {
+    /// The `status` messages received for a stream, in order.
+    fn statuses(&self, key: &str) -> Vec<String> {
+        self.1.get(key).cloned().unwrap_or_default()
+    }
+
     fn apply(&mut self, msg: &Value) {
         let data: BookData = serde_json::from_value(msg["data"].clone()).expect("book data");
         let seq = msg["seq"].as_u64().expect("seq");
@@ -59,8 +64,14 @@ async fn until(ws: &mut Ws, clients: &mut Clients, what: &str, done: impl Fn(&Cl
         let msg = tokio::time::timeout(left, recv(ws))
             .await
             .unwrap_or_else(|_| panic!("{what}: not within 10 s"));
-        if matches!(msg["type"].as_str(), Some("update" | "snapshot")) {
-            clients.apply(&msg);
+        match msg["type"].as_str() {
+            Some("update" | "snapshot") => clients.apply(&msg),
+            Some("status") => clients
+                .1
+                .entry(key(&msg))
+                .or_default()
+                .push(msg["status"].as_str().unwrap_or("").to_string()),
+            _ => {}
         }
     }
 }
@@ -77,6 +88,7 @@ async fn clients_hold_the_venues_book_through_a_bad_checksum_and_a_dropped_conne
     .await;
     let (status, symbols) = server.get("/api/v1/symbols").await;
     assert_eq!(status, 200);
+    assert_eq!(symbols["source"], "kraken");
     assert_eq!(
         symbols["symbols"],
         serde_json::json!(["BTC-USD", "ETH-USD", "SOL-USD"])
@@ -107,7 +119,11 @@ async fn clients_hold_the_venues_book_through_a_bad_checksum_and_a_dropped_conne
         &mut ws,
         &mut clients,
         "the reset after a bad checksum",
-        |c| c.resets("book_100:BTC-USD") == 1 && c.resets("book:BTC-USD") == 1,
+        |c| {
+            c.resets("book_100:BTC-USD") == 1
+                && c.resets("book:BTC-USD") == 1
+                && c.statuses("book_100:BTC-USD") == ["stale", "live"]
+        },
     )
     .await;
     assert_eq!(venue.subscribes("BTC/USD"), 2);
@@ -121,11 +137,17 @@ async fn clients_hold_the_venues_book_through_a_bad_checksum_and_a_dropped_conne
     })
     .await;
     assert_eq!(clients.resets("book_100:ETH-USD"), 0);
+    assert!(
+        clients.statuses("book_100:ETH-USD").is_empty(),
+        "ETH-USD was never stale"
+    );
 
     // The connection drops: it is made again, every book comes back as a reset.
     venue.drop_connections();
     until(&mut ws, &mut clients, "resets after a reconnect", |c| {
-        c.resets("book_100:ETH-USD") == 1 && c.resets("book_100:BTC-USD") == 2
+        c.resets("book_100:ETH-USD") == 1
+            && c.resets("book_100:BTC-USD") == 2
+            && c.statuses("book_100:ETH-USD") == ["stale", "live"]
     })
     .await;
     assert_eq!(venue.connections(), 2);
@@ -138,13 +160,29 @@ async fn clients_hold_the_venues_book_through_a_bad_checksum_and_a_dropped_conne
     .await;
     assert!(server.state.metrics.venue_reconnects.get() >= 1);
 
-    // The pair the venue refused has no book; the server says so rather than inventing one.
+    // The pair the venue refused has no book; the server says so rather than inventing one,
+    // and lists it as stale.
     let (status, body) = server.get("/api/v1/book/SOL-USD").await;
     assert_eq!(
         (status, body["code"].as_str()),
         (404, Some("not_found")),
         "{body}"
     );
+    let (_, symbols) = server.get("/api/v1/symbols").await;
+    assert_eq!(symbols["stale"], serde_json::json!(["SOL-USD"]));
+    let (status, ready) = server.get("/readyz").await;
+    assert_eq!(
+        (status, &ready["source_up"]),
+        (200, &Value::Bool(false)),
+        "{ready}"
+    );
+    // A new subscriber to a stale stream is told in the acknowledgement.
+    let mut late = server.connect("").await;
+    let subscribe = serde_json::json!({"op": "subscribe", "symbols": ["SOL-USD", "BTC-USD"], "channels": ["book"]});
+    send(&mut late, subscribe).await;
+    let ack = recv_control(&mut late).await;
+    assert_eq!(ack["streams"][0]["status"], "stale", "{ack}");
+    assert!(ack["streams"][1].get("status").is_none(), "{ack}");
 }
 
 #[tokio::test]

@@ -65,6 +65,8 @@ impl Kraken {
 
     pub async fn run(self, hub: Arc<Hub>, shutdown: CancellationToken, on_ready: impl FnOnce()) {
         let mut state = State::new(&self, hub);
+        // Nothing is live until its first snapshot.
+        state.lose_all();
         let mut on_ready = Some(on_ready);
         let mut attempt: u32 = 0;
         loop {
@@ -195,10 +197,12 @@ impl State {
         self.published.iter().any(|p| *p)
     }
 
-    /// The connection is gone: every book must come again from a snapshot.
+    /// The connection is gone: every book must come again from a snapshot, and until then
+    /// its streams are stale (their subscribers are told).
     fn lose_all(&mut self) {
-        for book in &mut self.books {
+        for (i, book) in self.books.iter_mut().enumerate() {
             book.unsync();
+            self.hub.set_live(i as u16, false);
         }
     }
 
@@ -230,6 +234,7 @@ impl State {
             }
         };
         let ts = super::now_micros();
+        let mut live = Vec::new();
         for msg in msgs {
             let Some(&i) = self.index.get(&msg.symbol) else {
                 continue;
@@ -252,10 +257,12 @@ impl State {
                         });
                     }
                     self.published[i] = true;
+                    live.push(i);
                 }
                 Outcome::Resync { why } => {
                     tracing::warn!(symbol = %msg.symbol, why, "kraken book resync");
                     self.hub_metrics().book_resyncs.inc();
+                    self.hub.set_live(i as u16, false);
                     again.push(msg.symbol.clone());
                 }
                 Outcome::Waiting => {}
@@ -263,6 +270,10 @@ impl State {
         }
         if !self.events.is_empty() {
             self.hub.publish_batch(&mut self.events, &mut self.batch);
+        }
+        // After the (reset) snapshot went out, so a client told `live` already holds it.
+        for i in live {
+            self.hub.set_live(i as u16, true);
         }
         again
     }

@@ -452,6 +452,7 @@ impl Connection {
                     symbol,
                     seq,
                     recovered: None,
+                    status: None,
                 });
                 continue;
             }
@@ -474,6 +475,7 @@ impl Connection {
                 symbol,
                 seq: got.seq,
                 recovered,
+                status: got.stale.then(|| "stale".to_string()),
             });
             frames.extend(got.snapshot);
             frames.extend(got.replay);

@@ -525,6 +525,17 @@ impl Outlet for Peer {
         self.wake.notify_one();
     }
 
+    fn status(&self, stream: StreamId, symbol: &str, live: bool) {
+        let msg = super::protocol::ServerMessage::Status {
+            channel: stream.channel(),
+            symbol: symbol.to_string(),
+            status: if live { "live" } else { "stale" },
+        };
+        // Queued behind what the client has not been sent yet; a blocked socket is already
+        // the connection task's to drain.
+        let _ = self.send(super::frame::text(&msg.to_json()));
+    }
+
     fn flush(&self) -> (usize, usize) {
         let mut st = self.lock();
         st.corked = false;

@@ -198,6 +198,9 @@ pub struct StreamAck {
     /// Present when the subscribe asked to resume this stream: whether every missed update follows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recovered: Option<bool>,
+    /// `"stale"` when the stream's source is down (a `status` message says when it is back).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub status: Option<String>,
 }
 
 /// A stream named in an unsubscribe acknowledgement.
@@ -244,6 +247,13 @@ pub enum ServerMessage {
     Heartbeat {
         ts: Micros,
         streams: BTreeMap<String, u64>,
+    },
+    /// A stream's source went down (`stale`: nothing new until it is back) or came back
+    /// (`live`); a book that comes back starts with a reset snapshot.
+    Status {
+        channel: Channel,
+        symbol: String,
+        status: &'static str,
     },
     /// The server is going away: reconnect (elsewhere) and resume from `streams`.
     Reconnect {
