@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use crate::book::{Level, View, key};
 use crate::market::Decimal;
@@ -44,39 +45,41 @@ pub struct BookEvent {
 }
 
 #[derive(Deserialize)]
-struct RawMessage {
+struct RawMessage<'a> {
     channel: String,
     sequence_num: u64,
-    #[serde(default)]
-    events: Vec<serde_json::Value>,
+    /// Decoded only for `l2_data`: other channels' events have other shapes.
+    #[serde(borrow, default)]
+    events: Vec<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
-struct RawBookEvent {
+struct RawBookEvent<'a> {
     #[serde(rename = "type")]
-    kind: String,
+    kind: &'a str,
     product_id: String,
-    updates: Vec<RawUpdate>,
+    #[serde(borrow)]
+    updates: Vec<RawUpdate<'a>>,
 }
 
 #[derive(Deserialize)]
-struct RawUpdate {
-    side: String,
-    price_level: String,
-    new_quantity: String,
+struct RawUpdate<'a> {
+    side: &'a str,
+    price_level: &'a str,
+    new_quantity: &'a str,
 }
 
 /// Parses any message; the book events of `l2_data` are decoded, other channels' events are
 /// left alone (their sequence number still counts).
 pub fn parse(text: &str) -> Result<Message, CoinbaseError> {
-    let raw: RawMessage =
+    let raw: RawMessage<'_> =
         serde_json::from_str(text).map_err(|e| CoinbaseError::Shape(e.to_string()))?;
     let mut books = Vec::new();
     if raw.channel == "l2_data" {
         for event in raw.events {
-            let e: RawBookEvent =
-                serde_json::from_value(event).map_err(|e| CoinbaseError::Shape(e.to_string()))?;
-            let snapshot = match e.kind.as_str() {
+            let e: RawBookEvent<'_> = serde_json::from_str(event.get())
+                .map_err(|e| CoinbaseError::Shape(e.to_string()))?;
+            let snapshot = match e.kind {
                 "snapshot" => true,
                 "update" => false,
                 other => return Err(CoinbaseError::Shape(format!("event type {other:?}"))),
@@ -94,7 +97,7 @@ pub fn parse(text: &str) -> Result<Message, CoinbaseError> {
                 if price.units <= 0 || size.units < 0 {
                     return Err(bad());
                 }
-                match u.side.as_str() {
+                match u.side {
                     "bid" => bids.push(Level::new(price, size)),
                     "offer" => asks.push(Level::new(price, size)),
                     _ => return Err(bad()),
