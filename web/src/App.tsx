@@ -36,6 +36,7 @@ export function App() {
         onData: (msg) => market.apply(msg),
         onState: setState,
         onReset: () => setResets((n) => n + 1),
+        onStatus: (key, live) => market.setStatus(key, live),
       }),
     [market],
   );

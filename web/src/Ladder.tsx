@@ -29,13 +29,19 @@ export function Ladder({ market, symbol }: { market: Market; symbol: string }) {
       </td>
     </tr>
   );
-  const status = !ladder ? "waiting" : ladder.stale ? "resyncing" : "verified";
+  const status = !ladder ? "waiting" : ladder.sourceDown ? "source-down" : ladder.stale ? "resyncing" : "verified";
   return (
     <section className="ladder" aria-label={`Order book of ${symbol}`} data-state={status}>
       <div className="ladder-head">
         <h2>Book</h2>
         <span className={`check ${status}`} data-testid="book-status">
-          {status === "verified" ? `✓ checksum (${ladder?.verified} msgs)` : status === "resyncing" ? "⟳ resyncing" : "…"}
+          {status === "verified"
+            ? `✓ checksum (${ladder?.verified} msgs)`
+            : status === "resyncing"
+              ? "⟳ resyncing"
+              : status === "source-down"
+                ? "⚠ source down: last book shown"
+                : "…"}
           {ladder && ladder.resyncs > 0 && <span data-testid="book-resyncs"> · {ladder.resyncs} resync{ladder.resyncs > 1 ? "s" : ""}</span>}
         </span>
       </div>

@@ -87,3 +87,16 @@ describe("Market's ladder", () => {
     expect([ladder.verified, ladder.resyncs, ladder.seq]).toEqual([4, 2, 6]);
   });
 });
+
+describe("a stale source", () => {
+  it("marks the ladder until the stream is live again", () => {
+    const market = new Market();
+    market.apply(msg("snapshot", 1, SNAPSHOT));
+    market.setStatus("book:AAPL", false);
+    expect(market.ladders.get("AAPL")!.sourceDown).toBe(true);
+    market.setStatus("ticker:AAPL", true);
+    expect(market.ladders.get("AAPL")!.sourceDown).toBe(true);
+    market.setStatus("book:AAPL", true);
+    expect(market.ladders.get("AAPL")!.sourceDown).toBe(false);
+  });
+});

@@ -207,3 +207,32 @@ describe("Feed.resync", () => {
     expect(feed.positions.last.get("ticker:AAPL")).toBe(3);
   });
 });
+
+describe("status messages", () => {
+  it("reach the caller, from the ack and on their own", () => {
+    const statuses: [string, boolean][] = [];
+    const sockets: FakeSocket[] = [];
+    const feed = new Feed({
+      url: "ws://test/ws",
+      connect: (url) => {
+        const s = new FakeSocket(url);
+        sockets.push(s);
+        return s;
+      },
+      setTimer: () => 0,
+      clearTimer: () => {},
+      onData: () => {},
+      onState: () => {},
+      onStatus: (k, live) => statuses.push([k, live]),
+    });
+    feed.subscribe("ladder", ["SOL-USD"], ["book"]);
+    feed.start();
+    sockets[0].open();
+    sockets[0].receive({ type: "subscribed", epoch: "e", streams: [{ channel: "book", symbol: "SOL-USD", seq: 0, status: "stale" }] });
+    sockets[0].receive({ type: "status", channel: "book", symbol: "SOL-USD", status: "live" });
+    expect(statuses).toEqual([
+      ["book:SOL-USD", false],
+      ["book:SOL-USD", true],
+    ]);
+  });
+});

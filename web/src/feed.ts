@@ -133,6 +133,8 @@ export interface FeedOptions {
   onState: (state: ConnectionState) => void;
   /** Streams whose position could not be recovered: the caller refetches what it shows. */
   onReset?: (keys: string[]) => void;
+  /** A stream's source went down (`live` false) or came back; also from a subscribe's ack. */
+  onStatus?: (key: string, live: boolean) => void;
 }
 
 interface Subscription {
@@ -152,7 +154,7 @@ export class Feed {
   private stopped = false;
   private nextId = 1;
   private readonly wanted = new Map<string, Subscription>();
-  private readonly opts: Required<Omit<FeedOptions, "onReset">> & Pick<FeedOptions, "onReset">;
+  private readonly opts: Required<Omit<FeedOptions, "onReset" | "onStatus">> & Pick<FeedOptions, "onReset" | "onStatus">;
 
   constructor(opts: FeedOptions) {
     this.opts = {
@@ -290,8 +292,9 @@ export class Feed {
       case "subscribed": {
         if (typeof msg.epoch === "string") this.epoch = msg.epoch;
         const lost: string[] = [];
-        for (const s of (msg.streams as { channel: string; symbol: string; recovered?: boolean }[]) ?? []) {
+        for (const s of (msg.streams as { channel: string; symbol: string; recovered?: boolean; status?: string }[]) ?? []) {
           if (s.recovered === false) lost.push(streamKey(s.channel, s.symbol));
+          this.opts.onStatus?.(streamKey(s.channel, s.symbol), s.status !== "stale");
         }
         if (lost.length) {
           this.resets += lost.length;
@@ -301,6 +304,9 @@ export class Feed {
         this.opts.onState({ kind: "live", since: this.opts.now() });
         break;
       }
+      case "status":
+        this.opts.onStatus?.(streamKey(String(msg.channel), String(msg.symbol)), msg.status === "live");
+        break;
       default:
         // heartbeat, pong, reconnect (the close follows), error: nothing to do here.
         break;

@@ -16,6 +16,8 @@ export interface Ladder {
   resyncs: number;
   /** Waiting for the snapshot of a resync: the book shown is not to be trusted. */
   stale: boolean;
+  /** The source is down: the book shown is the last one, not moving. */
+  sourceDown: boolean;
 }
 
 export interface Quote {
@@ -82,7 +84,7 @@ export class Market {
     let ladder = this.ladders.get(symbol);
     const snapshot = type === "snapshot";
     if (!ladder) {
-      ladder = { book: new Book(), seq, verified: 0, mismatches: 0, resyncs: 0, stale: !snapshot };
+      ladder = { book: new Book(), seq, verified: 0, mismatches: 0, resyncs: 0, stale: !snapshot, sourceDown: false };
       this.ladders.set(symbol, ladder);
     } else if (snapshot && (data.reset || ladder.stale)) {
       ladder.resyncs += 1;
@@ -96,6 +98,17 @@ export class Market {
       ladder.mismatches += 1;
       ladder.stale = true;
       this.onMismatch(symbol);
+    }
+  }
+
+  /** A book stream's source went down or came back (a `status` message). */
+  setStatus(key: string, live: boolean) {
+    const [channel, symbol] = key.split(":");
+    if (channel !== "book") return;
+    const ladder = this.ladders.get(symbol);
+    if (ladder && ladder.sourceDown === live) {
+      ladder.sourceDown = !live;
+      this.schedule();
     }
   }
 
