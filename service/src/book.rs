@@ -37,6 +37,16 @@ impl Level {
     pub const fn new(price: Decimal, size: Decimal) -> Self {
         Self { price, size }
     }
+
+    /// A level from a venue's or a client's text: a positive price and a size of zero or more
+    /// (zero removes the level). `None` for anything else.
+    pub fn parse(price: &str, size: &str) -> Option<Self> {
+        Self::checked(price.parse().ok()?, size.parse().ok()?)
+    }
+
+    fn checked(price: Decimal, size: Decimal) -> Option<Self> {
+        (price.units > 0 && size.units >= 0).then_some(Self { price, size })
+    }
 }
 
 impl Serialize for Level {
@@ -51,12 +61,9 @@ impl Serialize for Level {
 impl<'de> Deserialize<'de> for Level {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let (price, size) = <(Decimal, Decimal)>::deserialize(d)?;
-        if price.units <= 0 || size.units < 0 {
-            return Err(D::Error::custom(
-                "a level needs a positive price and a size of zero or more",
-            ));
-        }
-        Ok(Self { price, size })
+        Self::checked(price, size).ok_or_else(|| {
+            D::Error::custom("a level needs a positive price and a size of zero or more")
+        })
     }
 }
 
@@ -145,15 +152,25 @@ impl View {
             self.bids.clear();
             self.asks.clear();
         }
-        for (levels, changes, side) in [
-            (&mut self.bids, &data.bids, Side::Bid),
-            (&mut self.asks, &data.asks, Side::Ask),
-        ] {
-            for change in changes {
-                set_level(levels, side, *change);
-            }
-        }
+        self.patch(&data.bids, &data.asks);
         self.checksum() == data.checksum
+    }
+
+    /// Sets each level in order (size zero removes it), then keeps at most `depth` a side.
+    pub fn patch_to(&mut self, bids: &[Level], asks: &[Level], depth: usize) {
+        self.patch(bids, asks);
+        self.bids.truncate(depth);
+        self.asks.truncate(depth);
+    }
+
+    /// Sets each level in order: size zero removes it.
+    pub fn patch(&mut self, bids: &[Level], asks: &[Level]) {
+        for level in bids {
+            set_level(&mut self.bids, Side::Bid, *level);
+        }
+        for level in asks {
+            set_level(&mut self.asks, Side::Ask, *level);
+        }
     }
 }
 

@@ -34,6 +34,7 @@ function harness(random = () => 0.5) {
   const data: [DataMessage, string][] = [];
   const states: ConnectionState[] = [];
   const resets: string[][] = [];
+  const statuses: [string, boolean][] = [];
   const feed = new Feed({
     url: "ws://test/ws",
     connect: (url) => {
@@ -48,8 +49,9 @@ function harness(random = () => 0.5) {
     onData: (m, v) => data.push([m, v]),
     onState: (s) => states.push(s),
     onReset: (k) => resets.push(k),
+    onStatus: (k, live) => statuses.push([k, live]),
   });
-  return { feed, sockets, timers, data, states, resets };
+  return { feed, sockets, timers, data, states, resets, statuses };
 }
 
 const update = (seq: number, channel = "ticker", symbol = "AAPL", type = "update") => ({
@@ -210,21 +212,7 @@ describe("Feed.resync", () => {
 
 describe("status messages", () => {
   it("reach the caller, from the ack and on their own", () => {
-    const statuses: [string, boolean][] = [];
-    const sockets: FakeSocket[] = [];
-    const feed = new Feed({
-      url: "ws://test/ws",
-      connect: (url) => {
-        const s = new FakeSocket(url);
-        sockets.push(s);
-        return s;
-      },
-      setTimer: () => 0,
-      clearTimer: () => {},
-      onData: () => {},
-      onState: () => {},
-      onStatus: (k, live) => statuses.push([k, live]),
-    });
+    const { feed, sockets, statuses } = harness();
     feed.subscribe("ladder", ["SOL-USD"], ["book"]);
     feed.start();
     sockets[0].open();

@@ -21,7 +21,7 @@ use crate::book::{Depths, MAX_DEPTH};
 use crate::config::normalize_symbol;
 use crate::hub::{Batch, Hub};
 use crate::market::{Channel, Event, Payload};
-use crate::venue::kraken::{KrakenBook, Outcome, parse_book};
+use crate::venue::kraken::{Incoming, KrakenBook, Outcome, parse};
 
 /// No message for this long: the connection is down.
 pub const SILENCE: Duration = Duration::from_secs(10);
@@ -162,9 +162,8 @@ struct State {
     index: HashMap<String, u16>,
     books: Vec<KrakenBook>,
     depths: Vec<Depths>,
-    /// The last seq of each book channel, per symbol.
+    /// The last seq of each book channel, per symbol (0: nothing published yet).
     seqs: Vec<[u64; 4]>,
-    published: Vec<bool>,
     batch: Batch,
     events: Vec<Event>,
 }
@@ -183,7 +182,6 @@ impl State {
             books: vec![KrakenBook::new(MAX_DEPTH); n],
             depths: vec![Depths::default(); n],
             seqs: vec![[0; 4]; n],
-            published: vec![false; n],
             batch: Batch::default(),
             events: Vec::new(),
         }
@@ -194,7 +192,7 @@ impl State {
     }
 
     fn any_published(&self) -> bool {
-        self.published.iter().any(|p| *p)
+        self.seqs.iter().any(|s| s[0] > 0)
     }
 
     /// The connection is gone: every book must come again from a snapshot, and until then
@@ -209,27 +207,15 @@ impl State {
     /// Handles one message; returns the pairs to subscribe to again.
     fn on_text(&mut self, text: &str) -> Vec<String> {
         let mut again = Vec::new();
-        let head: Value = match serde_json::from_str(text) {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::warn!(error = %e, "kraken sent something that is not JSON");
+        let msgs = match parse(text) {
+            Ok(Incoming::Book(msgs)) => msgs,
+            Ok(Incoming::Refused(error)) => {
+                tracing::error!(error, "kraken refused a subscription");
                 return again;
             }
-        };
-        if head.get("method").and_then(Value::as_str) == Some("subscribe")
-            && head.get("success") == Some(&Value::Bool(false))
-        {
-            let error = head.get("error").and_then(Value::as_str).unwrap_or("");
-            tracing::error!(error, "kraken refused a subscription");
-            return again;
-        }
-        if head.get("channel").and_then(Value::as_str) != Some("book") {
-            return again;
-        }
-        let msgs = match parse_book(text) {
-            Ok(m) => m,
+            Ok(Incoming::Other) => return again,
             Err(e) => {
-                tracing::warn!(error = %e, "kraken book message dropped");
+                tracing::warn!(error = %e, "kraken message dropped");
                 return again;
             }
         };
@@ -256,7 +242,6 @@ impl State {
                             payload: Payload::Book(update),
                         });
                     }
-                    self.published[i] = true;
                     live.push(i);
                 }
                 Outcome::Resync { why } => {

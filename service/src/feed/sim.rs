@@ -41,6 +41,8 @@ pub struct SymbolSpec {
     vol: f64,
     spread_ticks: i64,
     key: u64,
+    /// Price units between book levels behind the best (`book_step_for`).
+    book_step: i64,
 }
 
 /// The default symbol set: well-known equities and crypto pairs.
@@ -73,16 +75,18 @@ impl SymbolSpec {
                 )
             }
         };
+        let (price_scale, tick) = (2, 1);
         Self {
             name: name.to_string(),
             base_price,
-            price_scale: 2,
-            tick: 1,
+            price_scale,
+            tick,
             lot_scale,
             mean_lots,
             vol,
             spread_ticks,
             key,
+            book_step: Self::book_step_for(base_price, vol, price_scale, tick),
         }
     }
 
@@ -96,15 +100,15 @@ impl SymbolSpec {
 
     /// Price units between book levels behind the best: the power of ten at or below the
     /// typical move in a second, so a tick shifts a level or two of a volatile symbol
-    /// (BTC-USD: 10.00) rather than the whole book.
-    fn book_step(&self) -> i64 {
-        let move_units = self.base_price * self.vol * 10f64.powi(i32::from(self.price_scale));
+    /// (BTC-USD: 10.00) rather than the whole book. Fixed per symbol: computed once.
+    fn book_step_for(base_price: f64, vol: f64, price_scale: u8, tick: i64) -> i64 {
+        let move_units = base_price * vol * 10f64.powi(i32::from(price_scale));
         let pow = if move_units >= 1.0 {
             10f64.powi(move_units.log10().floor() as i32) as i64
         } else {
             1
         };
-        pow.max(1) * self.tick
+        pow.max(1) * tick
     }
 }
 
@@ -411,7 +415,7 @@ impl Sim {
     /// [`Self::book`] given the tick's quote. Two hashes a level: it runs for every symbol
     /// at every tick, up to 1,000 times a second.
     fn book_at(&self, spec: &SymbolSpec, k: u64, (bid, ask): (i64, i64)) -> View {
-        let step = spec.book_step();
+        let step = spec.book_step;
         let ts = self.tick_ts(k);
         let key = mix(self.seed ^ spec.key ^ 0xb00c);
         let level = |side: u64, price: i64| {
@@ -839,7 +843,7 @@ mod tests {
 
     #[test]
     fn book_steps_suit_the_price() {
-        let step = |name: &str| SymbolSpec::for_name(name).book_step();
+        let step = |name: &str| SymbolSpec::for_name(name).book_step;
         assert_eq!(
             [
                 step("BTC-USD"),

@@ -14,8 +14,7 @@
 
 use serde::Deserialize;
 
-use crate::book::{Level, Side, View, set_level};
-use crate::market::Decimal;
+use crate::book::{Level, View};
 
 /// What is wrong with a message from Binance.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,15 +66,7 @@ struct RawSnapshot {
 
 fn levels(raw: &[(String, String)]) -> Result<Vec<Level>, BinanceError> {
     raw.iter()
-        .map(|(p, q)| {
-            let bad = || BinanceError::Number(format!("{p} x {q}"));
-            let price: Decimal = p.parse().map_err(|_| bad())?;
-            let size: Decimal = q.parse().map_err(|_| bad())?;
-            if price.units <= 0 || size.units < 0 {
-                return Err(bad());
-            }
-            Ok(Level::new(price, size))
-        })
+        .map(|(p, q)| Level::parse(p, q).ok_or_else(|| BinanceError::Number(format!("{p} x {q}"))))
         .collect()
 }
 
@@ -230,14 +221,7 @@ impl DepthBook {
             return self.gap(why);
         }
         self.view = View::default();
-        for (levels, side, new) in [
-            (&mut self.view.bids, Side::Bid, &snap.bids),
-            (&mut self.view.asks, Side::Ask, &snap.asks),
-        ] {
-            for level in new {
-                set_level(levels, side, *level);
-            }
-        }
+        self.view.patch(&snap.bids, &snap.asks);
         let buffered = std::mem::take(&mut self.buffer);
         let mut id = snap.last_update_id;
         for event in &buffered {
@@ -250,7 +234,7 @@ impl DepthBook {
             self.apply(event);
             id = event.last;
         }
-        self.truncate();
+        self.view.patch_to(&[], &[], self.depth);
         self.state = State::Live { id };
         self.snapshot_asked = false;
         let reset = self.published;
@@ -259,18 +243,7 @@ impl DepthBook {
     }
 
     fn apply(&mut self, event: &DepthUpdate) {
-        for level in &event.bids {
-            set_level(&mut self.view.bids, Side::Bid, *level);
-        }
-        for level in &event.asks {
-            set_level(&mut self.view.asks, Side::Ask, *level);
-        }
-        self.truncate();
-    }
-
-    fn truncate(&mut self) {
-        self.view.bids.truncate(self.depth);
-        self.view.asks.truncate(self.depth);
+        self.view.patch_to(&event.bids, &event.asks, self.depth);
     }
 
     /// Drops everything: the caller starts over (the stream may go on; its next event asks for

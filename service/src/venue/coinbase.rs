@@ -15,7 +15,6 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::book::{Level, View, key};
-use crate::market::Decimal;
 
 /// Levels a side the full book may hold: BTC-USD's book has some tens of thousands.
 pub const MAX_LEVELS: usize = 200_000;
@@ -92,14 +91,10 @@ pub fn parse(text: &str) -> Result<Message, CoinbaseError> {
                         u.side, u.price_level, u.new_quantity
                     ))
                 };
-                let price: Decimal = u.price_level.parse().map_err(|_| bad())?;
-                let size: Decimal = u.new_quantity.parse().map_err(|_| bad())?;
-                if price.units <= 0 || size.units < 0 {
-                    return Err(bad());
-                }
+                let level = Level::parse(u.price_level, u.new_quantity).ok_or_else(bad)?;
                 match u.side {
-                    "bid" => bids.push(Level::new(price, size)),
-                    "offer" => asks.push(Level::new(price, size)),
+                    "bid" => bids.push(level),
+                    "offer" => asks.push(level),
                     _ => return Err(bad()),
                 }
             }
@@ -237,6 +232,7 @@ fn set(side: &mut BTreeMap<i128, Level>, k: i128, level: Level) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::market::Decimal;
 
     fn lv(p: &str, q: &str) -> Level {
         Level::new(p.parse().expect("price"), q.parse().expect("qty"))

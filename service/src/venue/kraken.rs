@@ -11,7 +11,7 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::book::{Level, Side, View, set_level};
+use crate::book::{Level, View};
 use crate::market::Decimal;
 
 /// What is wrong with a message from Kraken.
@@ -41,13 +41,67 @@ pub struct BookMessage {
     pub checksum: u32,
 }
 
+/// Any message Kraken sends, decoded once: its channel messages and its method answers share
+/// one envelope.
 #[derive(Deserialize)]
 struct Envelope<'a> {
-    channel: &'a str,
-    #[serde(rename = "type")]
-    kind: &'a str,
-    #[serde(borrow)]
-    data: Vec<Entry<'a>>,
+    #[serde(default)]
+    channel: Option<&'a str>,
+    #[serde(rename = "type", default)]
+    kind: Option<&'a str>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+    #[serde(default)]
+    method: Option<&'a str>,
+    #[serde(default)]
+    success: Option<bool>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// What a message from Kraken is, as far as the book channel cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    Book(Vec<BookMessage>),
+    /// A subscribe Kraken refused (an unknown pair, say), with its reason.
+    Refused(String),
+    /// Heartbeats, acknowledgements, other channels.
+    Other,
+}
+
+/// Decodes any message.
+pub fn parse(text: &str) -> Result<Incoming, KrakenError> {
+    let env: Envelope<'_> =
+        serde_json::from_str(text).map_err(|e| KrakenError::Shape(e.to_string()))?;
+    if env.method == Some("subscribe") && env.success == Some(false) {
+        return Ok(Incoming::Refused(env.error.unwrap_or_default()));
+    }
+    if env.channel != Some("book") {
+        return Ok(Incoming::Other);
+    }
+    let kind = match env.kind {
+        Some("snapshot") => Kind::Snapshot,
+        Some("update") => Kind::Update,
+        other => return Err(KrakenError::Shape(format!("type {other:?}"))),
+    };
+    let data = env
+        .data
+        .ok_or_else(|| KrakenError::Shape("a book message without data".into()))?;
+    let entries: Vec<Entry<'_>> =
+        serde_json::from_str(data.get()).map_err(|e| KrakenError::Shape(e.to_string()))?;
+    entries
+        .into_iter()
+        .map(|e| {
+            Ok(BookMessage {
+                kind,
+                symbol: e.symbol,
+                bids: levels(&e.bids)?,
+                asks: levels(&e.asks)?,
+                checksum: e.checksum,
+            })
+        })
+        .collect::<Result<_, _>>()
+        .map(Incoming::Book)
 }
 
 #[derive(Deserialize)]
@@ -68,59 +122,41 @@ struct RawLevel<'a> {
     qty: &'a RawValue,
 }
 
-/// Parses a `book` message (one entry per symbol in `data`).
+/// Parses a `book` message (one entry per symbol in `data`); anything else is an error.
 pub fn parse_book(text: &str) -> Result<Vec<BookMessage>, KrakenError> {
-    let env: Envelope<'_> =
-        serde_json::from_str(text).map_err(|e| KrakenError::Shape(e.to_string()))?;
-    if env.channel != "book" {
-        return Err(KrakenError::Shape(format!("channel {:?}", env.channel)));
+    match parse(text)? {
+        Incoming::Book(msgs) => Ok(msgs),
+        other => Err(KrakenError::Shape(format!("not a book message: {other:?}"))),
     }
-    let kind = match env.kind {
-        "snapshot" => Kind::Snapshot,
-        "update" => Kind::Update,
-        other => return Err(KrakenError::Shape(format!("type {other:?}"))),
-    };
-    env.data
-        .into_iter()
-        .map(|e| {
-            Ok(BookMessage {
-                kind,
-                symbol: e.symbol,
-                bids: levels(&e.bids)?,
-                asks: levels(&e.asks)?,
-                checksum: e.checksum,
-            })
-        })
-        .collect()
 }
 
 fn levels(raw: &[RawLevel<'_>]) -> Result<Vec<Level>, KrakenError> {
     raw.iter()
         .map(|l| {
-            let price = number("price", l.price)?;
-            let size = number("qty", l.qty)?;
-            if price.units <= 0 || size.units < 0 {
-                return Err(KrakenError::Number {
-                    field: "price",
-                    text: format!("{price} x {size}"),
-                });
-            }
-            Ok(Level::new(price, size))
+            let (price, size) = (number("price", l.price)?, number("qty", l.qty)?);
+            Level::parse(price, size).ok_or_else(|| KrakenError::Number {
+                field: "price",
+                text: format!("{price} x {size}"),
+            })
         })
         .collect()
 }
 
-/// A JSON number as Kraken prints it (`45283.5`, `0.10000000`), or the same in a string.
-fn number(field: &'static str, raw: &RawValue) -> Result<Decimal, KrakenError> {
+/// The text of a JSON number as Kraken prints it (`45283.5`, `0.10000000`), or the same in a
+/// string, checked to be a plain decimal.
+fn number<'a>(field: &'static str, raw: &'a RawValue) -> Result<&'a str, KrakenError> {
     let text = raw.get();
     let text = text
         .strip_prefix('"')
         .and_then(|t| t.strip_suffix('"'))
         .unwrap_or(text);
-    text.parse().map_err(|_| KrakenError::Number {
-        field,
-        text: text.chars().take(40).collect(),
-    })
+    match text.parse::<Decimal>() {
+        Ok(_) => Ok(text),
+        Err(_) => Err(KrakenError::Number {
+            field,
+            text: text.chars().take(40).collect(),
+        }),
+    }
 }
 
 /// What the caller does after a message.
@@ -167,14 +203,7 @@ impl KrakenBook {
             Kind::Update if !self.synced => return Outcome::Waiting,
             Kind::Update => {}
         }
-        for level in &msg.bids {
-            set_level(&mut self.view.bids, Side::Bid, *level);
-        }
-        for level in &msg.asks {
-            set_level(&mut self.view.asks, Side::Ask, *level);
-        }
-        self.view.bids.truncate(self.depth);
-        self.view.asks.truncate(self.depth);
+        self.view.patch_to(&msg.bids, &msg.asks, self.depth);
         let ours = self.view.checksum();
         if ours != msg.checksum {
             self.synced = false;
