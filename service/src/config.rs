@@ -74,6 +74,11 @@ pub struct Config {
     )]
     pub kraken_url: String,
 
+    /// PEM certificates trusted for venues' TLS in addition to the system's roots (a
+    /// TLS-inspecting proxy's CA, or a test's).
+    #[arg(long, env = "TICKSTREAM_TLS_CA_FILE")]
+    pub tls_ca_file: Option<PathBuf>,
+
     /// Replay recorded events from an NDJSON file instead of simulating.
     #[arg(long, env = "TICKSTREAM_REPLAY")]
     pub replay: Option<PathBuf>,
@@ -389,21 +394,17 @@ impl Config {
     }
 }
 
-/// `ws://host[:port]/path`, or `wss://` once this build can speak TLS to venues.
+/// `wss://host[:port]/path`, or `ws://` (a local double or proxy).
 fn check_venue_url(flag: &'static str, url: &str) -> Result<(), ConfigError> {
     let bad = |why| ConfigError::VenueUrl {
         flag,
         url: url.to_string(),
         why,
     };
-    if url.starts_with("wss://") {
-        return Err(bad(
-            "wss:// is not supported by this build yet (no TLS client): use a ws:// endpoint, such as a local TLS-terminating proxy",
-        ));
-    }
     let rest = url
-        .strip_prefix("ws://")
-        .ok_or_else(|| bad("must start with ws://"))?;
+        .strip_prefix("wss://")
+        .or_else(|| url.strip_prefix("ws://"))
+        .ok_or_else(|| bad("must start with wss:// or ws://"))?;
     if rest.is_empty() || rest.starts_with('/') {
         return Err(bad("has no host"));
     }
@@ -470,8 +471,21 @@ mod tests {
             Err(ConfigError::VenueSymbol("BTC USD".into()))
         );
         assert_eq!(normalize_symbol("xbt/usd").as_deref(), Some("XBT-USD"));
-        let tls = parse(&["--source", "kraken", "--symbols", "BTC/USD"]).validate();
-        assert!(tls.is_err_and(|e| e.to_string().contains("wss:// is not supported")));
+        assert_eq!(
+            parse(&["--source", "kraken", "--symbols", "BTC/USD"]).validate(),
+            Ok(()),
+            "the default endpoint is Kraken's wss://"
+        );
+        let http = parse(&[
+            "--source",
+            "kraken",
+            "--symbols",
+            "BTC/USD",
+            "--kraken-url",
+            "https://ws.kraken.com",
+        ])
+        .validate();
+        assert!(http.is_err_and(|e| e.to_string().contains("must start with wss:// or ws://")));
         assert_eq!(
             parse(&["--source", "replay"]).validate(),
             Err(ConfigError::NoReplayFile)

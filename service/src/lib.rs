@@ -55,6 +55,8 @@ pub enum StartError {
     Config(#[from] config::ConfigError),
     #[error(transparent)]
     Replay(#[from] ReplayError),
+    #[error(transparent)]
+    Tls(#[from] feed::net::TlsError),
     #[error("cannot read the API-key file {}: {message}", .path.display())]
     ApiKeysFile {
         path: std::path::PathBuf,
@@ -96,6 +98,12 @@ impl StartError {
             }
             StartError::Replay(ReplayError::Empty(_)) => {
                 "record some events into the file first (docs/protocol.md, Replay files)".into()
+            }
+            StartError::Tls(feed::net::TlsError::CaFile { .. }) => {
+                "give --tls-ca-file (TICKSTREAM_TLS_CA_FILE) a readable file of PEM certificates".into()
+            }
+            StartError::Tls(_) => {
+                "install the system's CA bundle (Debian and Alpine: the ca-certificates package; SSL_CERT_FILE names another), or give --tls-ca-file".into()
             }
             StartError::ApiKeysFile { .. } => {
                 "check --api-keys-file (TICKSTREAM_API_KEYS_FILE): one key per line, blank lines and # comments ignored".into()

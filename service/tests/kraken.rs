@@ -207,3 +207,52 @@ async fn a_silent_venue_is_treated_as_down_and_reconnected() {
     }
     assert!(server.state.metrics.venue_reconnects.get() >= 1);
 }
+
+#[tokio::test]
+async fn over_tls_the_venue_is_trusted_through_the_given_ca_and_an_unknown_certificate_is_refused()
+{
+    let venue = KrakenDouble::start_tls(&["BTC/USD"]).await;
+    assert!(venue.url().starts_with("wss://"));
+    let (url, ca) = (venue.url(), venue.ca_file());
+    let server = start(move |c| {
+        c.source = Source::Kraken;
+        c.symbols = vec!["BTC/USD".into()];
+        c.kraken_url = url;
+        c.tls_ca_file = ca;
+    })
+    .await;
+    let mut ws = server.connect("?symbols=BTC-USD&channels=book_100").await;
+    let mut clients = Clients::default();
+    for _ in 0..5 {
+        venue.step();
+    }
+    until(&mut ws, &mut clients, "the venue's book over TLS", |c| {
+        c.view("book_100:BTC-USD") == venue.book("BTC/USD").top(100)
+    })
+    .await;
+    assert_eq!(venue.tls_failures(), 0);
+
+    // A server that trusts another CA refuses the double's certificate: no book, the source
+    // is down and retried, and nothing is published from it.
+    let other = common::tls::TestTls::new(&["127.0.0.1"]);
+    let (url, ca) = (venue.url(), Some(other.ca_file.clone()));
+    let wary = start_unready(move |c| {
+        c.source = Source::Kraken;
+        c.symbols = vec!["BTC/USD".into()];
+        c.kraken_url = url;
+        c.tls_ca_file = ca;
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while venue.tls_failures() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the untrusted handshake was not retried"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(wary.state.metrics.venue_reconnects.get() >= 1);
+    assert_eq!(wary.state.metrics.venue_up.get(), 0);
+    let (_, symbols) = wary.get("/api/v1/symbols").await;
+    assert_eq!(symbols["stale"], serde_json::json!(["BTC-USD"]));
+}

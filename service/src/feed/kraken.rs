@@ -25,7 +25,6 @@ use crate::venue::kraken::{Incoming, KrakenBook, Outcome, parse};
 
 /// No message for this long: the connection is down.
 pub const SILENCE: Duration = Duration::from_secs(10);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const BACKOFF_BASE: Duration = Duration::from_millis(250);
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// Kraken's books at depth 100 are a few KiB a message; this bounds a broken peer.
@@ -37,11 +36,13 @@ pub struct Kraken {
     /// Kraken's names (`BTC/USD`), in the order of [`Self::symbols`].
     pairs: Vec<String>,
     names: Vec<String>,
+    tls: Option<Arc<rustls_client::ClientConfig>>,
 }
 
 impl Kraken {
-    /// `pairs` were checked by `Config::validate`.
-    pub fn new(url: &str, pairs: &[String]) -> Self {
+    /// `pairs` were checked by `Config::validate`; `tls` is [`super::net::client_config`]'s
+    /// answer for `url`.
+    pub fn new(url: &str, pairs: &[String], tls: Option<Arc<rustls_client::ClientConfig>>) -> Self {
         let pairs: Vec<String> = pairs.iter().map(|p| p.trim().to_string()).collect();
         let names = pairs
             .iter()
@@ -51,6 +52,7 @@ impl Kraken {
             url: url.to_string(),
             pairs,
             names,
+            tls,
         }
     }
 
@@ -97,14 +99,7 @@ impl Kraken {
         state: &mut State,
         on_ready: &mut Option<impl FnOnce()>,
     ) -> Result<(), String> {
-        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-            .max_message_size(Some(MAX_MESSAGE))
-            .max_frame_size(Some(MAX_MESSAGE));
-        let connect = tokio_tungstenite::connect_async_with_config(&self.url, Some(config), false);
-        let (mut ws, _) = tokio::time::timeout(CONNECT_TIMEOUT, connect)
-            .await
-            .map_err(|_| "connect timed out".to_string())?
-            .map_err(|e| format!("connect: {e}"))?;
+        let mut ws = super::net::websocket(&self.url, MAX_MESSAGE, self.tls.as_ref()).await?;
         ws.send(Message::text(
             subscribe("subscribe", &self.pairs).to_string(),
         ))

@@ -2,6 +2,7 @@
 
 mod clock;
 pub mod kraken;
+pub mod net;
 pub mod replay;
 pub mod sim;
 
@@ -13,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::hub::{Batch, Hub};
 use crate::market::Micros;
-use replay::{Replay, ReplayError};
+use replay::Replay;
 use sim::{Sim, SymbolSpec};
 
 /// Where events come from.
@@ -28,16 +29,18 @@ pub enum Feed {
 
 impl Feed {
     /// Builds the configured source; a replay file is read and checked completely here so that
-    /// a bad file fails at start-up with its line number.
-    pub fn from_config(config: &Config) -> Result<Self, ReplayError> {
+    /// a bad file fails at start-up with its line number, and so are a venue's TLS settings.
+    pub fn from_config(config: &Config) -> Result<Self, crate::StartError> {
         if config.source == crate::config::Source::Kraken {
+            let tls = net::client_config(&[&config.kraken_url], config.tls_ca_file.as_deref())?;
             return Ok(Feed::Kraken(kraken::Kraken::new(
                 &config.kraken_url,
                 &config.symbols,
+                tls,
             )));
         }
         if let Some(path) = &config.replay {
-            return Replay::open(path, config.replay_speed).map(Feed::Replay);
+            return Ok(Replay::open(path, config.replay_speed).map(Feed::Replay)?);
         }
         if config.sim_rate == 0 {
             return Ok(Feed::Quiet(config.sim_symbols.clone()));

@@ -2,7 +2,7 @@
 //! client: subscribe acknowledgements (and refusals for pairs it does not list), a snapshot at
 //! the depth asked for, updates whose levels are applied in order with no removal for levels
 //! pushed below the depth, a CRC32 of the top ten on every message, JSON numbers printed with
-//! their trailing zeros, and a heartbeat when idle. Faults on demand: a corrupted checksum, a
+//! their trailing zeros, and a heartbeat when idle; plain or over TLS. Faults on demand: a corrupted checksum, a
 //! dropped connection, silence.
 
 use std::collections::HashMap;
@@ -14,9 +14,12 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tickstream::book::{Level, Side, View, checksum, set_level};
 use tickstream::market::Decimal;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::Message;
+
+use super::tls::TestTls;
 
 #[derive(Debug, Clone)]
 enum Cmd {
@@ -36,6 +39,7 @@ struct Shared {
     /// The next update of these pairs carries a wrong checksum.
     corrupt: Vec<String>,
     connections: usize,
+    tls_failures: usize,
     rng: u64,
 }
 
@@ -43,6 +47,8 @@ pub struct KrakenDouble {
     pub addr: SocketAddr,
     shared: Arc<Mutex<Shared>>,
     tx: broadcast::Sender<Cmd>,
+    /// Set when the double speaks `wss://`.
+    tls: Option<TestTls>,
 }
 
 const DEPTH: usize = 100;
@@ -54,6 +60,15 @@ fn lot(units: i64) -> Decimal {
 impl KrakenDouble {
     /// Serves the pairs in `pairs` (others are refused), each with a book of 100 levels a side.
     pub async fn start(pairs: &[&str]) -> Self {
+        Self::start_with(pairs, None).await
+    }
+
+    /// The same over TLS (`wss://`), with a certificate for 127.0.0.1 from a test CA.
+    pub async fn start_tls(pairs: &[&str]) -> Self {
+        Self::start_with(pairs, Some(TestTls::new(&["127.0.0.1"]))).await
+    }
+
+    async fn start_with(pairs: &[&str], tls: Option<TestTls>) -> Self {
         let mut shared = Shared {
             rng: 0x5eed,
             ..Shared::default()
@@ -77,21 +92,52 @@ impl KrakenDouble {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (s, t) = (shared.clone(), tx.clone());
+        let acceptor = tls.as_ref().map(|t| t.acceptor.clone());
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 let (s, rx) = (s.clone(), t.subscribe());
+                let acceptor = acceptor.clone();
                 tokio::spawn(async move {
-                    if let Ok(ws) = tokio_tungstenite::accept_async(tcp).await {
-                        serve(ws, s, rx).await;
+                    match acceptor {
+                        None => {
+                            if let Ok(ws) = tokio_tungstenite::accept_async(tcp).await {
+                                serve(ws, s, rx).await;
+                            }
+                        }
+                        Some(acceptor) => {
+                            let Ok(tls) = acceptor.accept(tcp).await else {
+                                s.lock().unwrap_or_else(|e| e.into_inner()).tls_failures += 1;
+                                return;
+                            };
+                            if let Ok(ws) = tokio_tungstenite::accept_async(tls).await {
+                                serve(ws, s, rx).await;
+                            }
+                        }
                     }
                 });
             }
         });
-        Self { addr, shared, tx }
+        Self {
+            addr,
+            shared,
+            tx,
+            tls,
+        }
     }
 
     pub fn url(&self) -> String {
-        format!("ws://{}/v2", self.addr)
+        let scheme = if self.tls.is_some() { "wss" } else { "ws" };
+        format!("{scheme}://{}/v2", self.addr)
+    }
+
+    /// The CA that signed the double's certificate (`wss://` only).
+    pub fn ca_file(&self) -> Option<std::path::PathBuf> {
+        self.tls.as_ref().map(|t| t.ca_file.clone())
+    }
+
+    /// TLS handshakes that failed (a client that did not trust the certificate).
+    pub fn tls_failures(&self) -> usize {
+        self.lock().tls_failures
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
@@ -212,8 +258,8 @@ fn message(kind: &str, pair: &str, bids: &[Level], asks: &[Level], sum: u32) -> 
     )
 }
 
-async fn serve(
-    mut ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    mut ws: tokio_tungstenite::WebSocketStream<S>,
     shared: Arc<Mutex<Shared>>,
     mut rx: broadcast::Receiver<Cmd>,
 ) {

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod kraken_double;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -32,20 +33,8 @@ pub struct Server {
 
 /// Starts a server with the defaults changed by `tweak`, and waits until it is ready.
 pub async fn start(tweak: impl FnOnce(&mut Config)) -> Server {
-    let mut config = Config {
-        history: 256,
-        ..Config::default()
-    };
-    tweak(&mut config);
-    let state = AppState::new(config).expect("valid test configuration");
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind loopback");
-    let addr = listener.local_addr().expect("local addr");
-    let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(run(listener, state.clone(), async {
-        let _ = rx.await;
-    }));
+    let server = start_unready(tweak).await;
+    let state = &server.state;
     let started = tokio::time::Instant::now();
     while !state.is_ready() {
         assert!(started.elapsed() < WAIT, "server not ready in time");
@@ -71,6 +60,25 @@ pub async fn start(tweak: impl FnOnce(&mut Config)) -> Server {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
+    server
+}
+
+/// Starts a server without waiting for its source (one that may never come up).
+pub async fn start_unready(tweak: impl FnOnce(&mut Config)) -> Server {
+    let mut config = Config {
+        history: 256,
+        ..Config::default()
+    };
+    tweak(&mut config);
+    let state = AppState::new(config).expect("valid test configuration");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("local addr");
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(run(listener, state.clone(), async {
+        let _ = rx.await;
+    }));
     Server {
         addr,
         state,

@@ -1,0 +1,129 @@
+//! Outbound connections to venues. `ws://` is a plain socket (a local double or a proxy);
+//! `wss://` is TLS through rustls with graviola's crypto (pure Rust and assembly: the static
+//! musl builds for x86_64 and arm64 need no C cross-compiler; ADR-0019), trusting the system's
+//! root certificates (`SSL_CERT_FILE` / `SSL_CERT_DIR` move them) and `--tls-ca-file`.
+//!
+//! The TLS settings are built once at start-up, so a missing CA bundle or a bad CA file stops
+//! the process with a clear error instead of failing every reconnect.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls_client::ClientConfig;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+
+/// A venue's WebSocket, plain or TLS.
+pub type VenueSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// TCP connect, TLS and the WebSocket handshake together.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why outbound TLS cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot use --tls-ca-file {}: {why}", .path.display())]
+    CaFile { path: PathBuf, why: String },
+    #[error(
+        "no trusted root certificates for {url}: the system's CA bundle is missing or empty{}",
+        .errors.first().map(|e| format!(" ({e})")).unwrap_or_default()
+    )]
+    NoRoots { url: String, errors: Vec<String> },
+    #[error("TLS settings: {0}")]
+    Settings(String),
+}
+
+/// The TLS client settings for `urls`: `None` when none of them needs TLS (so a machine with
+/// no CA bundle can still use `ws://` doubles).
+pub fn client_config(
+    urls: &[&str],
+    ca_file: Option<&Path>,
+) -> Result<Option<Arc<ClientConfig>>, TlsError> {
+    let Some(url) = urls
+        .iter()
+        .find(|u| u.starts_with("wss://") || u.starts_with("https://"))
+    else {
+        return Ok(None);
+    };
+    let mut roots = rustls_client::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    let (added, _ignored) = roots.add_parsable_certificates(native.certs);
+    if let Some(path) = ca_file {
+        let bad = |why: String| TlsError::CaFile {
+            path: path.to_path_buf(),
+            why,
+        };
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .map_err(|e| bad(e.to_string()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| bad(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(bad("it holds no PEM certificate".into()));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|e| bad(e.to_string()))?;
+        }
+    } else if added == 0 {
+        return Err(TlsError::NoRoots {
+            url: (*url).to_string(),
+            errors: native.errors.iter().map(ToString::to_string).collect(),
+        });
+    }
+    let config = ClientConfig::builder_with_provider(Arc::new(rustls_graviola::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Settings(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Some(Arc::new(config)))
+}
+
+/// Opens a venue's WebSocket with messages and frames bounded by `max_message` bytes. `tls`
+/// is [`client_config`]'s answer for this URL.
+pub async fn websocket(
+    url: &str,
+    max_message: usize,
+    tls: Option<&Arc<ClientConfig>>,
+) -> Result<VenueSocket, String> {
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message));
+    let connector = match (url.starts_with("wss://"), tls) {
+        (false, _) => Connector::Plain,
+        (true, Some(tls)) => Connector::Rustls(tls.clone()),
+        (true, None) => return Err("wss:// without TLS settings".into()),
+    };
+    let connect =
+        tokio_tungstenite::connect_async_tls_with_config(url, Some(config), true, Some(connector));
+    let (ws, _) = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+        .await
+        .map_err(|_| format!("connect timed out after {CONNECT_TIMEOUT:?}"))?
+        .map_err(|e| format!("connect: {e}"))?;
+    Ok(ws)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_urls_need_no_tls_and_a_bad_ca_file_is_a_start_up_error() {
+        let plain = client_config(&["ws://127.0.0.1:1/v2"], None);
+        assert!(matches!(plain, Ok(None)));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").expect("write");
+        let e = client_config(&["wss://ws.kraken.com/v2"], Some(&empty)).map(|_| ());
+        assert!(
+            e.as_ref()
+                .is_err_and(|e| e.to_string().contains("holds no PEM certificate")),
+            "{e:?}"
+        );
+        let missing = dir.path().join("missing.pem");
+        let e = client_config(&["wss://ws.kraken.com/v2"], Some(&missing)).map(|_| ());
+        assert!(matches!(e, Err(TlsError::CaFile { .. })), "{e:?}");
+    }
+}
