@@ -56,13 +56,13 @@ pub struct Config {
     pub sim_seed: u64,
 
     /// Where events come from: `sim` (the simulator), `replay` (the file of --replay; giving
-    /// --replay alone implies it) or `kraken` (Kraken's public WebSocket v2, the instruments of
-    /// --symbols; needs outbound internet).
+    /// --replay alone implies it), `kraken` (Kraken's public WebSocket v2) or `binance`
+    /// (Binance spot's public streams); the venues need --symbols and outbound internet.
     #[arg(long, env = "TICKSTREAM_SOURCE", value_enum, default_value_t = Source::Sim)]
     pub source: Source,
 
-    /// A venue's instruments as the venue names them (`BTC/USD,ETH/USD` for Kraken); served as
-    /// `BTC-USD`, `ETH-USD`.
+    /// A venue's instruments (`BTC/USD,ETH/USD` for Kraken; `BTCUSDT` or `BTC-USDT` for
+    /// Binance); served as `BTC-USD`, `BTC-USDT`.
     #[arg(long, env = "TICKSTREAM_SYMBOLS", value_delimiter = ',')]
     pub symbols: Vec<String>,
 
@@ -73,6 +73,22 @@ pub struct Config {
         default_value = "wss://ws.kraken.com/v2"
     )]
     pub kraken_url: String,
+
+    /// Binance spot's WebSocket market-data endpoint (streams go in its path).
+    #[arg(
+        long,
+        env = "TICKSTREAM_BINANCE_URL",
+        default_value = "wss://stream.binance.com:9443"
+    )]
+    pub binance_url: String,
+
+    /// Binance spot's REST endpoint, for book snapshots (`GET /api/v3/depth`).
+    #[arg(
+        long,
+        env = "TICKSTREAM_BINANCE_REST_URL",
+        default_value = "https://api.binance.com"
+    )]
+    pub binance_rest_url: String,
 
     /// PEM certificates trusted for venues' TLS in addition to the system's roots (a
     /// TLS-inspecting proxy's CA, or a test's).
@@ -229,9 +245,11 @@ pub enum ConfigError {
     #[error("--source {0} needs --symbols (the venue's instruments, for example BTC/USD)")]
     NoVenueSymbols(&'static str),
     #[error(
-        "--symbols: {0:?} is not an instrument this server can name (letters and digits around one '/' or '-', 1-24 characters)"
+        "--symbols: {0:?} is not an instrument this server can name, or is named twice (letters and digits around one '/' or '-', 1-24 characters; Binance also takes BTCUSDT)"
     )]
     VenueSymbol(String),
+    #[error("--symbols: {venue} takes at most {max} instruments on one connection")]
+    VenueSymbolCount { venue: &'static str, max: usize },
     #[error("--source replay needs --replay FILE")]
     NoReplayFile,
     #[error("{flag} {url:?}: {why}")]
@@ -248,6 +266,7 @@ pub enum Source {
     Sim,
     Replay,
     Kraken,
+    Binance,
 }
 
 impl Source {
@@ -256,6 +275,7 @@ impl Source {
             Source::Sim => "sim",
             Source::Replay => "replay",
             Source::Kraken => "kraken",
+            Source::Binance => "binance",
         }
     }
 }
@@ -339,6 +359,27 @@ impl Config {
                 }
                 check_venue_url("--kraken-url", &self.kraken_url)?;
             }
+            Source::Binance => {
+                if self.symbols.is_empty() {
+                    return Err(ConfigError::NoVenueSymbols("binance"));
+                }
+                // One stream per instrument, and Binance takes 1024 streams per connection.
+                if self.symbols.len() > 1024 {
+                    return Err(ConfigError::VenueSymbolCount {
+                        venue: "binance",
+                        max: 1024,
+                    });
+                }
+                let mut seen = std::collections::HashSet::new();
+                for s in &self.symbols {
+                    let parsed = crate::venue::binance::Instrument::parse(s);
+                    if !parsed.is_some_and(|i| seen.insert(i.name)) {
+                        return Err(ConfigError::VenueSymbol(s.clone()));
+                    }
+                }
+                check_venue_url("--binance-url", &self.binance_url)?;
+                check_http_url("--binance-rest-url", &self.binance_rest_url)?;
+            }
         }
         let ranges: [(&'static str, usize, usize, usize); 10] = [
             ("--history", self.history, 0, 100_000),
@@ -392,6 +433,23 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// `https://host[:port]`, or `http://` (a local double or proxy).
+fn check_http_url(flag: &'static str, url: &str) -> Result<(), ConfigError> {
+    let bad = |why| ConfigError::VenueUrl {
+        flag,
+        url: url.to_string(),
+        why,
+    };
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| bad("must start with https:// or http://"))?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(bad("has no host"));
+    }
+    Ok(())
 }
 
 /// `wss://host[:port]/path`, or `ws://` (a local double or proxy).
@@ -489,6 +547,41 @@ mod tests {
         assert_eq!(
             parse(&["--source", "replay"]).validate(),
             Err(ConfigError::NoReplayFile)
+        );
+        let binance = |symbols: &str, rest: &str| {
+            parse(&[
+                "--source",
+                "binance",
+                "--symbols",
+                symbols,
+                "--binance-rest-url",
+                rest,
+            ])
+            .validate()
+        };
+        assert_eq!(
+            binance("BTCUSDT,eth-usdt", "https://api.binance.com"),
+            Ok(())
+        );
+        assert_eq!(
+            binance("BTCUSDT,BTC/USDT", "http://127.0.0.1:1"),
+            Err(ConfigError::VenueSymbol("BTC/USDT".into()))
+        );
+        assert_eq!(
+            binance("BTCXYZ", "http://127.0.0.1:1"),
+            Err(ConfigError::VenueSymbol("BTCXYZ".into()))
+        );
+        assert!(
+            binance("BTCUSDT", "ws://127.0.0.1:1")
+                .is_err_and(|e| e.to_string().contains("https:// or http://"))
+        );
+        let many: Vec<String> = (0..1025).map(|i| format!("C{i}-USDT")).collect();
+        assert_eq!(
+            binance(&many.join(","), "http://127.0.0.1:1"),
+            Err(ConfigError::VenueSymbolCount {
+                venue: "binance",
+                max: 1024
+            })
         );
     }
 }

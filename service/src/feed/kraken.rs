@@ -12,21 +12,20 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use crate::book::{Depths, MAX_DEPTH};
+use super::books::BookStreams;
+use super::net;
+use crate::book::MAX_DEPTH;
 use crate::config::normalize_symbol;
-use crate::hub::{Batch, Hub};
-use crate::market::{Channel, Event, Payload};
+use crate::hub::Hub;
 use crate::venue::kraken::{Incoming, KrakenBook, Outcome, parse};
 
 /// No message for this long: the connection is down.
 pub const SILENCE: Duration = Duration::from_secs(10);
-const BACKOFF_BASE: Duration = Duration::from_millis(250);
-const BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// Kraken's books at depth 100 are a few KiB a message; this bounds a broken peer.
 const MAX_MESSAGE: usize = 4 << 20;
 
@@ -66,28 +65,17 @@ impl Kraken {
     }
 
     pub async fn run(self, hub: Arc<Hub>, shutdown: CancellationToken, on_ready: impl FnOnce()) {
-        let mut state = State::new(&self, hub);
-        // Nothing is live until its first snapshot.
-        state.lose_all();
+        let mut state = State::new(&self, hub.clone());
         let mut on_ready = Some(on_ready);
-        let mut attempt: u32 = 0;
+        let mut retry = net::Retry::new("kraken", &self.url, hub.metrics());
         loop {
             let outcome = tokio::select! {
                 () = shutdown.cancelled() => return,
                 outcome = self.session(&mut state, &mut on_ready) => outcome,
             };
-            state.hub_metrics().venue_up.set(0);
             state.lose_all();
-            match outcome {
-                Ok(()) => attempt = 0,
-                Err(e) => tracing::warn!(error = %e, url = %self.url, "kraken connection lost"),
-            }
-            state.hub_metrics().venue_reconnects.inc();
-            let delay = backoff(attempt);
-            attempt = attempt.saturating_add(1);
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(delay) => {}
+            if !retry.wait(outcome, &shutdown).await {
+                return;
             }
         }
     }
@@ -99,7 +87,7 @@ impl Kraken {
         state: &mut State,
         on_ready: &mut Option<impl FnOnce()>,
     ) -> Result<(), String> {
-        let mut ws = super::net::websocket(&self.url, MAX_MESSAGE, self.tls.as_ref()).await?;
+        let mut ws = net::websocket(&self.url, MAX_MESSAGE, self.tls.as_ref()).await?;
         ws.send(Message::text(
             subscribe("subscribe", &self.pairs).to_string(),
         ))
@@ -107,11 +95,10 @@ impl Kraken {
         .map_err(|e| format!("subscribe: {e}"))?;
         let mut worked = false;
         loop {
-            let msg = match tokio::time::timeout(SILENCE, ws.next()).await {
-                Err(_) => return Err(format!("silent for {SILENCE:?}")),
-                Ok(None) => return if worked { Ok(()) } else { Err("closed".into()) },
-                Ok(Some(Err(e))) => return Err(format!("read: {e}")),
-                Ok(Some(Ok(msg))) => msg,
+            let msg = match net::next_message(&mut ws, SILENCE).await {
+                Err(e) if worked && e.starts_with("closed") => return Ok(()),
+                Err(e) => return Err(e),
+                Ok(msg) => msg,
             };
             let Message::Text(text) = msg else { continue };
             for pair in state.on_text(&text) {
@@ -122,9 +109,9 @@ impl Kraken {
                         .map_err(|e| format!("resubscribe: {e}"))?;
                 }
             }
-            if !worked && state.any_published() {
+            if !worked && state.streams.any_published() {
                 worked = true;
-                state.hub_metrics().venue_up.set(1);
+                state.streams.metrics().venue_up.set(1);
                 if let Some(ready) = on_ready.take() {
                     ready();
                 }
@@ -140,34 +127,17 @@ fn subscribe(method: &str, pairs: &[String]) -> Value {
     })
 }
 
-/// Full jitter: uniform in [0, min(cap, base * 2^attempt)).
-fn backoff(attempt: u32) -> Duration {
-    let ceiling = BACKOFF_CAP.min(BACKOFF_BASE.saturating_mul(1 << attempt.min(16)));
-    let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
-    // The clock's low bits are jitter enough here: no two tasks retry in step.
-    let noise = super::now_micros()
-        .unsigned_abs()
-        .wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    Duration::from_nanos(noise % nanos.max(1))
-}
-
-/// The books and the streams' positions, across connections.
+/// The books and their streams, across connections.
 struct State {
-    hub: Arc<Hub>,
     index: HashMap<String, u16>,
     books: Vec<KrakenBook>,
-    depths: Vec<Depths>,
-    /// The last seq of each book channel, per symbol (0: nothing published yet).
-    seqs: Vec<[u64; 4]>,
-    batch: Batch,
-    events: Vec<Event>,
+    streams: BookStreams,
 }
 
 impl State {
     fn new(kraken: &Kraken, hub: Arc<Hub>) -> Self {
         let n = kraken.pairs.len();
         Self {
-            hub,
             index: kraken
                 .pairs
                 .iter()
@@ -175,28 +145,17 @@ impl State {
                 .map(|(i, p)| (p.clone(), i as u16))
                 .collect(),
             books: vec![KrakenBook::new(MAX_DEPTH); n],
-            depths: vec![Depths::default(); n],
-            seqs: vec![[0; 4]; n],
-            batch: Batch::default(),
-            events: Vec::new(),
+            streams: BookStreams::new(hub, n),
         }
-    }
-
-    fn hub_metrics(&self) -> &crate::metrics::Metrics {
-        self.hub.metrics()
-    }
-
-    fn any_published(&self) -> bool {
-        self.seqs.iter().any(|s| s[0] > 0)
     }
 
     /// The connection is gone: every book must come again from a snapshot, and until then
     /// its streams are stale (their subscribers are told).
     fn lose_all(&mut self) {
-        for (i, book) in self.books.iter_mut().enumerate() {
+        for book in &mut self.books {
             book.unsync();
-            self.hub.set_live(i as u16, false);
         }
+        self.streams.lose_all();
     }
 
     /// Handles one message; returns the pairs to subscribe to again.
@@ -215,7 +174,6 @@ impl State {
             }
         };
         let ts = super::now_micros();
-        let mut live = Vec::new();
         for msg in msgs {
             let Some(&i) = self.index.get(&msg.symbol) else {
                 continue;
@@ -223,52 +181,17 @@ impl State {
             let i = usize::from(i);
             match self.books[i].apply(&msg) {
                 Outcome::Publish { reset } => {
-                    let view = self.books[i].view().clone();
-                    let updates = self.depths[i].next(view, reset);
-                    for (t, (channel, update)) in
-                        Channel::BOOKS.into_iter().zip(updates).enumerate()
-                    {
-                        self.seqs[i][t] += 1;
-                        self.events.push(Event {
-                            channel,
-                            symbol: i as u16,
-                            seq: self.seqs[i][t],
-                            ts,
-                            payload: Payload::Book(update),
-                        });
-                    }
-                    live.push(i);
+                    self.streams.publish(i, self.books[i].view(), reset, ts);
                 }
                 Outcome::Resync { why } => {
                     tracing::warn!(symbol = %msg.symbol, why, "kraken book resync");
-                    self.hub_metrics().book_resyncs.inc();
-                    self.hub.set_live(i as u16, false);
+                    self.streams.lose(i);
                     again.push(msg.symbol.clone());
                 }
                 Outcome::Waiting => {}
             }
         }
-        if !self.events.is_empty() {
-            self.hub.publish_batch(&mut self.events, &mut self.batch);
-        }
-        // After the (reset) snapshot went out, so a client told `live` already holds it.
-        for i in live {
-            self.hub.set_live(i as u16, true);
-        }
+        self.streams.flush();
         again
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_is_capped_and_jittered() {
-        for attempt in [0, 3, 30, u32::MAX] {
-            let d = backoff(attempt);
-            assert!(d < BACKOFF_CAP, "{attempt}: {d:?}");
-        }
-        assert!(backoff(0) < BACKOFF_BASE);
     }
 }

@@ -1,5 +1,8 @@
-//! Sources of market events: the deterministic simulator (default) and a recorded replay.
+//! Sources of market events: the deterministic simulator (default), a recorded replay, and
+//! live venues (Kraken, Binance) whose books are kept by [`crate::venue`].
 
+pub mod binance;
+mod books;
 mod clock;
 pub mod kraken;
 pub mod net;
@@ -25,6 +28,7 @@ pub enum Feed {
     /// `--sim-rate 0`: the symbols exist, nothing happens.
     Quiet(Vec<String>),
     Kraken(kraken::Kraken),
+    Binance(binance::Binance),
 }
 
 impl Feed {
@@ -35,6 +39,16 @@ impl Feed {
             let tls = net::client_config(&[&config.kraken_url], config.tls_ca_file.as_deref())?;
             return Ok(Feed::Kraken(kraken::Kraken::new(
                 &config.kraken_url,
+                &config.symbols,
+                tls,
+            )));
+        }
+        if config.source == crate::config::Source::Binance {
+            let urls = [config.binance_url.as_str(), &config.binance_rest_url];
+            let tls = net::client_config(&urls, config.tls_ca_file.as_deref())?;
+            return Ok(Feed::Binance(binance::Binance::new(
+                &config.binance_url,
+                &config.binance_rest_url,
                 &config.symbols,
                 tls,
             )));
@@ -59,6 +73,7 @@ impl Feed {
             Feed::Replay(r) => r.symbols().to_vec(),
             Feed::Quiet(symbols) => symbols.clone(),
             Feed::Kraken(k) => k.symbols(),
+            Feed::Binance(b) => b.symbols(),
         }
     }
 
@@ -68,6 +83,7 @@ impl Feed {
             Feed::Replay(r) => r.epoch(),
             Feed::Quiet(_) => "quiet".to_string(),
             Feed::Kraken(k) => k.epoch(),
+            Feed::Binance(b) => b.epoch(),
         }
     }
 
@@ -83,6 +99,7 @@ impl Feed {
             }
             Feed::Quiet(_) => on_ready(),
             Feed::Kraken(k) => k.run(hub, shutdown, on_ready).await,
+            Feed::Binance(b) => b.run(hub, shutdown, on_ready).await,
         }
     }
 }

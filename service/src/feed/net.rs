@@ -16,6 +16,7 @@ use rustls_pki_types::pem::PemObject;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
 
 /// A venue's WebSocket, plain or TLS.
 pub type VenueSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -73,12 +74,41 @@ pub fn client_config(
             errors: native.errors.iter().map(ToString::to_string).collect(),
         });
     }
-    let config = ClientConfig::builder_with_provider(Arc::new(rustls_graviola::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Settings(e.to_string()))?
+    let config = provider_builder()
+        .map_err(TlsError::Settings)?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Some(Arc::new(config)))
+}
+
+/// The HTTP client for a venue's REST API (`https://` with `tls`; `http://` needs none).
+/// Redirects are not followed: a venue's API does not redirect, a proxy that does is wrong.
+pub fn http_client(
+    tls: Option<&Arc<ClientConfig>>,
+    timeout: Duration,
+) -> Result<reqwest::Client, String> {
+    let tls = match tls {
+        Some(tls) => (**tls).clone(),
+        // reqwest wants TLS settings even for http:// alone: ones that trust nothing.
+        None => provider_builder()?
+            .with_root_certificates(rustls_client::RootCertStore::empty())
+            .with_no_client_auth(),
+    };
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("tickstream/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+fn provider_builder()
+-> Result<rustls_client::ConfigBuilder<ClientConfig, rustls_client::WantsVerifier>, String> {
+    ClientConfig::builder_with_provider(Arc::new(rustls_graviola::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())
 }
 
 /// Opens a venue's WebSocket with messages and frames bounded by `max_message` bytes. `tls`
@@ -105,9 +135,91 @@ pub async fn websocket(
     Ok(ws)
 }
 
+const BACKOFF_BASE: Duration = Duration::from_millis(250);
+const BACKOFF_CAP: Duration = Duration::from_secs(30);
+
+/// What a venue feed does between two connections: count and log the loss, then wait a
+/// capped exponential backoff with full jitter. A connection that had worked (published)
+/// starts the backoff over.
+#[derive(Debug)]
+pub struct Retry<'a> {
+    venue: &'static str,
+    url: &'a str,
+    metrics: &'a crate::metrics::Metrics,
+    attempt: u32,
+}
+
+impl<'a> Retry<'a> {
+    pub fn new(venue: &'static str, url: &'a str, metrics: &'a crate::metrics::Metrics) -> Self {
+        Self {
+            venue,
+            url,
+            metrics,
+            attempt: 0,
+        }
+    }
+
+    /// After a connection ended with `outcome` (`Ok`: it had worked). `false` on shutdown.
+    pub async fn wait(
+        &mut self,
+        outcome: Result<(), String>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        self.metrics.venue_up.set(0);
+        match outcome {
+            Ok(()) => self.attempt = 0,
+            Err(e) => {
+                tracing::warn!(venue = self.venue, error = %e, url = self.url, "venue connection lost");
+            }
+        }
+        self.metrics.venue_reconnects.inc();
+        let delay = backoff(self.attempt);
+        self.attempt = self.attempt.saturating_add(1);
+        tokio::select! {
+            () = shutdown.cancelled() => false,
+            () = tokio::time::sleep(delay) => true,
+        }
+    }
+}
+
+/// Full jitter: uniform in [0, min(cap, base * 2^attempt)).
+pub fn backoff(attempt: u32) -> Duration {
+    let ceiling = BACKOFF_CAP.min(BACKOFF_BASE.saturating_mul(1 << attempt.min(16)));
+    let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
+    // The clock's low bits are jitter enough here: no two tasks retry in step.
+    let noise = super::now_micros()
+        .unsigned_abs()
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    Duration::from_nanos(noise % nanos.max(1))
+}
+
+/// The next message of `ws`: `Err` when the connection failed, closed or said nothing (not
+/// even a ping or heartbeat) for `silence`. Pings are answered by the read itself.
+pub async fn next_message(
+    ws: &mut VenueSocket,
+    silence: Duration,
+) -> Result<tokio_tungstenite::tungstenite::Message, String> {
+    use futures_util::StreamExt;
+    match tokio::time::timeout(silence, ws.next()).await {
+        Err(_) => Err(format!("silent for {silence:?}")),
+        Ok(None) => Err("closed by the venue".into()),
+        Ok(Some(Err(e))) => Err(format!("read: {e}")),
+        Ok(Some(Ok(msg))) => Ok(msg),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_is_capped_and_jittered() {
+        for attempt in [0, 3, 30, u32::MAX] {
+            let d = backoff(attempt);
+            assert!(d < BACKOFF_CAP, "{attempt}: {d:?}");
+        }
+        assert!(backoff(0) < BACKOFF_BASE);
+    }
 
     #[test]
     fn plain_urls_need_no_tls_and_a_bad_ca_file_is_a_start_up_error() {

@@ -16,6 +16,53 @@ use serde::Deserialize;
 
 use crate::book::{Level, View};
 
+/// A Binance spot instrument under its three names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instrument {
+    /// As the REST API and the events spell it: `BTCUSDT`.
+    pub symbol: String,
+    /// As stream names spell it: `btcusdt`.
+    pub stream: String,
+    /// Ours: `BTC-USDT`.
+    pub name: String,
+}
+
+/// Quote assets tried, longest first, to split a bare `BTCUSDT` into base and quote.
+const QUOTES: [&str; 14] = [
+    "FDUSD", "USDT", "USDC", "TUSD", "BUSD", "BTC", "ETH", "BNB", "EUR", "TRY", "BRL", "JPY",
+    "GBP", "DAI",
+];
+
+impl Instrument {
+    /// `BTC-USDT`, `BTC/USDT` or `BTCUSDT` (split at a known quote asset). `None` when it is
+    /// none of these.
+    pub fn parse(text: &str) -> Option<Self> {
+        let upper = text.trim().to_ascii_uppercase();
+        let name = if upper.contains(['-', '/']) {
+            crate::config::normalize_symbol(&upper)?
+        } else {
+            let quote = QUOTES
+                .iter()
+                .find(|q| upper.len() > q.len() && upper.ends_with(*q))?;
+            let base = &upper[..upper.len() - quote.len()];
+            crate::config::normalize_symbol(&format!("{base}-{quote}"))?
+        };
+        let (base, quote) = name.split_once('-')?;
+        if base.is_empty() || quote.is_empty() || quote.contains('-') {
+            return None;
+        }
+        let symbol = format!("{base}{quote}");
+        if !symbol.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return None;
+        }
+        Some(Self {
+            stream: symbol.to_ascii_lowercase(),
+            symbol,
+            name,
+        })
+    }
+}
+
 /// What is wrong with a message from Binance.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BinanceError {
@@ -246,6 +293,12 @@ impl DepthBook {
         self.view.patch_to(&event.bids, &event.asks, self.depth);
     }
 
+    /// The stream was lost (a new connection): the book is rebuilt from a new snapshot and
+    /// published as a reset.
+    pub fn restart(&mut self) {
+        self.gap(String::new());
+    }
+
     /// Drops everything: the caller starts over (the stream may go on; its next event asks for
     /// a snapshot again).
     fn gap(&mut self, why: String) -> Step {
@@ -369,6 +422,25 @@ mod tests {
             Step::Publish { reset: false }
         );
         assert_eq!(book.view().bids.len(), 1, "depth 1");
+    }
+
+    #[test]
+    fn instruments_are_named_three_ways() {
+        for text in ["BTC-USDT", "btc/usdt", "BTCUSDT", " btcusdt "] {
+            let i = Instrument::parse(text).expect(text);
+            assert_eq!(
+                (i.symbol.as_str(), i.stream.as_str(), i.name.as_str()),
+                ("BTCUSDT", "btcusdt", "BTC-USDT"),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            Instrument::parse("ETHFDUSD").map(|i| i.name),
+            Some("ETH-FDUSD".into())
+        );
+        for bad in ["BTCXYZ", "USDT", "BTC-", "BTC-USD-T", "BT C/USDT", ""] {
+            assert_eq!(Instrument::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! A real server on 127.0.0.1:0 and a real WebSocket client, for the integration tests.
 #![allow(dead_code)]
 
+pub mod binance_double;
+pub mod book_client;
 pub mod kraken_double;
 pub mod tls;
 

@@ -1,0 +1,355 @@
+//! `--source binance`: Binance spot's diff-depth streams (`<symbol>@depth@100ms`, all
+//! instruments on one combined-stream connection) and REST snapshots (`GET /api/v3/depth`),
+//! kept by [`crate::venue::binance::DepthBook`] and published as our book streams.
+//!
+//! Binance's limits, obeyed by construction:
+//! - 1024 streams per connection: one stream per instrument, and `Config::validate` refuses
+//!   more than 1024 instruments.
+//! - 5 incoming messages per second: the streams are named in the URL, so the only messages
+//!   we send are the pongs answering Binance's pings (one per 20 s).
+//! - REST weight (6,000 per minute per IP; a 1,000-level snapshot weighs 10): snapshots are
+//!   fetched one at a time, at most one per [`SNAPSHOT_SPACING`] (half the budget), and a
+//!   `429`/`418` answer's `Retry-After` is waited out before the next request.
+//!
+//! A gap in one instrument's update ids resyncs that instrument alone (a new snapshot; its
+//! clients get a reset); a lost or silent connection resyncs them all.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+use super::books::BookStreams;
+use super::net;
+use crate::hub::Hub;
+use crate::venue::binance::{
+    DepthBook, DepthSnapshot, Instrument, Step, parse_snapshot, parse_update,
+};
+
+/// Binance pings every 20 s: nothing at all for this long and the connection is down.
+pub const SILENCE: Duration = Duration::from_secs(30);
+/// A diff event is a few KiB; this bounds a broken peer.
+const MAX_MESSAGE: usize = 1 << 20;
+/// Levels a side asked of the snapshot and kept: the top 100 we publish stay right while
+/// up to 900 better levels are removed between two snapshots.
+pub const SNAPSHOT_LIMIT: usize = 1000;
+/// Between two snapshot requests: weight 10 each, so at most 3,000 of the 6,000 a minute.
+pub const SNAPSHOT_SPACING: Duration = Duration::from_millis(200);
+/// A snapshot of 1,000 levels a side is about 70 KB.
+const MAX_SNAPSHOT_BYTES: usize = 4 << 20;
+const REST_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct Binance {
+    ws_url: String,
+    rest_url: String,
+    instruments: Vec<Instrument>,
+    tls: Option<Arc<rustls_client::ClientConfig>>,
+}
+
+impl Binance {
+    /// `symbols` were checked by `Config::validate`; `tls` is [`net::client_config`]'s answer
+    /// for both URLs.
+    pub fn new(
+        ws_url: &str,
+        rest_url: &str,
+        symbols: &[String],
+        tls: Option<Arc<rustls_client::ClientConfig>>,
+    ) -> Self {
+        Self {
+            ws_url: ws_url.trim_end_matches('/').to_string(),
+            rest_url: rest_url.trim_end_matches('/').to_string(),
+            instruments: symbols
+                .iter()
+                .filter_map(|s| Instrument::parse(s))
+                .collect(),
+            tls,
+        }
+    }
+
+    pub fn symbols(&self) -> Vec<String> {
+        self.instruments.iter().map(|i| i.name.clone()).collect()
+    }
+
+    /// Binance's books are numbered here, by this process: positions mean nothing elsewhere.
+    pub fn epoch(&self) -> String {
+        format!("binance-{}", super::now_micros())
+    }
+
+    /// The combined-stream URL of every instrument's diff-depth stream.
+    fn stream_url(&self) -> String {
+        let streams: Vec<String> = self
+            .instruments
+            .iter()
+            .map(|i| format!("{}@depth@100ms", i.stream))
+            .collect();
+        format!("{}/stream?streams={}", self.ws_url, streams.join("/"))
+    }
+
+    pub async fn run(self, hub: Arc<Hub>, shutdown: CancellationToken, on_ready: impl FnOnce()) {
+        let rest = match net::http_client(self.tls.as_ref(), REST_TIMEOUT) {
+            Ok(client) => Snapshots {
+                client,
+                base: self.rest_url.clone(),
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "binance: no HTTP client; the source stays down");
+                return;
+            }
+        };
+        let mut state = State::new(&self.instruments, hub.clone());
+        let mut on_ready = Some(on_ready);
+        let url = self.stream_url();
+        let mut retry = net::Retry::new("binance", &self.ws_url, hub.metrics());
+        loop {
+            let outcome = tokio::select! {
+                () = shutdown.cancelled() => return,
+                outcome = self.session(&url, &rest, &mut state, &mut on_ready) => outcome,
+            };
+            state.lose_all();
+            if !retry.wait(outcome, &shutdown).await {
+                return;
+            }
+        }
+    }
+
+    /// One connection: read the streams, fetch snapshots as the books ask, until the
+    /// connection fails or goes silent. `Ok` when it had worked.
+    async fn session(
+        &self,
+        url: &str,
+        rest: &Snapshots,
+        state: &mut State,
+        on_ready: &mut Option<impl FnOnce()>,
+    ) -> Result<(), String> {
+        let mut ws = net::websocket(url, MAX_MESSAGE, self.tls.as_ref()).await?;
+        let n = self.instruments.len();
+        let (ask, asked) = mpsc::channel(n);
+        let (answer, mut answers) = mpsc::channel(n);
+        let fetcher = rest.serve(&self.instruments, asked, answer);
+        tokio::pin!(fetcher);
+        let mut worked = false;
+        loop {
+            let fetch = tokio::select! {
+                msg = net::next_message(&mut ws, SILENCE) => match msg {
+                    Err(e) if worked && e.starts_with("closed") => return Ok(()),
+                    Err(e) => return Err(e),
+                    Ok(Message::Text(text)) => state.on_text(&text),
+                    Ok(_) => Vec::new(),
+                },
+                Some((i, snapshot)) = answers.recv() => state.on_snapshot(i, snapshot),
+                () = &mut fetcher => return Err("the snapshot fetcher stopped".into()),
+            };
+            for i in fetch {
+                // At most one request per instrument is outstanding, so this never fills.
+                if ask.try_send(i).is_err() {
+                    return Err("the snapshot queue is full".into());
+                }
+            }
+            if !worked && state.streams.any_published() {
+                worked = true;
+                state.streams.metrics().venue_up.set(1);
+                if let Some(ready) = on_ready.take() {
+                    ready();
+                }
+            }
+        }
+    }
+}
+
+/// Why a snapshot did not come.
+#[derive(Debug)]
+enum FetchError {
+    /// `429` or `418`: wait this long before any request.
+    RetryAfter(Duration),
+    /// Binance refuses the instrument (`400`, for example `-1121 Invalid symbol`).
+    Refused(String),
+    /// Anything else: retried after a pause.
+    Failed(String),
+}
+
+/// Binance's REST snapshots, one request at a time.
+struct Snapshots {
+    client: reqwest::Client,
+    base: String,
+}
+
+impl Snapshots {
+    /// Answers the requests on `asked` in order, paced by [`SNAPSHOT_SPACING`] and any
+    /// `Retry-After`. A refused instrument is answered with `Err` and not asked again.
+    async fn serve(
+        &self,
+        instruments: &[Instrument],
+        mut asked: mpsc::Receiver<usize>,
+        answer: mpsc::Sender<(usize, Result<DepthSnapshot, String>)>,
+    ) {
+        let mut next = tokio::time::Instant::now();
+        while let Some(i) = asked.recv().await {
+            let mut failures = 0u32;
+            let result = loop {
+                tokio::time::sleep_until(next).await;
+                next = tokio::time::Instant::now() + SNAPSHOT_SPACING;
+                match self.fetch(&instruments[i]).await {
+                    Ok(snapshot) => break Ok(snapshot),
+                    Err(FetchError::Refused(why)) => break Err(why),
+                    Err(FetchError::RetryAfter(wait)) => {
+                        tracing::warn!(?wait, "binance asks us to slow down; waiting");
+                        next = tokio::time::Instant::now() + wait;
+                    }
+                    Err(FetchError::Failed(why)) => {
+                        tracing::warn!(symbol = %instruments[i].symbol, why, "binance snapshot failed");
+                        next = tokio::time::Instant::now()
+                            + net::backoff(failures).max(SNAPSHOT_SPACING);
+                        failures = failures.saturating_add(1);
+                    }
+                }
+            };
+            if answer.send((i, result)).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn fetch(&self, instrument: &Instrument) -> Result<DepthSnapshot, FetchError> {
+        let url = format!(
+            "{}/api/v3/depth?symbol={}&limit={SNAPSHOT_LIMIT}",
+            self.base, instrument.symbol
+        );
+        let mut response = self
+            .client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| FetchError::Failed(e.without_url().to_string()))?;
+        let status = response.status().as_u16();
+        if status == 429 || status == 418 {
+            let seconds = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(60);
+            return Err(FetchError::RetryAfter(Duration::from_secs(
+                seconds.clamp(1, 3600),
+            )));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| FetchError::Failed(e.without_url().to_string()))?
+        {
+            if body.len() + chunk.len() > MAX_SNAPSHOT_BYTES {
+                return Err(FetchError::Failed(format!(
+                    "snapshot larger than {MAX_SNAPSHOT_BYTES} bytes"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let text = String::from_utf8_lossy(&body);
+        match status {
+            200 => parse_snapshot(&text).map_err(|e| FetchError::Failed(e.to_string())),
+            400..=499 => Err(FetchError::Refused(format!(
+                "HTTP {status}: {}",
+                truncate(&text)
+            ))),
+            _ => Err(FetchError::Failed(format!(
+                "HTTP {status}: {}",
+                truncate(&text)
+            ))),
+        }
+    }
+}
+
+/// The start of a venue's error body, for a log line.
+fn truncate(text: &str) -> &str {
+    let end = text.char_indices().nth(200).map_or(text.len(), |(i, _)| i);
+    &text[..end]
+}
+
+/// The books and their streams, across connections.
+struct State {
+    index: HashMap<String, u16>,
+    books: Vec<DepthBook>,
+    /// Instruments Binance refused: not asked for again until the next connection.
+    refused: Vec<bool>,
+    /// Binance's names, for log lines.
+    symbols: Vec<String>,
+    streams: BookStreams,
+}
+
+impl State {
+    fn new(instruments: &[Instrument], hub: Arc<Hub>) -> Self {
+        let n = instruments.len();
+        Self {
+            index: instruments
+                .iter()
+                .enumerate()
+                .map(|(i, inst)| (inst.symbol.clone(), i as u16))
+                .collect(),
+            books: vec![DepthBook::new(SNAPSHOT_LIMIT); n],
+            refused: vec![false; n],
+            symbols: instruments.iter().map(|i| i.symbol.clone()).collect(),
+            streams: BookStreams::new(hub, n),
+        }
+    }
+
+    fn lose_all(&mut self) {
+        for book in &mut self.books {
+            book.restart();
+        }
+        self.refused.fill(false);
+        self.streams.lose_all();
+    }
+
+    /// Handles one stream message; returns the instruments whose snapshot to fetch.
+    fn on_text(&mut self, text: &str) -> Vec<usize> {
+        let event = match parse_update(text) {
+            Ok(event) => event,
+            Err(e) => {
+                tracing::warn!(error = %e, "binance message dropped");
+                return Vec::new();
+            }
+        };
+        let Some(&i) = self.index.get(&event.symbol) else {
+            return Vec::new();
+        };
+        let i = usize::from(i);
+        let step = self.books[i].on_update(event);
+        self.step(i, step)
+    }
+
+    fn on_snapshot(&mut self, i: usize, snapshot: Result<DepthSnapshot, String>) -> Vec<usize> {
+        match snapshot {
+            Ok(snapshot) => {
+                let step = self.books[i].on_snapshot(snapshot);
+                self.step(i, step)
+            }
+            Err(why) => {
+                tracing::error!(symbol = %self.symbols[i], why, "binance refused an instrument's snapshot");
+                self.refused[i] = true;
+                Vec::new()
+            }
+        }
+    }
+
+    fn step(&mut self, i: usize, step: Step) -> Vec<usize> {
+        match step {
+            Step::FetchSnapshot if !self.refused[i] => return vec![i],
+            Step::FetchSnapshot | Step::Continue => {}
+            Step::Publish { reset } => {
+                self.streams
+                    .publish(i, self.books[i].view(), reset, super::now_micros());
+                self.streams.flush();
+            }
+            Step::Gap { why } => {
+                tracing::warn!(symbol = %self.symbols[i], why, "binance book resync");
+                self.streams.lose(i);
+            }
+        }
+        Vec::new()
+    }
+}
