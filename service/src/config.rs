@@ -56,13 +56,14 @@ pub struct Config {
     pub sim_seed: u64,
 
     /// Where events come from: `sim` (the simulator), `replay` (the file of --replay; giving
-    /// --replay alone implies it), `kraken` (Kraken's public WebSocket v2) or `binance`
-    /// (Binance spot's public streams); the venues need --symbols and outbound internet.
+    /// --replay alone implies it), `kraken` (Kraken's public WebSocket v2), `binance` (Binance
+    /// spot's public streams) or `coinbase` (Coinbase Advanced Trade's level2); the venues need
+    /// --symbols and outbound internet.
     #[arg(long, env = "TICKSTREAM_SOURCE", value_enum, default_value_t = Source::Sim)]
     pub source: Source,
 
     /// A venue's instruments (`BTC/USD,ETH/USD` for Kraken; `BTCUSDT` or `BTC-USDT` for
-    /// Binance); served as `BTC-USD`, `BTC-USDT`.
+    /// Binance; `BTC-USD` for Coinbase); served as `BTC-USD`, `BTC-USDT`.
     #[arg(long, env = "TICKSTREAM_SYMBOLS", value_delimiter = ',')]
     pub symbols: Vec<String>,
 
@@ -89,6 +90,14 @@ pub struct Config {
         default_value = "https://api.binance.com"
     )]
     pub binance_rest_url: String,
+
+    /// Coinbase Advanced Trade's WebSocket market-data endpoint.
+    #[arg(
+        long,
+        env = "TICKSTREAM_COINBASE_URL",
+        default_value = "wss://advanced-trade-ws.coinbase.com"
+    )]
+    pub coinbase_url: String,
 
     /// PEM certificates trusted for venues' TLS in addition to the system's roots (a
     /// TLS-inspecting proxy's CA, or a test's).
@@ -248,7 +257,7 @@ pub enum ConfigError {
         "--symbols: {0:?} is not an instrument this server can name, or is named twice (letters and digits around one '/' or '-', 1-24 characters; Binance also takes BTCUSDT)"
     )]
     VenueSymbol(String),
-    #[error("--symbols: {venue} takes at most {max} instruments on one connection")]
+    #[error("--symbols: {venue} takes at most {max} instruments here")]
     VenueSymbolCount { venue: &'static str, max: usize },
     #[error("--source replay needs --replay FILE")]
     NoReplayFile,
@@ -267,6 +276,7 @@ pub enum Source {
     Replay,
     Kraken,
     Binance,
+    Coinbase,
 }
 
 impl Source {
@@ -276,6 +286,7 @@ impl Source {
             Source::Replay => "replay",
             Source::Kraken => "kraken",
             Source::Binance => "binance",
+            Source::Coinbase => "coinbase",
         }
     }
 }
@@ -347,9 +358,17 @@ impl Config {
             Source::Sim => {}
             Source::Replay if self.replay.is_none() => return Err(ConfigError::NoReplayFile),
             Source::Replay => {}
-            Source::Kraken => {
+            Source::Kraken | Source::Coinbase => {
+                let venue = self.source.as_str();
                 if self.symbols.is_empty() {
-                    return Err(ConfigError::NoVenueSymbols("kraken"));
+                    return Err(ConfigError::NoVenueSymbols(venue));
+                }
+                // Coinbase: one connection per product.
+                if self.source == Source::Coinbase && self.symbols.len() > MAX_COINBASE_PRODUCTS {
+                    return Err(ConfigError::VenueSymbolCount {
+                        venue,
+                        max: MAX_COINBASE_PRODUCTS,
+                    });
                 }
                 let mut seen = std::collections::HashSet::new();
                 for s in &self.symbols {
@@ -357,7 +376,11 @@ impl Config {
                         return Err(ConfigError::VenueSymbol(s.clone()));
                     }
                 }
-                check_venue_url("--kraken-url", &self.kraken_url)?;
+                if self.source == Source::Kraken {
+                    check_venue_url("--kraken-url", &self.kraken_url)?;
+                } else {
+                    check_venue_url("--coinbase-url", &self.coinbase_url)?;
+                }
             }
             Source::Binance => {
                 if self.symbols.is_empty() {
@@ -434,6 +457,9 @@ impl Config {
         Ok(())
     }
 }
+
+/// Coinbase products a process follows: each has its own connection.
+pub const MAX_COINBASE_PRODUCTS: usize = 100;
 
 /// `https://host[:port]`, or `http://` (a local double or proxy).
 fn check_http_url(flag: &'static str, url: &str) -> Result<(), ConfigError> {

@@ -254,20 +254,14 @@ impl Snapshots {
             200 => parse_snapshot(&text).map_err(|e| FetchError::Failed(e.to_string())),
             400..=499 => Err(FetchError::Refused(format!(
                 "HTTP {status}: {}",
-                truncate(&text)
+                net::excerpt(&text)
             ))),
             _ => Err(FetchError::Failed(format!(
                 "HTTP {status}: {}",
-                truncate(&text)
+                net::excerpt(&text)
             ))),
         }
     }
-}
-
-/// The start of a venue's error body, for a log line.
-fn truncate(text: &str) -> &str {
-    let end = text.char_indices().nth(200).map_or(text.len(), |(i, _)| i);
-    &text[..end]
 }
 
 /// The books and their streams, across connections.

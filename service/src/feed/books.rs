@@ -46,6 +46,11 @@ impl BookStreams {
         self.seqs.iter().any(|s| s[0] > 0)
     }
 
+    /// Whether symbol `i` has published a book.
+    pub fn published(&self, i: usize) -> bool {
+        self.seqs[i][0] > 0
+    }
+
     /// Queues symbol `i`'s book (its top [`MAX_DEPTH`] levels) after a change (`reset`: it replaces the one its clients hold).
     /// Nothing reaches clients before [`Self::flush`].
     pub fn publish(&mut self, i: usize, view: &View, reset: bool, ts: crate::market::Micros) {
@@ -83,10 +88,15 @@ impl BookStreams {
         self.hub.set_live(i as u16, false);
     }
 
+    /// Symbol `i`'s connection is gone: its book is stale until published again.
+    pub fn disconnected(&mut self, i: usize) {
+        self.hub.set_live(i as u16, false);
+    }
+
     /// The connection is gone: every book is stale.
     pub fn lose_all(&mut self) {
         for i in 0..self.seqs.len() {
-            self.hub.set_live(i as u16, false);
+            self.disconnected(i);
         }
     }
 }

@@ -1,9 +1,10 @@
 //! Sources of market events: the deterministic simulator (default), a recorded replay, and
-//! live venues (Kraken, Binance) whose books are kept by [`crate::venue`].
+//! live venues (Kraken, Binance, Coinbase) whose books are kept by [`crate::venue`].
 
 pub mod binance;
 mod books;
 mod clock;
+pub mod coinbase;
 pub mod kraken;
 pub mod net;
 pub mod replay;
@@ -29,6 +30,7 @@ pub enum Feed {
     Quiet(Vec<String>),
     Kraken(kraken::Kraken),
     Binance(binance::Binance),
+    Coinbase(coinbase::Coinbase),
 }
 
 impl Feed {
@@ -49,6 +51,14 @@ impl Feed {
             return Ok(Feed::Binance(binance::Binance::new(
                 &config.binance_url,
                 &config.binance_rest_url,
+                &config.symbols,
+                tls,
+            )));
+        }
+        if config.source == crate::config::Source::Coinbase {
+            let tls = net::client_config(&[&config.coinbase_url], config.tls_ca_file.as_deref())?;
+            return Ok(Feed::Coinbase(coinbase::Coinbase::new(
+                &config.coinbase_url,
                 &config.symbols,
                 tls,
             )));
@@ -74,6 +84,7 @@ impl Feed {
             Feed::Quiet(symbols) => symbols.clone(),
             Feed::Kraken(k) => k.symbols(),
             Feed::Binance(b) => b.symbols(),
+            Feed::Coinbase(c) => c.symbols(),
         }
     }
 
@@ -84,6 +95,7 @@ impl Feed {
             Feed::Quiet(_) => "quiet".to_string(),
             Feed::Kraken(k) => k.epoch(),
             Feed::Binance(b) => b.epoch(),
+            Feed::Coinbase(c) => c.epoch(),
         }
     }
 
@@ -100,6 +112,7 @@ impl Feed {
             Feed::Quiet(_) => on_ready(),
             Feed::Kraken(k) => k.run(hub, shutdown, on_ready).await,
             Feed::Binance(b) => b.run(hub, shutdown, on_ready).await,
+            Feed::Coinbase(c) => c.run(hub, shutdown, on_ready).await,
         }
     }
 }

@@ -111,6 +111,12 @@ fn provider_builder()
         .map_err(|e| e.to_string())
 }
 
+/// The start of a venue's message or error body, for a log line.
+pub fn excerpt(text: &str) -> &str {
+    let end = text.char_indices().nth(200).map_or(text.len(), |(i, _)| i);
+    &text[..end]
+}
+
 /// Opens a venue's WebSocket with messages and frames bounded by `max_message` bytes. `tls`
 /// is [`client_config`]'s answer for this URL.
 pub async fn websocket(

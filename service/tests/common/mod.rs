@@ -3,6 +3,7 @@
 
 pub mod binance_double;
 pub mod book_client;
+pub mod coinbase_double;
 pub mod kraken_double;
 pub mod tls;
 
