@@ -386,11 +386,12 @@ impl Config {
                 if self.symbols.is_empty() {
                     return Err(ConfigError::NoVenueSymbols("binance"));
                 }
-                // One stream per instrument, and Binance takes 1024 streams per connection.
-                if self.symbols.len() > 1024 {
+                // Three streams per instrument, and Binance takes 1024 per connection.
+                let max = crate::feed::binance::MAX_INSTRUMENTS;
+                if self.symbols.len() > max {
                     return Err(ConfigError::VenueSymbolCount {
                         venue: "binance",
-                        max: 1024,
+                        max,
                     });
                 }
                 let mut seen = std::collections::HashSet::new();
@@ -601,12 +602,12 @@ mod tests {
             binance("BTCUSDT", "ws://127.0.0.1:1")
                 .is_err_and(|e| e.to_string().contains("https:// or http://"))
         );
-        let many: Vec<String> = (0..1025).map(|i| format!("C{i}-USDT")).collect();
+        let many: Vec<String> = (0..342).map(|i| format!("C{i}-USDT")).collect();
         assert_eq!(
             binance(&many.join(","), "http://127.0.0.1:1"),
             Err(ConfigError::VenueSymbolCount {
                 venue: "binance",
-                max: 1024
+                max: 341
             })
         );
     }

@@ -23,6 +23,25 @@ impl Decimal {
     pub const fn new(units: i64, scale: u8) -> Self {
         Self { units, scale }
     }
+
+    /// `self + other` at the finer of the two scales; `None` on overflow.
+    pub fn checked_add(self, other: Decimal) -> Option<Decimal> {
+        let scale = self.scale.max(other.scale);
+        let a = self.rescaled(scale)?;
+        let b = other.rescaled(scale)?;
+        Some(Decimal::new(a.checked_add(b)?, scale))
+    }
+
+    /// `self - other` at the finer of the two scales; `None` on overflow.
+    pub fn checked_sub(self, other: Decimal) -> Option<Decimal> {
+        self.checked_add(Decimal::new(other.units.checked_neg()?, other.scale))
+    }
+
+    /// The units at a finer `scale`.
+    fn rescaled(self, scale: u8) -> Option<i64> {
+        let pow = 10i64.checked_pow(u32::from(scale.checked_sub(self.scale)?))?;
+        self.units.checked_mul(pow)
+    }
 }
 
 impl fmt::Display for Decimal {
@@ -304,6 +323,20 @@ pub fn valid_symbol(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn decimals_add_and_subtract_at_the_finer_scale() {
+        let d = |s: &str| s.parse::<super::Decimal>().expect(s);
+        assert_eq!(d("1.5").checked_add(d("0.25")), Some(d("1.75")));
+        assert_eq!(d("0.00000001").checked_add(d("2")), Some(d("2.00000001")));
+        assert_eq!(d("105944.2").checked_sub(d("120.35")), Some(d("105823.85")));
+        assert_eq!(d("1").checked_sub(d("1.5")), Some(d("-0.5")));
+        assert_eq!(super::Decimal::new(i64::MAX, 0).checked_add(d("1")), None);
+        assert_eq!(
+            super::Decimal::new(i64::MAX / 10 + 1, 0).checked_add(d("0.1")),
+            None
+        );
+    }
+
     use super::*;
 
     #[test]

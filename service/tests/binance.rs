@@ -137,3 +137,49 @@ async fn clients_hold_binances_book_through_gaps_stale_snapshots_throttling_and_
     assert!(server.state.metrics.venue_reconnects.get() >= 1);
     assert_eq!(venue.violations(), Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn binance_trades_reach_clients_exactly_build_candles_and_tickers_pass_through() {
+    let venue = BinanceDouble::start(&["BTCUSDT"]).await;
+    let (ws_url, rest_url) = (venue.ws_url(), venue.rest_url());
+    let server = start_unready(move |c| {
+        c.source = Source::Binance;
+        c.symbols = vec!["BTCUSDT".into()];
+        c.binance_url = ws_url;
+        c.binance_rest_url = rest_url;
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !server.state.is_ready() {
+        assert!(tokio::time::Instant::now() < deadline, "no book");
+        steps(&venue, 1).await;
+    }
+    let mut ws = server
+        .connect("?symbols=BTC-USDT&channels=trades,candles_1s,ticker")
+        .await;
+    venue.trade("BTCUSDT", "68999.99000000", "0.00150000", false);
+    venue.trade("BTCUSDT", "69000.01000000", "0.25000000", true);
+    let expected = [
+        ("68999.99000000", "0.00150000", "buy"),
+        ("69000.01000000", "0.25000000", "sell"),
+    ];
+    common::market_client::expect_trades_and_candles(&mut ws, "BTC-USDT", &expected).await;
+    venue.ticker(
+        "BTCUSDT",
+        [
+            "68999.99",
+            "69000.01",
+            "69000.00",
+            "68000.00",
+            "1000.00",
+            "1234.56789000",
+        ],
+    );
+    let t = common::market_client::expect_ticker(&mut ws, "BTC-USDT").await;
+    assert_eq!(
+        t,
+        serde_json::json!({"bid": "68999.99", "ask": "69000.01", "last": "69000.00",
+            "open": "68000.00", "change": "1000.00", "volume": "1234.56789000"})
+    );
+    assert_eq!(venue.violations(), Vec::<String>::new());
+}

@@ -111,3 +111,46 @@ async fn clients_hold_coinbases_book_through_a_large_snapshot_a_sequence_gap_and
     );
     assert_eq!(venue.violations(), Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn coinbase_trades_reach_clients_exactly_build_candles_and_tickers_pass_through() {
+    let venue = CoinbaseDouble::start(&[("ETH-USD", 50)]).await;
+    let url = venue.url();
+    let server = start(move |c| {
+        c.source = Source::Coinbase;
+        c.symbols = vec!["ETH-USD".into()];
+        c.coinbase_url = url;
+    })
+    .await;
+    let mut ws = server
+        .connect("?symbols=ETH-USD&channels=trades,candles_1s,ticker")
+        .await;
+    // The channels are subscribed after level2: the book may be live before they are.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while venue.channel_subscribes() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no trade and ticker subscriptions"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    venue.trade("ETH-USD", "4000.50", "1.25000000", "SELL");
+    venue.trade("ETH-USD", "3998.00", "0.50000000", "BUY");
+    let expected = [
+        ("4000.50", "1.25000000", "sell"),
+        ("3998.00", "0.50000000", "buy"),
+    ];
+    common::market_client::expect_trades_and_candles(&mut ws, "ETH-USD", &expected).await;
+    venue.ticker(
+        "ETH-USD",
+        ["4000.00", "12345.6789", "25", "3999.99", "4000.01"],
+    );
+    let t = common::market_client::expect_ticker(&mut ws, "ETH-USD").await;
+    // Coinbase sends no open: it is the price 25 % lower, at the price's decimals.
+    assert_eq!(
+        t,
+        serde_json::json!({"bid": "3999.99", "ask": "4000.01", "last": "4000.00",
+            "open": "3200.00", "change": "800.00", "volume": "12345.6789"})
+    );
+    assert_eq!(venue.violations(), Vec::<String>::new());
+}

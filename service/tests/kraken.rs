@@ -193,3 +193,51 @@ async fn over_tls_the_venue_is_trusted_through_the_given_ca_and_an_unknown_certi
     let (_, symbols) = wary.get("/api/v1/symbols").await;
     assert_eq!(symbols["stale"], serde_json::json!(["BTC-USD"]));
 }
+
+#[tokio::test]
+async fn kraken_trades_reach_clients_exactly_build_candles_and_tickers_pass_through() {
+    let venue = KrakenDouble::start(&["BTC/USD"]).await;
+    let url = venue.url();
+    let server = start(move |c| {
+        c.source = Source::Kraken;
+        c.symbols = vec!["BTC/USD".into()];
+        c.kraken_url = url;
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while venue.channel_subscribes() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no trade and ticker subscriptions"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(venue.trade_snapshots(), 0, "only new trades are asked for");
+    let mut ws = server
+        .connect("?symbols=BTC-USD&channels=trades,candles_1s,ticker")
+        .await;
+    // Kraken prints numbers with their trailing zeros; clients get the same digits.
+    venue.trade("BTC/USD", "105944.20", "0.00027625", true);
+    venue.trade("BTC/USD", "105950.1", "0.5", false);
+    venue.trade("BTC/USD", "105940.00", "1.00000000", true);
+    let expected = [
+        ("105944.20", "0.00027625", "buy"),
+        ("105950.1", "0.5", "sell"),
+        ("105940.00", "1.00000000", "buy"),
+    ];
+    common::market_client::expect_trades_and_candles(&mut ws, "BTC-USD", &expected).await;
+    venue.ticker(
+        "BTC/USD",
+        "105940.1",
+        "105940.2",
+        "105940.00",
+        "1234.5678",
+        "-120.35",
+    );
+    let t = common::market_client::expect_ticker(&mut ws, "BTC-USD").await;
+    assert_eq!(
+        t,
+        serde_json::json!({"bid": "105940.1", "ask": "105940.2", "last": "105940.00",
+            "open": "106060.35", "change": "-120.35", "volume": "1234.5678"})
+    );
+}

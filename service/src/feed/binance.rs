@@ -1,10 +1,11 @@
-//! `--source binance`: Binance spot's diff-depth streams (`<symbol>@depth@100ms`, all
-//! instruments on one combined-stream connection) and REST snapshots (`GET /api/v3/depth`),
-//! kept by [`crate::venue::binance::DepthBook`] and published as our book streams.
+//! `--source binance`: Binance spot's diff-depth, trade and 24 h ticker streams (all
+//! instruments on one combined-stream connection) and REST book snapshots (`GET
+//! /api/v3/depth`), kept by [`crate::venue::binance::DepthBook`] and published as our book,
+//! trades, candles and ticker streams.
 //!
 //! Binance's limits, obeyed by construction:
-//! - 1024 streams per connection: one stream per instrument, and `Config::validate` refuses
-//!   more than 1024 instruments.
+//! - 1024 streams per connection: three per instrument, and `Config::validate` refuses more
+//!   than [`MAX_INSTRUMENTS`] instruments.
 //! - 5 incoming messages per second: the streams are named in the URL, so the only messages
 //!   we send are the pongs answering Binance's pings (one per 20 s).
 //! - REST weight (6,000 per minute per IP; a 1,000-level snapshot weighs 10): snapshots are
@@ -22,12 +23,17 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use super::books::BookStreams;
 use super::net;
+use super::streams::Streams;
 use crate::hub::Hub;
 use crate::venue::binance::{
-    DepthBook, DepthSnapshot, Instrument, Step, parse_snapshot, parse_update,
+    DepthBook, DepthSnapshot, Incoming, Instrument, Step, parse, parse_snapshot,
 };
+
+/// The streams of each instrument: book diffs, trades, the rolling 24 h ticker.
+pub const STREAMS: [&str; 3] = ["depth@100ms", "trade", "ticker"];
+/// Binance takes 1024 streams on a connection.
+pub const MAX_INSTRUMENTS: usize = 1024 / STREAMS.len();
 
 /// Binance pings every 20 s: nothing at all for this long and the connection is down.
 pub const SILENCE: Duration = Duration::from_secs(30);
@@ -84,7 +90,7 @@ impl Binance {
         let streams: Vec<String> = self
             .instruments
             .iter()
-            .map(|i| format!("{}@depth@100ms", i.stream))
+            .flat_map(|i| STREAMS.map(|kind| format!("{}@{kind}", i.stream)))
             .collect();
         format!("{}/stream?streams={}", self.ws_url, streams.join("/"))
     }
@@ -132,15 +138,25 @@ impl Binance {
         let fetcher = rest.serve(&self.instruments, asked, answer);
         tokio::pin!(fetcher);
         let mut worked = false;
+        let mut heard = tokio::time::Instant::now();
+        let mut clock = net::candle_clock();
         loop {
             let fetch = tokio::select! {
-                msg = net::next_message(&mut ws, SILENCE) => match msg {
-                    Err(e) if worked && e.starts_with("closed") => return Ok(()),
-                    Err(e) => return Err(e),
-                    Ok(Message::Text(text)) => state.on_text(&text),
-                    Ok(_) => Vec::new(),
-                },
+                msg = net::next_message(&mut ws, heard, SILENCE) => {
+                    heard = tokio::time::Instant::now();
+                    match msg {
+                        Err(e) if worked && e.starts_with("closed") => return Ok(()),
+                        Err(e) => return Err(e),
+                        Ok(Message::Text(text)) => state.on_text(&text),
+                        Ok(_) => Vec::new(),
+                    }
+                }
                 Some((i, snapshot)) = answers.recv() => state.on_snapshot(i, snapshot),
+                _ = clock.tick() => {
+                    state.streams.close_candles(super::now_micros());
+                    state.streams.flush();
+                    Vec::new()
+                }
                 () = &mut fetcher => return Err("the snapshot fetcher stopped".into()),
             };
             for i in fetch {
@@ -272,7 +288,7 @@ struct State {
     refused: Vec<bool>,
     /// Binance's names, for log lines.
     symbols: Vec<String>,
-    streams: BookStreams,
+    streams: Streams,
 }
 
 impl State {
@@ -287,7 +303,7 @@ impl State {
             books: vec![DepthBook::new(SNAPSHOT_LIMIT); n],
             refused: vec![false; n],
             symbols: instruments.iter().map(|i| i.symbol.clone()).collect(),
-            streams: BookStreams::new(hub, n),
+            streams: Streams::new(hub, n),
         }
     }
 
@@ -301,8 +317,23 @@ impl State {
 
     /// Handles one stream message; returns the instruments whose snapshot to fetch.
     fn on_text(&mut self, text: &str) -> Vec<usize> {
-        let event = match parse_update(text) {
-            Ok(event) => event,
+        let event = match parse(text) {
+            Ok(Incoming::Depth(event)) => event,
+            Ok(Incoming::Trade(t)) => {
+                if let Some(&i) = self.index.get(&t.symbol) {
+                    self.streams.trade(usize::from(i), t.trade, t.ts);
+                    self.streams.flush();
+                }
+                return Vec::new();
+            }
+            Ok(Incoming::Ticker(t)) => {
+                if let Some(&i) = self.index.get(&t.symbol) {
+                    self.streams
+                        .ticker(usize::from(i), t.ticker, super::now_micros());
+                    self.streams.flush();
+                }
+                return Vec::new();
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "binance message dropped");
                 return Vec::new();

@@ -1,11 +1,12 @@
-//! `--source coinbase`: Coinbase Advanced Trade's `level2` channel, kept by
-//! [`crate::venue::coinbase`] and published as our book streams.
+//! `--source coinbase`: Coinbase Advanced Trade's `level2`, `market_trades` and `ticker`
+//! channels, kept by [`crate::venue::coinbase`] and published as our book, trades, candles and
+//! ticker streams.
 //!
 //! Coinbase numbers every message of a connection (`sequence_num`, all channels together), so a
 //! jump says messages were lost but not whose: each product gets its **own connection**, and a
 //! gap on it rebuilds that product alone (a new connection brings a new snapshot; its clients
 //! get a reset). Each connection subscribes at once (Coinbase closes one that has not within
-//! 5 s), one channel per message: `level2`, and `heartbeats` so that a quiet product's
+//! 5 s), one channel per message: `level2`, `market_trades`, `ticker`, and `heartbeats` so that a quiet product's
 //! connection stays open and a silent one ([`SILENCE`]) is known to be down.
 //!
 //! A product's snapshot is its whole book (tens of MiB for BTC-USD), so a message may be up to
@@ -20,11 +21,14 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use super::books::BookStreams;
 use super::net;
+use super::streams::Streams;
 use crate::book::MAX_DEPTH;
 use crate::hub::Hub;
 use crate::venue::coinbase::{self, FullBook, Outcome, SeqCheck, Sequence};
+
+/// Subscribed on each product's connection, one per message as Coinbase requires.
+const CHANNELS: [&str; 4] = ["level2", "heartbeats", "market_trades", "ticker"];
 
 /// Heartbeats come every second: nothing for this long and the connection is down.
 pub const SILENCE: Duration = Duration::from_secs(10);
@@ -71,7 +75,7 @@ impl Coinbase {
     pub async fn run(self, hub: Arc<Hub>, shutdown: CancellationToken, on_ready: impl FnOnce()) {
         let n = self.products.len();
         let shared = Shared {
-            streams: Mutex::new(BookStreams::new(hub.clone(), n)),
+            streams: Mutex::new(Streams::new(hub.clone(), n)),
             up: Mutex::new(vec![false; n]),
             hub,
         };
@@ -122,7 +126,7 @@ impl Coinbase {
     ) -> Result<(), String> {
         let product = &self.products[i];
         let mut ws = net::websocket(&self.url, MAX_MESSAGE, self.tls.as_ref()).await?;
-        for channel in ["level2", "heartbeats"] {
+        for channel in CHANNELS {
             let subscribe =
                 json!({"type": "subscribe", "product_ids": [product], "channel": channel});
             ws.send(Message::text(subscribe.to_string()))
@@ -131,8 +135,20 @@ impl Coinbase {
         }
         let mut sequence = Sequence::default();
         let mut worked = false;
+        let mut heard = tokio::time::Instant::now();
+        let mut clock = net::candle_clock();
         loop {
-            let text = match net::next_message(&mut ws, SILENCE).await {
+            let msg = tokio::select! {
+                msg = net::next_message(&mut ws, heard, SILENCE) => msg,
+                _ = clock.tick() => {
+                    let mut streams = lock(&shared.streams);
+                    streams.close_candles(super::now_micros());
+                    streams.flush();
+                    continue;
+                }
+            };
+            heard = tokio::time::Instant::now();
+            let text = match msg {
                 Err(e) if worked && e.starts_with("closed") => return Ok(()),
                 Err(e) => return Err(e),
                 Ok(Message::Text(text)) => text,
@@ -178,6 +194,12 @@ impl Coinbase {
                     }
                 }
             }
+            for t in msg.trades.into_iter().filter(|t| t.symbol == *product) {
+                streams.trade(i, t.trade, t.ts);
+            }
+            for t in msg.tickers.into_iter().filter(|t| t.symbol == *product) {
+                streams.ticker(i, t.ticker, ts);
+            }
             streams.flush();
             if !worked && streams.published(i) {
                 drop(streams);
@@ -194,7 +216,7 @@ impl Coinbase {
 /// What the products' connections share.
 struct Shared {
     hub: Arc<Hub>,
-    streams: Mutex<BookStreams>,
+    streams: Mutex<Streams>,
     /// Which products' connections work: the venue is up when all do.
     up: Mutex<Vec<bool>>,
 }

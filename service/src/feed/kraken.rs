@@ -1,6 +1,6 @@
-//! `--source kraken`: Kraken's public WebSocket v2 `book` channel (depth 100) for the
-//! instruments of `--symbols`, kept by [`crate::venue::kraken`] and published as our book
-//! streams.
+//! `--source kraken`: Kraken's public WebSocket v2 `book` (depth 100), `trade` and `ticker`
+//! channels for the instruments of `--symbols`, kept by [`crate::venue::kraken`] and published
+//! as our book, trades, candles and ticker streams.
 //!
 //! The connection is retried with capped exponential backoff and full jitter; a connection
 //! that says nothing (Kraken sends a heartbeat about once a second) for [`SILENCE`] is treated
@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use super::books::BookStreams;
 use super::net;
+use super::streams::Streams;
 use crate::book::MAX_DEPTH;
 use crate::config::normalize_symbol;
 use crate::hub::Hub;
@@ -93,13 +93,31 @@ impl Kraken {
         ))
         .await
         .map_err(|e| format!("subscribe: {e}"))?;
+        for channel in ["trade", "ticker"] {
+            let params = json!({"channel": channel, "symbol": &self.pairs, "snapshot": false});
+            let text = json!({"method": "subscribe", "params": params}).to_string();
+            ws.send(Message::text(text))
+                .await
+                .map_err(|e| format!("subscribe: {e}"))?;
+        }
         let mut worked = false;
+        let mut heard = tokio::time::Instant::now();
+        let mut clock = net::candle_clock();
         loop {
-            let msg = match net::next_message(&mut ws, SILENCE).await {
+            let msg = tokio::select! {
+                msg = net::next_message(&mut ws, heard, SILENCE) => msg,
+                _ = clock.tick() => {
+                    state.streams.close_candles(super::now_micros());
+                    state.streams.flush();
+                    continue;
+                }
+            };
+            let msg = match msg {
                 Err(e) if worked && e.starts_with("closed") => return Ok(()),
                 Err(e) => return Err(e),
                 Ok(msg) => msg,
             };
+            heard = tokio::time::Instant::now();
             let Message::Text(text) = msg else { continue };
             for pair in state.on_text(&text) {
                 let again = [pair];
@@ -131,7 +149,7 @@ fn subscribe(method: &str, pairs: &[String]) -> Value {
 struct State {
     index: HashMap<String, u16>,
     books: Vec<KrakenBook>,
-    streams: BookStreams,
+    streams: Streams,
 }
 
 impl State {
@@ -145,7 +163,7 @@ impl State {
                 .map(|(i, p)| (p.clone(), i as u16))
                 .collect(),
             books: vec![KrakenBook::new(MAX_DEPTH); n],
-            streams: BookStreams::new(hub, n),
+            streams: Streams::new(hub, n),
         }
     }
 
@@ -163,6 +181,25 @@ impl State {
         let mut again = Vec::new();
         let msgs = match parse(text) {
             Ok(Incoming::Book(msgs)) => msgs,
+            Ok(Incoming::Trades(trades)) => {
+                for t in trades {
+                    if let Some(&i) = self.index.get(&t.symbol) {
+                        self.streams.trade(usize::from(i), t.trade, t.ts);
+                    }
+                }
+                self.streams.flush();
+                return again;
+            }
+            Ok(Incoming::Tickers(tickers)) => {
+                let ts = super::now_micros();
+                for t in tickers {
+                    if let Some(&i) = self.index.get(&t.symbol) {
+                        self.streams.ticker(usize::from(i), t.ticker, ts);
+                    }
+                }
+                self.streams.flush();
+                return again;
+            }
             Ok(Incoming::Refused(error)) => {
                 tracing::error!(error, "kraken refused a subscription");
                 return again;

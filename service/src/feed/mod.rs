@@ -2,13 +2,14 @@
 //! live venues (Kraken, Binance, Coinbase) whose books are kept by [`crate::venue`].
 
 pub mod binance;
-mod books;
+mod candles;
 mod clock;
 pub mod coinbase;
 pub mod kraken;
 pub mod net;
 pub mod replay;
 pub mod sim;
+mod streams;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -199,19 +199,32 @@ pub fn backoff(attempt: u32) -> Duration {
     Duration::from_nanos(noise % nanos.max(1))
 }
 
-/// The next message of `ws`: `Err` when the connection failed, closed or said nothing (not
-/// even a ping or heartbeat) for `silence`. Pings are answered by the read itself.
+/// The next message of `ws`: `Err` when the connection failed, closed, or said nothing (not
+/// even a ping or heartbeat) for `silence` since `heard` (when it last did; the caller updates
+/// it, so that other branches of a `select!` do not restart the wait). Pings are answered by
+/// the read itself.
 pub async fn next_message(
     ws: &mut VenueSocket,
+    heard: tokio::time::Instant,
     silence: Duration,
 ) -> Result<tokio_tungstenite::tungstenite::Message, String> {
     use futures_util::StreamExt;
-    match tokio::time::timeout(silence, ws.next()).await {
+    match tokio::time::timeout_at(heard + silence, ws.next()).await {
         Err(_) => Err(format!("silent for {silence:?}")),
         Ok(None) => Err("closed by the venue".into()),
         Ok(Some(Err(e))) => Err(format!("read: {e}")),
         Ok(Some(Ok(msg))) => Ok(msg),
     }
+}
+
+/// How often a live source closes the candles whose interval ended.
+pub const CANDLE_CLOCK: Duration = Duration::from_millis(250);
+
+/// The clock that closes candles: a tick every [`CANDLE_CLOCK`], none made up after a stall.
+pub fn candle_clock() -> tokio::time::Interval {
+    let mut clock = tokio::time::interval(CANDLE_CLOCK);
+    clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    clock
 }
 
 #[cfg(test)]

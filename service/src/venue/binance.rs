@@ -14,7 +14,9 @@
 
 use serde::Deserialize;
 
+use super::{VenueTicker, VenueTrade};
 use crate::book::{Level, View};
+use crate::market::{Side, Ticker, Trade};
 
 /// A Binance spot instrument under its three names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +68,7 @@ impl Instrument {
 /// What is wrong with a message from Binance.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BinanceError {
-    #[error("not a Binance depth message: {0}")]
+    #[error("not a Binance market-data message: {0}")]
     Shape(String),
     #[error("{0:?} is not a valid price or quantity")]
     Number(String),
@@ -117,15 +119,112 @@ fn levels(raw: &[(String, String)]) -> Result<Vec<Level>, BinanceError> {
         .collect()
 }
 
+/// What a message of the combined stream is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    Depth(DepthUpdate),
+    /// `<symbol>@trade`: the side is the taker's (`m`, "buyer is maker", means a sell).
+    Trade(VenueTrade),
+    /// `<symbol>@ticker` (rolling 24 h): `b`, `a`, `c` (last), `o` (open 24 h ago), `p`
+    /// (change), `v` (base volume).
+    Ticker(VenueTicker),
+}
+
+#[derive(Deserialize)]
+struct Wrapped<T> {
+    data: T,
+}
+
+#[derive(Deserialize)]
+struct RawTrade<'a> {
+    s: String,
+    p: &'a str,
+    q: &'a str,
+    #[serde(rename = "T")]
+    time: i64,
+    m: bool,
+}
+
+#[derive(Deserialize)]
+struct RawTicker<'a> {
+    s: String,
+    b: &'a str,
+    a: &'a str,
+    c: &'a str,
+    o: &'a str,
+    p: &'a str,
+    v: &'a str,
+}
+
+fn decimal(text: &str) -> Result<crate::market::Decimal, BinanceError> {
+    text.parse()
+        .map_err(|_| BinanceError::Number(text.chars().take(40).collect()))
+}
+
+/// Decodes a combined-stream message (`{"stream":"btcusdt@trade","data":{...}}`) in one pass,
+/// choosing the shape by the stream's name; a bare diff-depth event is accepted too.
+pub fn parse(text: &str) -> Result<Incoming, BinanceError> {
+    let shape = |e: serde_json::Error| BinanceError::Shape(e.to_string());
+    // Binance sends `stream` first, but JSON does not promise key order: search for it. No
+    // key inside `data` is called `stream`.
+    const KEY: &str = r#""stream":""#;
+    let stream = text
+        .find(KEY)
+        .and_then(|at| text[at + KEY.len()..].split_once('"'))
+        .map(|(name, _)| name);
+    match stream.and_then(|s| s.split_once('@')).map(|(_, kind)| kind) {
+        Some("trade") => {
+            let t = serde_json::from_str::<Wrapped<RawTrade<'_>>>(text)
+                .map_err(shape)?
+                .data;
+            Ok(Incoming::Trade(VenueTrade {
+                symbol: t.s,
+                trade: Trade {
+                    price: decimal(t.p)?,
+                    size: decimal(t.q)?,
+                    side: if t.m { Side::Sell } else { Side::Buy },
+                },
+                ts: t.time.saturating_mul(1000),
+            }))
+        }
+        Some("ticker") => {
+            let t = serde_json::from_str::<Wrapped<RawTicker<'_>>>(text)
+                .map_err(shape)?
+                .data;
+            Ok(Incoming::Ticker(VenueTicker {
+                symbol: t.s,
+                ticker: Ticker {
+                    bid: decimal(t.b)?,
+                    ask: decimal(t.a)?,
+                    last: decimal(t.c)?,
+                    open: decimal(t.o)?,
+                    change: decimal(t.p)?,
+                    volume: decimal(t.v)?,
+                },
+            }))
+        }
+        Some(_) => {
+            let raw = serde_json::from_str::<Wrapped<RawUpdate>>(text)
+                .map_err(shape)?
+                .data;
+            depth(raw).map(Incoming::Depth)
+        }
+        None => {
+            let raw = serde_json::from_str::<RawUpdate>(text).map_err(shape)?;
+            depth(raw).map(Incoming::Depth)
+        }
+    }
+}
+
 /// Parses a diff-depth event, bare or wrapped as a combined stream's `{"stream","data"}`.
 pub fn parse_update(text: &str) -> Result<DepthUpdate, BinanceError> {
-    #[derive(Deserialize)]
-    struct Wrapped {
-        data: RawUpdate,
+    match parse(text)? {
+        Incoming::Depth(update) => Ok(update),
+        other => Err(BinanceError::Shape(format!("not a depth event: {other:?}"))),
     }
-    let raw = serde_json::from_str::<RawUpdate>(text)
-        .or_else(|_| serde_json::from_str::<Wrapped>(text).map(|w| w.data))
-        .map_err(|e| BinanceError::Shape(e.to_string()))?;
+}
+
+fn depth(raw: RawUpdate) -> Result<DepthUpdate, BinanceError> {
     if raw.e != "depthUpdate" {
         return Err(BinanceError::Shape(format!("event {:?}", raw.e)));
     }
@@ -456,6 +555,31 @@ mod tests {
         ));
         assert!(matches!(
             parse_update(r#"{"e":"depthUpdate","s":"X","U":1,"u":1,"b":[["1e3","1"]],"a":[]}"#),
+            Err(BinanceError::Number(_))
+        ));
+        let trade = r#"{"stream":"bnbbtc@trade","data":{"e":"trade","E":1672515782136,"s":"BNBBTC","t":12345,"p":"0.001","q":"100","T":1672515782136,"m":true,"M":true}}"#;
+        let Ok(Incoming::Trade(t)) = parse(trade) else {
+            panic!("a trade")
+        };
+        assert_eq!(
+            (t.trade.price, t.trade.size, t.trade.side, t.ts),
+            (
+                "0.001".parse().expect("p"),
+                "100".parse().expect("q"),
+                Side::Sell,
+                1_672_515_782_136_000
+            )
+        );
+        let ticker = r#"{"stream":"bnbbtc@ticker","data":{"e":"24hrTicker","E":123456789,"s":"BNBBTC","p":"0.0015","P":"250.00","w":"0.0018","x":"0.0009","c":"0.0025","Q":"10","b":"0.0024","B":"10","a":"0.0026","A":"100","o":"0.0010","h":"0.0025","l":"0.0010","v":"10000","q":"18","O":0,"C":86400000,"F":0,"L":18150,"n":18151}}"#;
+        let Ok(Incoming::Ticker(t)) = parse(ticker) else {
+            panic!("a ticker")
+        };
+        assert_eq!(t.ticker.open.to_string(), "0.0010");
+        assert_eq!(t.ticker.volume.to_string(), "10000");
+        assert!(matches!(
+            parse(
+                r#"{"stream":"bnbbtc@trade","data":{"s":"X","p":"1e3","q":"1","T":1,"m":false}}"#
+            ),
             Err(BinanceError::Number(_))
         ));
         let wrapped = r#"{"stream":"bnbbtc@depth","data":{"e":"depthUpdate","E":1,"s":"BNBBTC","U":157,"u":160,"b":[["0.0024","10"]],"a":[["0.0026","100"]]}}"#;

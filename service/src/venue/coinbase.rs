@@ -14,7 +14,9 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::{VenueTicker, VenueTrade, rfc3339_micros};
 use crate::book::{Level, View, key};
+use crate::market::{Decimal, Side, Ticker, Trade};
 
 /// Levels a side the full book may hold: BTC-USD's book has some tens of thousands.
 pub const MAX_LEVELS: usize = 200_000;
@@ -33,6 +35,13 @@ pub struct Message {
     pub channel: String,
     pub sequence_num: u64,
     pub books: Vec<BookEvent>,
+    /// New trades of `market_trades` (its snapshot of past trades is skipped), with the side
+    /// Coinbase reports.
+    pub trades: Vec<VenueTrade>,
+    /// `ticker`: `price` is `last`, `volume_24_h` the volume, `best_bid`/`best_ask` (`price`
+    /// when Coinbase leaves them out); `open` is derived from `price_percent_chg_24_h`,
+    /// rounded to the price's decimals (Coinbase sends no open price).
+    pub tickers: Vec<VenueTicker>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,12 +77,131 @@ struct RawUpdate<'a> {
     new_quantity: &'a str,
 }
 
-/// Parses any message; the book events of `l2_data` are decoded, other channels' events are
-/// left alone (their sequence number still counts).
+#[derive(Deserialize)]
+struct RawTradeEvent<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(borrow, default)]
+    trades: Vec<RawTrade<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RawTrade<'a> {
+    product_id: String,
+    price: &'a str,
+    size: &'a str,
+    side: &'a str,
+    time: &'a str,
+}
+
+#[derive(Deserialize)]
+struct RawTickerEvent<'a> {
+    #[serde(borrow, default)]
+    tickers: Vec<RawTicker<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RawTicker<'a> {
+    product_id: String,
+    price: &'a str,
+    volume_24_h: &'a str,
+    price_percent_chg_24_h: &'a str,
+    #[serde(default)]
+    best_bid: Option<&'a str>,
+    #[serde(default)]
+    best_ask: Option<&'a str>,
+}
+
+fn decimal(field: &str, text: &str) -> Result<Decimal, CoinbaseError> {
+    text.parse().map_err(|_| {
+        CoinbaseError::Level(format!(
+            "{field} {}",
+            text.chars().take(40).collect::<String>()
+        ))
+    })
+}
+
+fn trades(events: &[&RawValue]) -> Result<Vec<VenueTrade>, CoinbaseError> {
+    let shape = |e: serde_json::Error| CoinbaseError::Shape(e.to_string());
+    let mut out = Vec::new();
+    for event in events {
+        let e: RawTradeEvent<'_> = serde_json::from_str(event.get()).map_err(shape)?;
+        if e.kind != "update" {
+            continue;
+        }
+        for t in e.trades {
+            let side = match t.side {
+                "BUY" => Side::Buy,
+                "SELL" => Side::Sell,
+                other => return Err(CoinbaseError::Shape(format!("trade side {other:?}"))),
+            };
+            out.push(VenueTrade {
+                trade: Trade {
+                    price: decimal("price", t.price)?,
+                    size: decimal("size", t.size)?,
+                    side,
+                },
+                ts: rfc3339_micros(t.time)
+                    .ok_or_else(|| CoinbaseError::Shape(format!("time {:?}", t.time)))?,
+                symbol: t.product_id,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn tickers(events: &[&RawValue]) -> Result<Vec<VenueTicker>, CoinbaseError> {
+    let shape = |e: serde_json::Error| CoinbaseError::Shape(e.to_string());
+    let mut out = Vec::new();
+    for event in events {
+        let e: RawTickerEvent<'_> = serde_json::from_str(event.get()).map_err(shape)?;
+        for t in e.tickers {
+            let last = decimal("price", t.price)?;
+            let pct: f64 = t.price_percent_chg_24_h.parse().map_err(|_| {
+                CoinbaseError::Shape(format!(
+                    "price_percent_chg_24_h {:?}",
+                    t.price_percent_chg_24_h
+                ))
+            })?;
+            // last = open * (1 + pct/100); rounded to the price's decimals.
+            let open_units = (last.units as f64 / (1.0 + pct / 100.0)).round();
+            if !open_units.is_finite() || open_units.abs() > 9e18 {
+                return Err(CoinbaseError::Shape(format!(
+                    "price_percent_chg_24_h {pct}"
+                )));
+            }
+            let open = Decimal::new(open_units as i64, last.scale);
+            let change = last
+                .checked_sub(open)
+                .ok_or_else(|| CoinbaseError::Shape("price change out of range".into()))?;
+            out.push(VenueTicker {
+                ticker: Ticker {
+                    bid: t.best_bid.map_or(Ok(last), |b| decimal("best_bid", b))?,
+                    ask: t.best_ask.map_or(Ok(last), |a| decimal("best_ask", a))?,
+                    last,
+                    open,
+                    change,
+                    volume: decimal("volume_24_h", t.volume_24_h)?,
+                },
+                symbol: t.product_id,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Parses any message: the events of `l2_data`, `market_trades` and `ticker` are decoded,
+/// other channels' events are left alone (their sequence number still counts).
 pub fn parse(text: &str) -> Result<Message, CoinbaseError> {
     let raw: RawMessage<'_> =
         serde_json::from_str(text).map_err(|e| CoinbaseError::Shape(e.to_string()))?;
     let mut books = Vec::new();
+    let (mut trade_list, mut ticker_list) = (Vec::new(), Vec::new());
+    match raw.channel.as_str() {
+        "market_trades" => trade_list = trades(&raw.events)?,
+        "ticker" => ticker_list = tickers(&raw.events)?,
+        _ => {}
+    }
     if raw.channel == "l2_data" {
         for event in raw.events {
             let e: RawBookEvent<'_> = serde_json::from_str(event.get())
@@ -110,6 +238,8 @@ pub fn parse(text: &str) -> Result<Message, CoinbaseError> {
         channel: raw.channel,
         sequence_num: raw.sequence_num,
         books,
+        trades: trade_list,
+        tickers: ticker_list,
     })
 }
 

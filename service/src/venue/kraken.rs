@@ -11,13 +11,14 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::{VenueTicker, VenueTrade, rfc3339_micros};
 use crate::book::{Level, View};
-use crate::market::Decimal;
+use crate::market::{Decimal, Side, Ticker, Trade};
 
 /// What is wrong with a message from Kraken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KrakenError {
-    #[error("not a Kraken book message: {0}")]
+    #[error("not a Kraken message: {0}")]
     Shape(String),
     #[error("{field} {text:?} is not a plain decimal number")]
     Number { field: &'static str, text: String },
@@ -59,10 +60,14 @@ struct Envelope<'a> {
     error: Option<String>,
 }
 
-/// What a message from Kraken is, as far as the book channel cares.
+/// What a message from Kraken is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Incoming {
     Book(Vec<BookMessage>),
+    /// New trades (`trade` updates; the snapshot of past trades is not asked for).
+    Trades(Vec<VenueTrade>),
+    /// `ticker`: `last`, `bid`, `ask`, rolling 24 h `volume`; `open` is `last - change`.
+    Tickers(Vec<VenueTicker>),
     /// A subscribe Kraken refused (an unknown pair, say), with its reason.
     Refused(String),
     /// Heartbeats, acknowledgements, other channels.
@@ -76,8 +81,13 @@ pub fn parse(text: &str) -> Result<Incoming, KrakenError> {
     if env.method == Some("subscribe") && env.success == Some(false) {
         return Ok(Incoming::Refused(env.error.unwrap_or_default()));
     }
-    if env.channel != Some("book") {
-        return Ok(Incoming::Other);
+    match env.channel {
+        Some("book") => {}
+        Some("trade") if env.kind == Some("update") => {
+            return trades(env.data).map(Incoming::Trades);
+        }
+        Some("ticker") => return tickers(env.data).map(Incoming::Tickers),
+        _ => return Ok(Incoming::Other),
     }
     let kind = match env.kind {
         Some("snapshot") => Kind::Snapshot,
@@ -120,6 +130,96 @@ struct RawLevel<'a> {
     price: &'a RawValue,
     #[serde(borrow)]
     qty: &'a RawValue,
+}
+
+#[derive(Deserialize)]
+struct RawTrade<'a> {
+    symbol: String,
+    side: &'a str,
+    #[serde(borrow)]
+    price: &'a RawValue,
+    #[serde(borrow)]
+    qty: &'a RawValue,
+    timestamp: &'a str,
+}
+
+#[derive(Deserialize)]
+struct RawTicker<'a> {
+    symbol: String,
+    #[serde(borrow)]
+    bid: &'a RawValue,
+    #[serde(borrow)]
+    ask: &'a RawValue,
+    #[serde(borrow)]
+    last: &'a RawValue,
+    #[serde(borrow)]
+    volume: &'a RawValue,
+    #[serde(borrow)]
+    change: &'a RawValue,
+}
+
+fn entries<'a, T: Deserialize<'a>>(data: Option<&'a RawValue>) -> Result<Vec<T>, KrakenError> {
+    let data = data.ok_or_else(|| KrakenError::Shape("a message without data".into()))?;
+    serde_json::from_str(data.get()).map_err(|e| KrakenError::Shape(e.to_string()))
+}
+
+fn decimal(field: &'static str, raw: &RawValue) -> Result<Decimal, KrakenError> {
+    let text = number(field, raw)?;
+    text.parse().map_err(|_| KrakenError::Number {
+        field,
+        text: text.to_string(),
+    })
+}
+
+fn trades(data: Option<&RawValue>) -> Result<Vec<VenueTrade>, KrakenError> {
+    entries::<RawTrade<'_>>(data)?
+        .into_iter()
+        .map(|t| {
+            let side = match t.side {
+                "buy" => Side::Buy,
+                "sell" => Side::Sell,
+                other => return Err(KrakenError::Shape(format!("trade side {other:?}"))),
+            };
+            let ts = rfc3339_micros(t.timestamp)
+                .ok_or_else(|| KrakenError::Shape(format!("timestamp {:?}", t.timestamp)))?;
+            Ok(VenueTrade {
+                symbol: t.symbol,
+                trade: Trade {
+                    price: decimal("price", t.price)?,
+                    size: decimal("qty", t.qty)?,
+                    side,
+                },
+                ts,
+            })
+        })
+        .collect()
+}
+
+fn tickers(data: Option<&RawValue>) -> Result<Vec<VenueTicker>, KrakenError> {
+    entries::<RawTicker<'_>>(data)?
+        .into_iter()
+        .map(|t| {
+            let last = decimal("last", t.last)?;
+            let change = decimal("change", t.change)?;
+            let open = last
+                .checked_sub(change)
+                .ok_or_else(|| KrakenError::Number {
+                    field: "change",
+                    text: change.to_string(),
+                })?;
+            Ok(VenueTicker {
+                symbol: t.symbol,
+                ticker: Ticker {
+                    bid: decimal("bid", t.bid)?,
+                    ask: decimal("ask", t.ask)?,
+                    last,
+                    open,
+                    change,
+                    volume: decimal("volume", t.volume)?,
+                },
+            })
+        })
+        .collect()
 }
 
 /// Parses a `book` message (one entry per symbol in `data`); anything else is an error.

@@ -36,7 +36,7 @@ const PONG_WITHIN: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 enum Cmd {
-    /// One event per symbol: (symbol, wrapped JSON).
+    /// Events: (stream name, wrapped JSON).
     Events(Vec<(String, String)>),
     Drop,
 }
@@ -178,6 +178,27 @@ impl BinanceDouble {
         lock(&self.shared).throttle = n;
     }
 
+    /// A trade on `symbol` now (`buyer_maker`: the taker sold).
+    pub fn trade(&self, symbol: &str, price: &str, qty: &str, buyer_maker: bool) {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as u64;
+        let data = json!({"e":"trade","E":ms,"s":symbol,"t":12345,"p":price,"q":qty,"T":ms,"m":buyer_maker,"M":true});
+        let stream = format!("{}@trade", symbol.to_ascii_lowercase());
+        let text = json!({"stream": stream, "data": data}).to_string();
+        let _ = self.tx.send(Cmd::Events(vec![(stream, text)]));
+    }
+
+    /// The rolling 24 h ticker of `symbol`: bid, ask, last, open, change, volume.
+    pub fn ticker(&self, symbol: &str, fields: [&str; 6]) {
+        let [b, a, c, o, p, v] = fields;
+        let data = json!({"e":"24hrTicker","E":1,"s":symbol,"p":p,"P":"0.5","w":c,"x":o,"c":c,"Q":"1","b":b,"B":"2","a":a,"A":"3","o":o,"h":c,"l":o,"v":v,"q":"1","O":0,"C":1,"F":0,"L":1,"n":2});
+        let stream = format!("{}@ticker", symbol.to_ascii_lowercase());
+        let text = json!({"stream": stream, "data": data}).to_string();
+        let _ = self.tx.send(Cmd::Events(vec![(stream, text)]));
+    }
+
     pub fn drop_connections(&self) {
         let _ = self.tx.send(Cmd::Drop);
     }
@@ -237,7 +258,7 @@ impl BinanceDouble {
             let data = json!({"e":"depthUpdate","E":ms,"s":symbol,"U":first,"u":book.id,"b":side(&bids),"a":side(&asks)});
             let stream = format!("{}@depth@100ms", symbol.to_ascii_lowercase());
             events.push((
-                symbol.clone(),
+                stream.clone(),
                 json!({"stream": stream, "data": data}).to_string(),
             ));
         }
@@ -329,12 +350,6 @@ async fn serve_stream(
     let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, callback).await else {
         return;
     };
-    // `btcusdt@depth@100ms` -> `BTCUSDT`.
-    let symbols: Vec<String> = streams
-        .iter()
-        .filter_map(|s| s.strip_suffix("@depth@100ms"))
-        .map(str::to_ascii_uppercase)
-        .collect();
     lock(&shared).connections += 1;
     let mut ping = tokio::time::interval(PING_EVERY);
     let mut unanswered: Option<Instant> = None;
@@ -359,8 +374,8 @@ async fn serve_stream(
             }
             cmd = rx.recv() => match cmd {
                 Ok(Cmd::Events(events)) => {
-                    for (symbol, text) in events {
-                        if symbols.contains(&symbol) && ws.send(Message::text(text)).await.is_err() {
+                    for (stream, text) in events {
+                        if streams.contains(&stream) && ws.send(Message::text(text)).await.is_err() {
                             return;
                         }
                     }

@@ -7,6 +7,7 @@
 //!   channels (a skipped number on demand);
 //! - `level2` answers on channel `l2_data`: a `snapshot` event with the whole book, then
 //!   `update` events with absolute sizes (`"0"` removes; sides `bid` and `offer`);
+//! - `market_trades` and `ticker` subscriptions, and their events on demand;
 //! - heartbeats every 250 ms on channel `heartbeats` once subscribed (Coinbase: every second);
 //! - a product's book may be made large enough that its snapshot exceeds 16 MiB, the default
 //!   frame limit of common WebSocket clients.
@@ -32,6 +33,8 @@ const TIME: &str = "2026-12-03T10:00:00.123456789Z";
 enum Cmd {
     /// (product, `updates` array) per product.
     Updates(Vec<(String, Value)>),
+    /// An event on another channel: (channel, product, events).
+    Channel(&'static str, String, Value),
     Drop,
 }
 
@@ -43,6 +46,8 @@ struct Shared {
     /// Level-2 subscriptions received, by product.
     subscribes: HashMap<String, usize>,
     violations: Vec<String>,
+    /// `market_trades` and `ticker` subscriptions received.
+    channel_subscribes: usize,
     /// The largest message sent, in bytes.
     largest: usize,
     connections: usize,
@@ -128,6 +133,10 @@ impl CoinbaseDouble {
         lock(&self.shared).connections
     }
 
+    pub fn channel_subscribes(&self) -> usize {
+        lock(&self.shared).channel_subscribes
+    }
+
     pub fn largest_message(&self) -> usize {
         lock(&self.shared).largest
     }
@@ -138,6 +147,29 @@ impl CoinbaseDouble {
 
     pub fn skip_next(&self, product: &str) {
         lock(&self.shared).skip.push(product.to_string());
+    }
+
+    /// A trade on `product` now, on `market_trades`.
+    pub fn trade(&self, product: &str, price: &str, size: &str, side: &str) {
+        let time = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
+        let trade = json!({"trade_id": "12345", "product_id": product, "price": price, "size": size, "side": side, "time": time});
+        let events = json!([{"type": "update", "trades": [trade]}]);
+        let _ = self
+            .tx
+            .send(Cmd::Channel("market_trades", product.to_string(), events));
+    }
+
+    /// A `ticker` event of `product`: price, 24 h volume, 24 h change in percent, best bid
+    /// and ask.
+    pub fn ticker(&self, product: &str, fields: [&str; 5]) {
+        let [price, volume, pct, bid, ask] = fields;
+        let ticker = json!({"type": "ticker", "product_id": product, "price": price, "volume_24_h": volume,
+            "low_24_h": price, "high_24_h": price, "low_52_w": price, "high_52_w": price,
+            "price_percent_chg_24_h": pct, "best_bid": bid, "best_bid_quantity": "1", "best_ask": ask, "best_ask_quantity": "2"});
+        let events = json!([{"type": "update", "tickers": [ticker]}]);
+        let _ = self
+            .tx
+            .send(Cmd::Channel("ticker", product.to_string(), events));
     }
 
     pub fn drop_connections(&self) {
@@ -218,6 +250,8 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     lock(&shared).connections += 1;
     let mut out = Out { seq: 0 };
     let mut products: Vec<String> = Vec::new();
+    // (channel, product) of the `market_trades` and `ticker` subscriptions.
+    let mut channels: Vec<(String, String)> = Vec::new();
     let mut heartbeats = false;
     let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
     let mut counter = 0u64;
@@ -261,6 +295,12 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
                             products.push(product);
                         }
                     }
+                    (Some("subscribe"), Some(channel @ ("market_trades" | "ticker"))) => {
+                        let subs = json!([{"subscriptions": {channel: &ids}}]);
+                        replies.push(out.envelope("subscriptions", subs));
+                        lock(&shared).channel_subscribes += ids.len();
+                        channels.extend(ids.into_iter().map(|p| (channel.to_string(), p)));
+                    }
                     (Some("subscribe"), Some("heartbeats")) => {
                         heartbeats = true;
                         replies.push(out.envelope("subscriptions", json!([{"subscriptions": {"heartbeats": ["heartbeats"]}}])));
@@ -299,6 +339,13 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
                         if ws.send(Message::text(out.envelope("l2_data", events))).await.is_err() {
                             return;
                         }
+                    }
+                }
+                Ok(Cmd::Channel(channel, product, events)) => {
+                    if channels.iter().any(|(c, p)| c == channel && *p == product)
+                        && ws.send(Message::text(out.envelope(channel, events))).await.is_err()
+                    {
+                        return;
                     }
                 }
                 Ok(Cmd::Drop) | Err(_) => return,

@@ -25,6 +25,8 @@ use super::tls::TestTls;
 enum Cmd {
     /// Send one update per listed pair (already applied to the truth).
     Update(Vec<(String, String)>),
+    /// A `trade` or `ticker` message for one pair: (channel, pair, text).
+    Channel(&'static str, String, String),
     Drop,
     /// Stop sending anything, heartbeats included.
     Silence(bool),
@@ -40,6 +42,9 @@ struct Shared {
     corrupt: Vec<String>,
     connections: usize,
     tls_failures: usize,
+    trade_snapshots: usize,
+    /// `trade` and `ticker` subscriptions received.
+    channel_subscribes: usize,
     rng: u64,
 }
 
@@ -217,6 +222,34 @@ impl KrakenDouble {
         let _ = self.tx.send(Cmd::Update(updates));
     }
 
+    /// A trade on `pair` now (`price`, `qty` as Kraken prints them: JSON numbers).
+    pub fn trade(&self, pair: &str, price: &str, qty: &str, buy: bool) {
+        let side = if buy { "buy" } else { "sell" };
+        let time = humantime::format_rfc3339_micros(std::time::SystemTime::now());
+        let text = format!(
+            r#"{{"channel":"trade","type":"update","data":[{{"symbol":"{pair}","side":"{side}","price":{price},"qty":{qty},"ord_type":"market","trade_id":4665906,"timestamp":"{time}"}}]}}"#
+        );
+        let _ = self.tx.send(Cmd::Channel("trade", pair.to_string(), text));
+    }
+
+    /// A ticker of `pair` (numbers as Kraken prints them).
+    pub fn ticker(&self, pair: &str, bid: &str, ask: &str, last: &str, volume: &str, change: &str) {
+        let text = format!(
+            r#"{{"channel":"ticker","type":"update","data":[{{"symbol":"{pair}","bid":{bid},"bid_qty":0.5,"ask":{ask},"ask_qty":1.25,"last":{last},"volume":{volume},"vwap":{last},"low":{last},"high":{last},"change":{change},"change_pct":0.5}}]}}"#
+        );
+        let _ = self.tx.send(Cmd::Channel("ticker", pair.to_string(), text));
+    }
+
+    /// `trade` and `ticker` subscriptions received.
+    pub fn channel_subscribes(&self) -> usize {
+        self.lock().channel_subscribes
+    }
+
+    /// Trade snapshots asked for (a client that wants only new trades asks for none).
+    pub fn trade_snapshots(&self) -> usize {
+        self.lock().trade_snapshots
+    }
+
     /// The next update of `pair` carries a wrong checksum.
     pub fn corrupt_next(&self, pair: &str) {
         self.lock().corrupt.push(pair.to_string());
@@ -265,6 +298,8 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
 ) {
     shared.lock().unwrap_or_else(|e| e.into_inner()).connections += 1;
     let mut subscribed: Vec<String> = Vec::new();
+    // (channel, pair) of the `trade` and `ticker` subscriptions.
+    let mut channels: Vec<(String, String)> = Vec::new();
     let mut silent = false;
     let mut heartbeat = tokio::time::interval(Duration::from_millis(500));
     loop {
@@ -278,6 +313,25 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
                     .unwrap_or_default();
                 let depth = req["params"]["depth"].as_u64().unwrap_or(10) as usize;
+                let channel = req["params"]["channel"].as_str().unwrap_or("").to_string();
+                if method == "subscribe" && (channel == "trade" || channel == "ticker") {
+                    let mut acks = Vec::new();
+                    for pair in pairs {
+                        if channel == "trade" && req["params"]["snapshot"] != Value::Bool(false) {
+                            // Kraken would send the last 50 trades: old news to a live feed.
+                            shared.lock().unwrap_or_else(|e| e.into_inner()).trade_snapshots += 1;
+                        }
+                        shared.lock().unwrap_or_else(|e| e.into_inner()).channel_subscribes += 1;
+                        acks.push(json!({"method":"subscribe","result":{"channel":channel,"symbol":pair},"success":true}).to_string());
+                        channels.push((channel.clone(), pair));
+                    }
+                    for ack in acks {
+                        if ws.send(Message::text(ack)).await.is_err() {
+                            return;
+                        }
+                    }
+                    continue;
+                }
                 for pair in pairs {
                     let reply = {
                         let mut sh = shared.lock().unwrap_or_else(|e| e.into_inner());
@@ -312,6 +366,12 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                         if !silent && subscribed.contains(&pair) && ws.send(Message::text(text)).await.is_err() {
                             return;
                         }
+                    }
+                }
+                Ok(Cmd::Channel(channel, pair, text)) => {
+                    let wanted = channels.iter().any(|(c, p)| c == channel && *p == pair);
+                    if !silent && wanted && ws.send(Message::text(text)).await.is_err() {
+                        return;
                     }
                 }
                 Ok(Cmd::Drop) | Err(_) => return,

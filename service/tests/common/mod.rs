@@ -5,6 +5,7 @@ pub mod binance_double;
 pub mod book_client;
 pub mod coinbase_double;
 pub mod kraken_double;
+pub mod market_client;
 pub mod tls;
 
 use std::net::SocketAddr;
