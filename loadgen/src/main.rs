@@ -3,6 +3,7 @@
 
 mod client;
 mod deflate_client;
+mod kraken_double;
 mod proc_stat;
 mod report;
 mod stats;
@@ -31,6 +32,8 @@ enum Command {
     Run(RunArgs),
     /// A reconnect storm: every client connects at once, then drops and reconnects at once.
     Storm(storm::StormArgs),
+    /// A Kraken WebSocket v2 book feed on loopback, for `--source kraken` benchmarks.
+    KrakenDouble(kraken_double::Args),
     /// Poll /readyz until it answers 200; print the milliseconds since --since-ns (or since this started).
     WaitReady {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -101,6 +104,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run(args).await,
         Command::Storm(args) => storm::run(args).await,
+        Command::KrakenDouble(args) => kraken_double::run(args).await,
         Command::WaitReady {
             addr,
             since_ns,
