@@ -127,9 +127,14 @@ async fn clients_hold_binances_book_through_gaps_stale_snapshots_throttling_and_
     })
     .await;
 
-    // DOGEUSDT is not listed: its stream says nothing, so it stays stale and no book is
-    // invented (and no snapshot asked for).
+    // DOGEUSDT is not listed (exchangeInfo says so at start-up): it stays stale, no book is
+    // invented and no snapshot asked for.
     assert_eq!(venue.requests("DOGEUSDT"), 0);
+    assert_eq!(
+        venue.info_requests(),
+        4,
+        "all three at once (refused for DOGEUSDT), then one by one"
+    );
     let (status, body) = server.get("/api/v1/book/DOGE-USDT").await;
     assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
     let (_, symbols) = server.get("/api/v1/symbols").await;

@@ -44,8 +44,9 @@ const MAX_MESSAGE: usize = 1 << 20;
 pub const SNAPSHOT_LIMIT: usize = 1000;
 /// Between two snapshot requests: weight 10 each, so at most 3,000 of the 6,000 a minute.
 pub const SNAPSHOT_SPACING: Duration = Duration::from_millis(200);
-/// A snapshot of 1,000 levels a side is about 70 KB.
-const MAX_SNAPSHOT_BYTES: usize = 4 << 20;
+/// A snapshot of 1,000 levels a side is about 70 KB; `exchangeInfo` of 341 instruments about
+/// 1 MB.
+const MAX_BODY_BYTES: usize = 4 << 20;
 const REST_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
@@ -107,6 +108,16 @@ impl Binance {
             }
         };
         let mut state = State::new(&self.instruments, hub.clone());
+        // An instrument Binance does not list gets no events at all, not an error: ask once.
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            unlisted = rest.unlisted(&self.instruments) => {
+                for (i, why) in unlisted {
+                    tracing::error!(symbol = %self.instruments[i].symbol, why, "binance does not list this instrument; its streams stay stale");
+                    state.unlisted[i] = true;
+                }
+            }
+        }
         let mut on_ready = Some(on_ready);
         let url = self.stream_url();
         let mut retry = net::Retry::new("binance", &self.ws_url, hub.metrics());
@@ -229,12 +240,88 @@ impl Snapshots {
         }
     }
 
+    /// The instruments Binance does not list for trading, with why, from `GET
+    /// /api/v3/exchangeInfo` (all at once; one by one only when that answers "Invalid symbol").
+    /// If Binance cannot be asked, none: the check is a courtesy, the streams are the truth.
+    async fn unlisted(&self, instruments: &[Instrument]) -> Vec<(usize, String)> {
+        let all: Vec<&str> = instruments.iter().map(|i| i.symbol.as_str()).collect();
+        let query = serde_json::to_string(&all).unwrap_or_default();
+        match self.exchange_info(&[("symbols", &query)]).await {
+            Ok(listed) => instruments
+                .iter()
+                .enumerate()
+                .filter_map(
+                    |(i, inst)| match listed.iter().find(|(s, _)| *s == inst.symbol) {
+                        Some((_, status)) if status == "TRADING" => None,
+                        Some((_, status)) => Some((i, format!("status {status}"))),
+                        None => Some((i, "not in exchangeInfo".into())),
+                    },
+                )
+                .collect(),
+            Err(FetchError::Refused(_)) => {
+                let mut out = Vec::new();
+                for (i, inst) in instruments.iter().enumerate() {
+                    tokio::time::sleep(SNAPSHOT_SPACING).await;
+                    match self.exchange_info(&[("symbol", &inst.symbol)]).await {
+                        Ok(listed) if listed.iter().any(|(_, st)| st == "TRADING") => {}
+                        Ok(listed) => out.push((i, format!("status {listed:?}"))),
+                        Err(FetchError::Refused(why)) => out.push((i, why)),
+                        Err(_) => {}
+                    }
+                }
+                out
+            }
+            Err(e) => {
+                tracing::warn!(error = ?e, "binance exchangeInfo unavailable; instruments not checked");
+                Vec::new()
+            }
+        }
+    }
+
+    /// `(symbol, status)` of each instrument `GET /api/v3/exchangeInfo` lists.
+    async fn exchange_info(
+        &self,
+        query: &[(&str, &str)],
+    ) -> Result<Vec<(String, String)>, FetchError> {
+        #[derive(serde::Deserialize)]
+        struct Info {
+            symbols: Vec<Listed>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Listed {
+            symbol: String,
+            status: String,
+        }
+        let url = format!("{}/api/v3/exchangeInfo", self.base);
+        let response = self
+            .client
+            .get(&url)
+            .query(query)
+            .send()
+            .await
+            .map_err(|e| FetchError::Failed(e.without_url().to_string()))?;
+        let status = response.status().as_u16();
+        let text = read_body(response).await?;
+        match status {
+            200 => serde_json::from_str::<Info>(&text)
+                .map(|info| {
+                    info.symbols
+                        .into_iter()
+                        .map(|l| (l.symbol, l.status))
+                        .collect()
+                })
+                .map_err(|e| FetchError::Failed(e.to_string())),
+            400 => Err(FetchError::Refused(net::excerpt(&text).to_string())),
+            _ => Err(FetchError::Failed(format!("HTTP {status}"))),
+        }
+    }
+
     async fn fetch(&self, instrument: &Instrument) -> Result<DepthSnapshot, FetchError> {
         let url = format!(
             "{}/api/v3/depth?symbol={}&limit={SNAPSHOT_LIMIT}",
             self.base, instrument.symbol
         );
-        let mut response = self
+        let response = self
             .client
             .get(&url)
             .send()
@@ -252,20 +339,7 @@ impl Snapshots {
                 seconds.clamp(1, 3600),
             )));
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| FetchError::Failed(e.without_url().to_string()))?
-        {
-            if body.len() + chunk.len() > MAX_SNAPSHOT_BYTES {
-                return Err(FetchError::Failed(format!(
-                    "snapshot larger than {MAX_SNAPSHOT_BYTES} bytes"
-                )));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        let text = String::from_utf8_lossy(&body);
+        let text = read_body(response).await?;
         match status {
             200 => parse_snapshot(&text).map_err(|e| FetchError::Failed(e.to_string())),
             400..=499 => Err(FetchError::Refused(format!(
@@ -280,12 +354,32 @@ impl Snapshots {
     }
 }
 
+/// A REST answer's body, at most [`MAX_BODY_BYTES`].
+async fn read_body(mut response: reqwest::Response) -> Result<String, FetchError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| FetchError::Failed(e.without_url().to_string()))?
+    {
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(FetchError::Failed(format!(
+                "an answer larger than {MAX_BODY_BYTES} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
 /// The books and their streams, across connections.
 struct State {
     index: HashMap<String, u16>,
     books: Vec<DepthBook>,
     /// Instruments Binance refused: not asked for again until the next connection.
     refused: Vec<bool>,
+    /// Instruments Binance does not list (or not for trading): never asked for.
+    unlisted: Vec<bool>,
     /// Binance's names, for log lines.
     symbols: Vec<String>,
     streams: Streams,
@@ -302,6 +396,7 @@ impl State {
                 .collect(),
             books: vec![DepthBook::new(SNAPSHOT_LIMIT); n],
             refused: vec![false; n],
+            unlisted: vec![false; n],
             symbols: instruments.iter().map(|i| i.symbol.clone()).collect(),
             streams: Streams::new(hub, n),
         }
@@ -363,7 +458,7 @@ impl State {
 
     fn step(&mut self, i: usize, step: Step) -> Vec<usize> {
         match step {
-            Step::FetchSnapshot if !self.refused[i] => return vec![i],
+            Step::FetchSnapshot if !self.refused[i] && !self.unlisted[i] => return vec![i],
             Step::FetchSnapshot | Step::Continue => {}
             Step::Publish { reset } => {
                 self.streams

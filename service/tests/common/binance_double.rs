@@ -21,7 +21,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use futures_util::{SinkExt, StreamExt};
-use serde_json::json;
+use serde_json::{Value, json};
 use tickstream::book::{Level, Side, View, set_level};
 use tickstream::market::Decimal;
 use tokio::net::TcpListener;
@@ -51,6 +51,8 @@ struct Book {
 #[derive(Debug, Default)]
 struct Shared {
     books: HashMap<String, Book>,
+    /// `exchangeInfo` requests.
+    info_requests: usize,
     /// REST snapshot requests, by symbol.
     requests: HashMap<String, usize>,
     /// The next snapshot of these symbols shows an old book (its id before the stream's).
@@ -124,6 +126,7 @@ impl BinanceDouble {
         let rest_addr = rest.local_addr().expect("addr");
         let app = axum::Router::new()
             .route("/api/v3/depth", axum::routing::get(depth))
+            .route("/api/v3/exchangeInfo", axum::routing::get(exchange_info))
             .with_state(shared.clone());
         tokio::spawn(async move {
             let _ = axum::serve(rest, app).await;
@@ -155,6 +158,10 @@ impl BinanceDouble {
             .get(symbol)
             .copied()
             .unwrap_or(0)
+    }
+
+    pub fn info_requests(&self) -> usize {
+        lock(&self.shared).info_requests
     }
 
     pub fn connections(&self) -> usize {
@@ -325,6 +332,47 @@ async fn depth(
             .collect()
     };
     let body = json!({"lastUpdateId": id, "bids": side(&top.bids), "asks": side(&top.asks)});
+    (StatusCode::OK, body.to_string()).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct InfoQuery {
+    symbol: Option<String>,
+    /// A JSON array of names.
+    symbols: Option<String>,
+}
+
+/// `GET /api/v3/exchangeInfo?symbols=["A","B"]` or `?symbol=A`: Binance refuses the whole
+/// request if one name is not listed.
+async fn exchange_info(
+    State(shared): State<Arc<Mutex<Shared>>>,
+    Query(q): Query<InfoQuery>,
+) -> axum::response::Response {
+    let mut sh = lock(&shared);
+    sh.info_requests += 1;
+    let names: Vec<String> = match (q.symbol, q.symbols) {
+        (Some(one), None) => vec![one],
+        (None, Some(list)) => match serde_json::from_str(&list) {
+            Ok(names) => names,
+            Err(_) => {
+                let body = json!({"code": -1100, "msg": "Illegal characters found in parameter 'symbols'."});
+                return (StatusCode::BAD_REQUEST, body.to_string()).into_response();
+            }
+        },
+        _ => {
+            let body = json!({"code": -1128, "msg": "Combination of optional parameters invalid."});
+            return (StatusCode::BAD_REQUEST, body.to_string()).into_response();
+        }
+    };
+    if names.iter().any(|n| !sh.books.contains_key(n)) {
+        let body = json!({"code": -1121, "msg": "Invalid symbol."});
+        return (StatusCode::BAD_REQUEST, body.to_string()).into_response();
+    }
+    let symbols: Vec<Value> = names
+        .iter()
+        .map(|n| json!({"symbol": n, "status": "TRADING", "baseAsset": &n[..3], "quoteAsset": &n[3..]}))
+        .collect();
+    let body = json!({"timezone": "UTC", "serverTime": 1, "rateLimits": [], "exchangeFilters": [], "symbols": symbols});
     (StatusCode::OK, body.to_string()).into_response()
 }
 
