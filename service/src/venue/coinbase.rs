@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use serde_json::value::RawValue;
 
 use super::{VenueTicker, VenueTrade, rfc3339_micros};
 use crate::book::{Level, View, key};
@@ -53,12 +52,12 @@ pub struct BookEvent {
 }
 
 #[derive(Deserialize)]
-struct RawMessage<'a> {
+struct RawMessage<E> {
     channel: String,
     sequence_num: u64,
-    /// Decoded only for `l2_data`: other channels' events have other shapes.
-    #[serde(borrow, default)]
-    events: Vec<&'a RawValue>,
+    /// Each channel's events have their own shape: decoded in the same pass as the envelope.
+    #[serde(default = "Vec::new")]
+    events: Vec<E>,
 }
 
 #[derive(Deserialize)]
@@ -121,11 +120,9 @@ fn decimal(field: &str, text: &str) -> Result<Decimal, CoinbaseError> {
     })
 }
 
-fn trades(events: &[&RawValue]) -> Result<Vec<VenueTrade>, CoinbaseError> {
-    let shape = |e: serde_json::Error| CoinbaseError::Shape(e.to_string());
+fn trades(events: Vec<RawTradeEvent<'_>>) -> Result<Vec<VenueTrade>, CoinbaseError> {
     let mut out = Vec::new();
-    for event in events {
-        let e: RawTradeEvent<'_> = serde_json::from_str(event.get()).map_err(shape)?;
+    for e in events {
         if e.kind != "update" {
             continue;
         }
@@ -150,11 +147,9 @@ fn trades(events: &[&RawValue]) -> Result<Vec<VenueTrade>, CoinbaseError> {
     Ok(out)
 }
 
-fn tickers(events: &[&RawValue]) -> Result<Vec<VenueTicker>, CoinbaseError> {
-    let shape = |e: serde_json::Error| CoinbaseError::Shape(e.to_string());
+fn tickers(events: Vec<RawTickerEvent<'_>>) -> Result<Vec<VenueTicker>, CoinbaseError> {
     let mut out = Vec::new();
-    for event in events {
-        let e: RawTickerEvent<'_> = serde_json::from_str(event.get()).map_err(shape)?;
+    for e in events {
         for t in e.tickers {
             let last = decimal("price", t.price)?;
             let pct: f64 = t.price_percent_chg_24_h.parse().map_err(|_| {
@@ -190,56 +185,76 @@ fn tickers(events: &[&RawValue]) -> Result<Vec<VenueTicker>, CoinbaseError> {
     Ok(out)
 }
 
-/// Parses any message: the events of `l2_data`, `market_trades` and `ticker` are decoded,
-/// other channels' events are left alone (their sequence number still counts).
+/// Parses any message in one pass: the envelope's `channel` (Coinbase sends it first; it is
+/// searched for, as JSON promises no order) chooses the shape of its events. `l2_data`,
+/// `market_trades` and `ticker` are decoded; other channels' events are skipped (their sequence
+/// number still counts).
 pub fn parse(text: &str) -> Result<Message, CoinbaseError> {
-    let raw: RawMessage<'_> =
-        serde_json::from_str(text).map_err(|e| CoinbaseError::Shape(e.to_string()))?;
-    let mut books = Vec::new();
-    let (mut trade_list, mut ticker_list) = (Vec::new(), Vec::new());
-    match raw.channel.as_str() {
-        "market_trades" => trade_list = trades(&raw.events)?,
-        "ticker" => ticker_list = tickers(&raw.events)?,
-        _ => {}
+    fn envelope<'a, E: Deserialize<'a>>(text: &'a str) -> Result<RawMessage<E>, CoinbaseError> {
+        serde_json::from_str(text).map_err(|e| CoinbaseError::Shape(e.to_string()))
     }
-    if raw.channel == "l2_data" {
-        for event in raw.events {
-            let e: RawBookEvent<'_> = serde_json::from_str(event.get())
-                .map_err(|e| CoinbaseError::Shape(e.to_string()))?;
-            let snapshot = match e.kind {
-                "snapshot" => true,
-                "update" => false,
-                other => return Err(CoinbaseError::Shape(format!("event type {other:?}"))),
-            };
-            let (mut bids, mut asks) = (Vec::new(), Vec::new());
-            for u in e.updates {
-                let bad = || {
-                    CoinbaseError::Level(format!(
-                        "{} {} x {}",
-                        u.side, u.price_level, u.new_quantity
-                    ))
-                };
-                let level = Level::parse(u.price_level, u.new_quantity).ok_or_else(bad)?;
-                match u.side {
-                    "bid" => bids.push(level),
-                    "offer" => asks.push(level),
-                    _ => return Err(bad()),
-                }
-            }
-            books.push(BookEvent {
-                snapshot,
-                product_id: e.product_id,
-                bids,
-                asks,
-            });
+    const KEY: &str = r#""channel":""#;
+    let channel = text
+        .find(KEY)
+        .and_then(|at| text[at + KEY.len()..].split_once('"'))
+        .map(|(name, _)| name);
+    let (mut books, mut trade_list, mut ticker_list) = (Vec::new(), Vec::new(), Vec::new());
+    let (channel, sequence_num) = match channel {
+        Some("l2_data") => {
+            let raw = envelope::<RawBookEvent<'_>>(text)?;
+            books = raw
+                .events
+                .into_iter()
+                .map(book_event)
+                .collect::<Result<_, _>>()?;
+            (raw.channel, raw.sequence_num)
         }
-    }
+        Some("market_trades") => {
+            let raw = envelope::<RawTradeEvent<'_>>(text)?;
+            trade_list = trades(raw.events)?;
+            (raw.channel, raw.sequence_num)
+        }
+        Some("ticker") => {
+            let raw = envelope::<RawTickerEvent<'_>>(text)?;
+            ticker_list = tickers(raw.events)?;
+            (raw.channel, raw.sequence_num)
+        }
+        _ => {
+            let raw = envelope::<serde::de::IgnoredAny>(text)?;
+            (raw.channel, raw.sequence_num)
+        }
+    };
     Ok(Message {
-        channel: raw.channel,
-        sequence_num: raw.sequence_num,
+        channel,
+        sequence_num,
         books,
         trades: trade_list,
         tickers: ticker_list,
+    })
+}
+
+fn book_event(e: RawBookEvent<'_>) -> Result<BookEvent, CoinbaseError> {
+    let snapshot = match e.kind {
+        "snapshot" => true,
+        "update" => false,
+        other => return Err(CoinbaseError::Shape(format!("event type {other:?}"))),
+    };
+    let (mut bids, mut asks) = (Vec::new(), Vec::new());
+    for u in e.updates {
+        let bad =
+            || CoinbaseError::Level(format!("{} {} x {}", u.side, u.price_level, u.new_quantity));
+        let level = Level::parse(u.price_level, u.new_quantity).ok_or_else(bad)?;
+        match u.side {
+            "bid" => bids.push(level),
+            "offer" => asks.push(level),
+            _ => return Err(bad()),
+        }
+    }
+    Ok(BookEvent {
+        snapshot,
+        product_id: e.product_id,
+        bids,
+        asks,
     })
 }
 
