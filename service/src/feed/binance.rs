@@ -148,26 +148,20 @@ impl Binance {
         let (answer, mut answers) = mpsc::channel(n);
         let fetcher = rest.serve(&self.instruments, asked, answer);
         tokio::pin!(fetcher);
-        let mut worked = false;
-        let mut heard = tokio::time::Instant::now();
-        let mut clock = net::candle_clock();
+        let mut reader = net::Reader::new(SILENCE);
         loop {
             let fetch = tokio::select! {
-                msg = net::next_message(&mut ws, heard, SILENCE) => {
-                    heard = tokio::time::Instant::now();
-                    match msg {
-                        Err(e) if worked && e.starts_with("closed") => return Ok(()),
-                        Err(e) => return Err(e),
-                        Ok(Message::Text(text)) => state.on_text(&text),
-                        Ok(_) => Vec::new(),
+                read = reader.next(&mut ws) => match read {
+                    Err(end) => return end,
+                    Ok(net::Read::Message(Message::Text(text))) => state.on_text(&text),
+                    Ok(net::Read::Message(_)) => Vec::new(),
+                    Ok(net::Read::CandleTick) => {
+                        state.streams.close_candles(super::now_micros());
+                        state.streams.flush();
+                        Vec::new()
                     }
-                }
+                },
                 Some((i, snapshot)) = answers.recv() => state.on_snapshot(i, snapshot),
-                _ = clock.tick() => {
-                    state.streams.close_candles(super::now_micros());
-                    state.streams.flush();
-                    Vec::new()
-                }
                 () = &mut fetcher => return Err("the snapshot fetcher stopped".into()),
             };
             for i in fetch {
@@ -176,8 +170,7 @@ impl Binance {
                     return Err("the snapshot queue is full".into());
                 }
             }
-            if !worked && state.streams.any_published() {
-                worked = true;
+            if state.streams.any_published() && reader.worked() {
                 state.streams.metrics().venue_up.set(1);
                 if let Some(ready) = on_ready.take() {
                     ready();

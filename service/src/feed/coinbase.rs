@@ -134,25 +134,18 @@ impl Coinbase {
                 .map_err(|e| format!("subscribe: {e}"))?;
         }
         let mut sequence = Sequence::default();
-        let mut worked = false;
-        let mut heard = tokio::time::Instant::now();
-        let mut clock = net::candle_clock();
+        let mut reader = net::Reader::new(SILENCE);
         loop {
-            let msg = tokio::select! {
-                msg = net::next_message(&mut ws, heard, SILENCE) => msg,
-                _ = clock.tick() => {
+            let text = match reader.next(&mut ws).await {
+                Err(end) => return end,
+                Ok(net::Read::CandleTick) => {
                     let mut streams = lock(&shared.streams);
                     streams.close_candles(super::now_micros());
                     streams.flush();
                     continue;
                 }
-            };
-            heard = tokio::time::Instant::now();
-            let text = match msg {
-                Err(e) if worked && e.starts_with("closed") => return Ok(()),
-                Err(e) => return Err(e),
-                Ok(Message::Text(text)) => text,
-                Ok(_) => continue,
+                Ok(net::Read::Message(Message::Text(text))) => text,
+                Ok(net::Read::Message(_)) => continue,
             };
             let parsed = if text.len() > PARSE_ASIDE {
                 let text = text.clone();
@@ -201,9 +194,8 @@ impl Coinbase {
                 streams.ticker(i, t.ticker, ts);
             }
             streams.flush();
-            if !worked && streams.published(i) {
+            if streams.published(i) && reader.worked() {
                 drop(streams);
-                worked = true;
                 shared.set_up(i, true);
                 if let Some(tx) = lock(ready).take() {
                     let _ = tx.send(());

@@ -100,25 +100,18 @@ impl Kraken {
                 .await
                 .map_err(|e| format!("subscribe: {e}"))?;
         }
-        let mut worked = false;
-        let mut heard = tokio::time::Instant::now();
-        let mut clock = net::candle_clock();
+        let mut reader = net::Reader::new(SILENCE);
         loop {
-            let msg = tokio::select! {
-                msg = net::next_message(&mut ws, heard, SILENCE) => msg,
-                _ = clock.tick() => {
+            let text = match reader.next(&mut ws).await {
+                Err(end) => return end,
+                Ok(net::Read::CandleTick) => {
                     state.streams.close_candles(super::now_micros());
                     state.streams.flush();
                     continue;
                 }
+                Ok(net::Read::Message(Message::Text(text))) => text,
+                Ok(net::Read::Message(_)) => continue,
             };
-            let msg = match msg {
-                Err(e) if worked && e.starts_with("closed") => return Ok(()),
-                Err(e) => return Err(e),
-                Ok(msg) => msg,
-            };
-            heard = tokio::time::Instant::now();
-            let Message::Text(text) = msg else { continue };
             for pair in state.on_text(&text) {
                 let again = [pair];
                 for method in ["unsubscribe", "subscribe"] {
@@ -127,8 +120,7 @@ impl Kraken {
                         .map_err(|e| format!("resubscribe: {e}"))?;
                 }
             }
-            if !worked && state.streams.any_published() {
-                worked = true;
+            if state.streams.any_published() && reader.worked() {
                 state.streams.metrics().venue_up.set(1);
                 if let Some(ready) = on_ready.take() {
                     ready();

@@ -199,32 +199,63 @@ pub fn backoff(attempt: u32) -> Duration {
     Duration::from_nanos(noise % nanos.max(1))
 }
 
-/// The next message of `ws`: `Err` when the connection failed, closed, or said nothing (not
-/// even a ping or heartbeat) for `silence` since `heard` (when it last did; the caller updates
-/// it, so that other branches of a `select!` do not restart the wait). Pings are answered by
-/// the read itself.
-pub async fn next_message(
-    ws: &mut VenueSocket,
-    heard: tokio::time::Instant,
-    silence: Duration,
-) -> Result<tokio_tungstenite::tungstenite::Message, String> {
-    use futures_util::StreamExt;
-    match tokio::time::timeout_at(heard + silence, ws.next()).await {
-        Err(_) => Err(format!("silent for {silence:?}")),
-        Ok(None) => Err("closed by the venue".into()),
-        Ok(Some(Err(e))) => Err(format!("read: {e}")),
-        Ok(Some(Ok(msg))) => Ok(msg),
-    }
-}
-
 /// How often a live source closes the candles whose interval ended.
 pub const CANDLE_CLOCK: Duration = Duration::from_millis(250);
 
-/// The clock that closes candles: a tick every [`CANDLE_CLOCK`], none made up after a stall.
-pub fn candle_clock() -> tokio::time::Interval {
-    let mut clock = tokio::time::interval(CANDLE_CLOCK);
-    clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    clock
+/// What [`Reader::next`] saw.
+#[derive(Debug)]
+pub enum Read {
+    Message(tokio_tungstenite::tungstenite::Message),
+    /// The candle clock ticked: close the candles whose interval ended.
+    CandleTick,
+}
+
+/// One connection's reads: the next message or candle-clock tick, with the silence wait
+/// measured from the last message (so other wake-ups do not restart it), and whether the
+/// connection has worked, which makes the venue closing it an orderly end.
+#[derive(Debug)]
+pub struct Reader {
+    silence: Duration,
+    heard: tokio::time::Instant,
+    clock: tokio::time::Interval,
+    worked: bool,
+}
+
+impl Reader {
+    pub fn new(silence: Duration) -> Self {
+        let mut clock = tokio::time::interval(CANDLE_CLOCK);
+        clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        Self {
+            silence,
+            heard: tokio::time::Instant::now(),
+            clock,
+            worked: false,
+        }
+    }
+
+    /// The next message (pings are answered by the read itself) or clock tick. `Err` ends the
+    /// connection: `Ok(())` inside it when the venue closed a connection that had worked,
+    /// else why it failed, closed or went silent. Cancel-safe: a `select!` may drop it.
+    pub async fn next(&mut self, ws: &mut VenueSocket) -> Result<Read, Result<(), String>> {
+        use futures_util::StreamExt;
+        let msg = tokio::select! {
+            msg = tokio::time::timeout_at(self.heard + self.silence, ws.next()) => msg,
+            _ = self.clock.tick() => return Ok(Read::CandleTick),
+        };
+        self.heard = tokio::time::Instant::now();
+        match msg {
+            Err(_) => Err(Err(format!("silent for {:?}", self.silence))),
+            Ok(None) if self.worked => Err(Ok(())),
+            Ok(None) => Err(Err("closed by the venue".into())),
+            Ok(Some(Err(e))) => Err(Err(format!("read: {e}"))),
+            Ok(Some(Ok(msg))) => Ok(Read::Message(msg)),
+        }
+    }
+
+    /// Marks the connection as having worked (it published); `true` the first time.
+    pub fn worked(&mut self) -> bool {
+        !std::mem::replace(&mut self.worked, true)
+    }
 }
 
 #[cfg(test)]

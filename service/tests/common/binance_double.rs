@@ -22,9 +22,11 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tickstream::book::{Level, Side, View, set_level};
+use tickstream::book::{Level, View};
 use tickstream::market::Decimal;
 use tokio::net::TcpListener;
+
+use super::book_moves::{Rng, step};
 use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -214,13 +216,7 @@ impl BinanceDouble {
     /// best one goes; the event covers three update ids (two more if ids are to be lost).
     pub fn step(&self) {
         let mut sh = lock(&self.shared);
-        let mut r = sh.rng;
-        let mut next = || {
-            r ^= r << 13;
-            r ^= r >> 7;
-            r ^= r << 17;
-            r
-        };
+        let mut rng = Rng(sh.rng);
         let mut events = Vec::new();
         let symbols: Vec<String> = sh.books.keys().cloned().collect();
         let ms = 1_672_515_782_136u64;
@@ -232,28 +228,7 @@ impl BinanceDouble {
                 0
             };
             let book = sh.books.get_mut(&symbol).expect("book");
-            let (mut bids, mut asks) = (Vec::new(), Vec::new());
-            for _ in 0..3 {
-                let i = (next() % 30) as usize % book.view.bids.len();
-                let level = Level::new(book.view.bids[i].price, qty(1 + (next() % 900) as i64));
-                book.view.bids[i] = level;
-                bids.push(level);
-            }
-            let best = book.view.bids[0].price;
-            let above = Decimal::new(best.units + 1_000_000, best.scale);
-            if book.view.asks[0].price.units > above.units {
-                let level = Level::new(above, qty(5));
-                set_level(&mut book.view.bids, Side::Bid, level);
-                bids.push(level);
-            } else {
-                let gone = Level::new(best, qty(0));
-                set_level(&mut book.view.bids, Side::Bid, gone);
-                bids.push(gone);
-            }
-            let i = (next() % 10) as usize;
-            let ask = Level::new(book.view.asks[i].price, qty(1 + (next() % 500) as i64));
-            book.view.asks[i] = ask;
-            asks.push(ask);
+            let (bids, asks) = step(&mut book.view, &mut rng, 1_000_000, 900);
             let first = book.id + 1 + lose;
             book.id = first + 2;
             let side = |levels: &[Level]| -> Vec<[String; 2]> {
@@ -269,7 +244,7 @@ impl BinanceDouble {
                 json!({"stream": stream, "data": data}).to_string(),
             ));
         }
-        sh.rng = r;
+        sh.rng = rng.0;
         // Sent under the lock, so a snapshot is always before or after a whole step.
         let _ = self.tx.send(Cmd::Events(events));
     }

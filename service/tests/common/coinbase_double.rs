@@ -19,9 +19,11 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tickstream::book::{Level, Side, View, set_level};
+use tickstream::book::{Level, View};
 use tickstream::market::Decimal;
 use tokio::net::TcpListener;
+
+use super::book_moves::{Rng, step};
 use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -180,42 +182,17 @@ impl CoinbaseDouble {
     /// best one goes.
     pub fn step(&self) {
         let mut sh = lock(&self.shared);
-        let mut r = sh.rng;
-        let mut next = || {
-            r ^= r << 13;
-            r ^= r >> 7;
-            r ^= r << 17;
-            r
-        };
+        let mut rng = Rng(sh.rng);
         let mut all = Vec::new();
         let products: Vec<String> = sh.books.keys().cloned().collect();
         for product in products {
             let book = sh.books.get_mut(&product).expect("book");
-            let mut changed = Vec::new();
-            for _ in 0..3 {
-                let i = (next() % 20) as usize;
-                let level = Level::new(book.bids[i].price, size(1 + (next() % 900_000) as i64));
-                book.bids[i] = level;
-                changed.push(("bid", level));
-            }
-            let best = book.bids[0].price;
-            let above = Decimal::new(best.units + 1, best.scale);
-            if book.asks[0].price.units > above.units {
-                let level = Level::new(above, size(7));
-                set_level(&mut book.bids, Side::Bid, level);
-                changed.push(("bid", level));
-            } else {
-                let gone = Level::new(best, size(0));
-                set_level(&mut book.bids, Side::Bid, gone);
-                changed.push(("bid", gone));
-            }
-            let i = (next() % 10) as usize;
-            let ask = Level::new(book.asks[i].price, size(1 + (next() % 500_000) as i64));
-            book.asks[i] = ask;
-            changed.push(("offer", ask));
+            let (bids, asks) = step(book, &mut rng, 1, 900_000);
+            let mut changed: Vec<(&str, Level)> = bids.into_iter().map(|l| ("bid", l)).collect();
+            changed.extend(asks.into_iter().map(|l| ("offer", l)));
             all.push((product.clone(), updates(&changed)));
         }
-        sh.rng = r;
+        sh.rng = rng.0;
         let _ = self.tx.send(Cmd::Updates(all));
     }
 }

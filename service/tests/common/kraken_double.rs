@@ -12,13 +12,14 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tickstream::book::{Level, Side, View, checksum, set_level};
+use tickstream::book::{Level, View, checksum};
 use tickstream::market::Decimal;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::book_moves::{Rng, step};
 use super::tls::TestTls;
 
 #[derive(Debug, Clone)]
@@ -162,47 +163,19 @@ impl KrakenDouble {
         self.lock().connections
     }
 
-    /// Moves every book: a few levels resized, one inserted at the top (which pushes the
-    /// deepest out: no removal is sent for it), one deleted; then sends the updates.
+    /// Moves every book ([`super::book_moves::step`]; a level inserted at the top pushes the
+    /// deepest out, and no removal is sent for it); then sends the updates.
     pub fn step(&self) {
         let mut updates = Vec::new();
         {
             let mut sh = self.lock();
             let pairs: Vec<String> = sh.books.keys().cloned().collect();
             for pair in pairs {
-                let mut r = sh.rng;
-                let mut next = || {
-                    r ^= r << 13;
-                    r ^= r >> 7;
-                    r ^= r << 17;
-                    r
-                };
+                let mut rng = Rng(sh.rng);
                 let book = sh.books.get_mut(&pair).expect("book");
-                let mut changes: (Vec<Level>, Vec<Level>) = (Vec::new(), Vec::new());
-                for _ in 0..3 {
-                    let i = (next() % 20) as usize;
-                    let level =
-                        Level::new(book.bids[i].price, lot(1 + (next() % 90_000_000) as i64));
-                    book.bids[i] = level;
-                    changes.0.push(level);
-                }
-                // A new best bid a tick above the best (inside the spread), or its removal.
-                let best = book.bids[0].price;
-                let above = Decimal::new(best.units + 1, best.scale);
-                if book.asks[0].price.units > above.units + 1 {
-                    let level = Level::new(above, lot(5_000_000));
-                    set_level(&mut book.bids, Side::Bid, level);
-                    book.bids.truncate(DEPTH);
-                    changes.0.push(level);
-                } else {
-                    let gone = Level::new(best, lot(0));
-                    set_level(&mut book.bids, Side::Bid, gone);
-                    changes.0.push(gone);
-                }
-                let i = (next() % 10) as usize;
-                let ask = Level::new(book.asks[i].price, lot(1 + (next() % 50_000_000) as i64));
-                book.asks[i] = ask;
-                changes.1.push(ask);
+                let changes = step(book, &mut rng, 1, 90_000_000);
+                // Kraken sends no removal for the level pushed below the depth.
+                book.bids.truncate(DEPTH);
                 let sum = checksum(&book.bids, &book.asks);
                 let corrupt = sh.corrupt.iter().position(|p| *p == pair);
                 let sum = match corrupt {
@@ -212,7 +185,7 @@ impl KrakenDouble {
                     }
                     None => sum,
                 };
-                sh.rng = r;
+                sh.rng = rng.0;
                 updates.push((
                     pair.clone(),
                     message("update", &pair, &changes.0, &changes.1, sum),

@@ -3,6 +3,7 @@
 
 pub mod binance_double;
 pub mod book_client;
+pub mod book_moves;
 pub mod coinbase_double;
 pub mod kraken_double;
 pub mod market_client;
