@@ -25,11 +25,10 @@ async fn clients_hold_coinbases_book_through_a_large_snapshot_a_sequence_gap_and
         c.coinbase_url = url;
     })
     .await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while server.state.hub.stale_symbols() != ["FOO-USD"] {
-        assert!(tokio::time::Instant::now() < deadline, "no books");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the books", Duration::from_secs(30), || {
+        server.state.hub.stale_symbols() == ["FOO-USD"]
+    })
+    .await;
     assert!(server.state.is_ready());
     assert!(
         venue.largest_message() > 16 << 20,
@@ -126,14 +125,12 @@ async fn coinbase_trades_reach_clients_exactly_build_candles_and_tickers_pass_th
         .connect("?symbols=ETH-USD&channels=trades,candles_1s,ticker")
         .await;
     // The channels are subscribed after level2: the book may be live before they are.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while venue.channel_subscribes() < 2 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no trade and ticker subscriptions"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        "trade and ticker subscriptions",
+        Duration::from_secs(5),
+        || venue.channel_subscribes() >= 2,
+    )
+    .await;
     venue.trade("ETH-USD", "4000.50", "1.25000000", "SELL");
     venue.trade("ETH-USD", "3998.00", "0.50000000", "BUY");
     let expected = [

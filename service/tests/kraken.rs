@@ -134,14 +134,12 @@ async fn a_silent_venue_is_treated_as_down_and_reconnected() {
     .await;
     assert_eq!(venue.connections(), 1);
     venue.silence(true);
-    let deadline = tokio::time::Instant::now() + tickstream::feed::kraken::SILENCE * 2;
-    while venue.connections() < 2 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no reconnect after silence"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "a reconnect after silence",
+        tickstream::feed::kraken::SILENCE * 2,
+        || venue.connections() >= 2,
+    )
+    .await;
     assert!(server.state.metrics.venue_reconnects.get() >= 1);
 }
 
@@ -180,14 +178,12 @@ async fn over_tls_the_venue_is_trusted_through_the_given_ca_and_an_unknown_certi
         c.tls_ca_file = ca;
     })
     .await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while venue.tls_failures() < 2 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the untrusted handshake was not retried"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        "a retried untrusted handshake",
+        Duration::from_secs(10),
+        || venue.tls_failures() >= 2,
+    )
+    .await;
     assert!(wary.state.metrics.venue_reconnects.get() >= 1);
     assert_eq!(wary.state.metrics.venue_up.get(), 0);
     let (_, symbols) = wary.get("/api/v1/symbols").await;
@@ -204,14 +200,12 @@ async fn kraken_trades_reach_clients_exactly_build_candles_and_tickers_pass_thro
         c.kraken_url = url;
     })
     .await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while venue.channel_subscribes() < 2 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no trade and ticker subscriptions"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        "trade and ticker subscriptions",
+        Duration::from_secs(5),
+        || venue.channel_subscribes() >= 2,
+    )
+    .await;
     assert_eq!(venue.trade_snapshots(), 0, "only new trades are asked for");
     let mut ws = server
         .connect("?symbols=BTC-USD&channels=trades,candles_1s,ticker")

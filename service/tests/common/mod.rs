@@ -36,6 +36,18 @@ pub struct Server {
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
 
+/// Polls `done` every 10 ms until it holds; fails with `what` after `within`.
+pub async fn eventually(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Starts a server with the defaults changed by `tweak`, and waits until it is ready.
 pub async fn start(tweak: impl FnOnce(&mut Config)) -> Server {
     let server = start_unready(tweak).await;
