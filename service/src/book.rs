@@ -116,13 +116,23 @@ pub struct BookData {
 impl BookData {
     /// A whole view as a snapshot.
     pub fn snapshot(view: &View, reset: bool) -> Self {
+        Self::snapshot_to(view, usize::MAX, reset)
+    }
+
+    /// The top `depth` levels of a view as a snapshot.
+    pub fn snapshot_to(view: &View, depth: usize, reset: bool) -> Self {
         Self {
-            bids: view.bids.clone(),
-            asks: view.asks.clone(),
+            bids: prefix(&view.bids, depth).to_vec(),
+            asks: prefix(&view.asks, depth).to_vec(),
             checksum: view.checksum(),
             reset,
         }
     }
+}
+
+/// The best `depth` levels of a side.
+fn prefix(side: &[Level], depth: usize) -> &[Level] {
+    &side[..side.len().min(depth)]
 }
 
 /// The top levels of a book: bids best first, asks best first, no zero sizes, no duplicates.
@@ -252,19 +262,21 @@ pub fn checksum(bids: &[Level], asks: &[Level]) -> u32 {
 /// The depth tiers a client can follow, smallest first; each is its own stream.
 pub const TIERS: [usize; 4] = [10, 25, 50, 100];
 
-/// One symbol's book as its tiers' streams see it: the last view of each, so the next can be
-/// sent as a difference.
+/// One symbol's book as its tiers' streams see it: the last view (at the deepest tier; each
+/// tier's is its top), so the next can be sent as a difference.
 #[derive(Debug, Clone, Default)]
 pub struct Depths {
-    last: Option<[Arc<View>; 4]>,
+    last: Option<Arc<View>>,
 }
 
-/// One tier's message: what goes on the wire, and the whole view after it (what a new
-/// subscriber's snapshot shows).
+/// One tier's message: what goes on the wire, and the view after it (what a new subscriber's
+/// snapshot shows): the top `depth` levels of `view`, which the four tiers of a message share
+/// rather than each copying its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BookUpdate {
     pub data: BookData,
     pub view: Arc<View>,
+    pub depth: usize,
 }
 
 /// On the wire a book message is its data; the view stays with the server.
@@ -281,6 +293,7 @@ impl<'de> Deserialize<'de> for BookUpdate {
         Ok(Self {
             data: BookData::deserialize(d)?,
             view: Arc::default(),
+            depth: MAX_DEPTH,
         })
     }
 }
@@ -289,9 +302,15 @@ impl BookUpdate {
     /// The message a new subscriber gets: the whole view after this one.
     pub fn as_snapshot(&self) -> Self {
         Self {
-            data: BookData::snapshot(&self.view, false),
+            data: BookData::snapshot_to(&self.view, self.depth, false),
             view: self.view.clone(),
+            depth: self.depth,
         }
+    }
+
+    /// The view after this message, at its tier's depth.
+    pub fn view(&self) -> View {
+        self.view.top(self.depth)
     }
 }
 
@@ -299,7 +318,7 @@ impl Depths {
     /// Starts from `view` (the book before the first message), or from nothing.
     pub fn starting_at(view: Option<&View>) -> Self {
         Self {
-            last: view.map(|v| TIERS.map(|d| Arc::new(v.top(d)))),
+            last: view.map(|v| Arc::new(v.top(MAX_DEPTH))),
         }
     }
 
@@ -309,31 +328,37 @@ impl Depths {
     pub fn next(&mut self, mut book: View, reset: bool) -> [BookUpdate; 4] {
         book.bids.truncate(MAX_DEPTH);
         book.asks.truncate(MAX_DEPTH);
-        let mut book = Some(book);
-        // The deepest tier takes the book itself; the others copy their top.
-        let views = TIERS.map(|d| match d {
-            MAX_DEPTH => Arc::new(book.take().unwrap_or_default()),
-            d => Arc::new(book.as_ref().map(|b| b.top(d)).unwrap_or_default()),
-        });
+        let view = Arc::new(book);
         // The checksum covers the top ten levels, which every tier shares.
-        let checksum = views[0].checksum();
-        let updates = std::array::from_fn(|t| {
-            let view = &views[t];
+        let checksum = view.checksum();
+        let updates = TIERS.map(|depth| {
             let data = match (&self.last, reset) {
                 (Some(last), false) => BookData {
-                    bids: diff_side(&last[t].bids, &view.bids, Side::Bid),
-                    asks: diff_side(&last[t].asks, &view.asks, Side::Ask),
+                    bids: diff_side(
+                        prefix(&last.bids, depth),
+                        prefix(&view.bids, depth),
+                        Side::Bid,
+                    ),
+                    asks: diff_side(
+                        prefix(&last.asks, depth),
+                        prefix(&view.asks, depth),
+                        Side::Ask,
+                    ),
                     checksum,
                     reset: false,
                 },
-                (_, reset) => BookData::snapshot(view, reset),
+                (_, reset) => BookData {
+                    checksum,
+                    ..BookData::snapshot_to(&view, depth, reset)
+                },
             };
             BookUpdate {
                 data,
                 view: view.clone(),
+                depth,
             }
         });
-        self.last = Some(views);
+        self.last = Some(view);
         updates
     }
 }
@@ -475,7 +500,7 @@ mod tests {
                     prop_assert!(clients[t].apply(&update.data, replace), "checksum at step {} tier {}", i, TIERS[t]);
                     let want = book.top(TIERS[t]);
                     prop_assert_eq!(&clients[t], &want);
-                    prop_assert_eq!(&*update.view, &want);
+                    prop_assert_eq!(&update.view(), &want);
                     prop_assert!(update.data.bids.len() + update.data.asks.len() <= 4 * TIERS[t]);
                 }
             }

@@ -93,6 +93,7 @@ impl Books {
         }
         update.data.reset = snapshot;
         update.view = Arc::new(view);
+        update.depth = depth;
         self.0.insert(key, update.view.clone());
         Ok(())
     }

@@ -822,7 +822,7 @@ mod tests {
                             e.seq
                         );
                         assert_eq!(clients[t], book.top(depth));
-                        assert_eq!(*update.view, book.top(depth));
+                        assert_eq!(update.view(), book.top(depth));
                         if depth == 100 {
                             changed += update.data.bids.len() + update.data.asks.len();
                         }

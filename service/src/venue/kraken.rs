@@ -76,6 +76,20 @@ pub enum Incoming {
 
 /// Decodes any message.
 pub fn parse(text: &str) -> Result<Incoming, KrakenError> {
+    // Book messages are nearly all of the traffic: when the text says `"channel":"book"`,
+    // decode the envelope and its entries in one pass (the general path below captures
+    // `data` raw and reads it again).
+    if text.contains(r#""channel":"book""#)
+        && let Ok(book) = serde_json::from_str::<BookEnvelope<'_>>(text)
+        && book.channel == "book"
+    {
+        let kind = match book.kind {
+            "snapshot" => Kind::Snapshot,
+            "update" => Kind::Update,
+            other => return Err(KrakenError::Shape(format!("type {other:?}"))),
+        };
+        return book_messages(kind, book.data);
+    }
     let env: Envelope<'_> =
         serde_json::from_str(text).map_err(|e| KrakenError::Shape(e.to_string()))?;
     if env.method == Some("subscribe") && env.success == Some(false) {
@@ -99,6 +113,19 @@ pub fn parse(text: &str) -> Result<Incoming, KrakenError> {
         .ok_or_else(|| KrakenError::Shape("a book message without data".into()))?;
     let entries: Vec<Entry<'_>> =
         serde_json::from_str(data.get()).map_err(|e| KrakenError::Shape(e.to_string()))?;
+    book_messages(kind, entries)
+}
+
+#[derive(Deserialize)]
+struct BookEnvelope<'a> {
+    channel: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(borrow)]
+    data: Vec<Entry<'a>>,
+}
+
+fn book_messages(kind: Kind, entries: Vec<Entry<'_>>) -> Result<Incoming, KrakenError> {
     entries
         .into_iter()
         .map(|e| {
