@@ -423,6 +423,10 @@ impl Hub {
                 sub.status(stream, name, live);
             }
         }
+        if changed {
+            let stale = &self.metrics().stale_symbols;
+            if live { stale.dec() } else { stale.inc() };
+        }
         changed
     }
 

@@ -185,6 +185,12 @@ impl AppState {
         }
         let feed = Feed::from_config(&config)?;
         let metrics = Arc::new(Metrics::new());
+        metrics
+            .source_info
+            .get_or_create(&metrics::SourceLabel {
+                source: config.source_name().to_string(),
+            })
+            .set(1);
         let limits = HubLimits {
             history: config.history,
             candles: config.candle_history,

@@ -13,6 +13,12 @@ use prometheus_client::registry::Registry;
 
 use crate::ws::protocol::ErrorCode;
 
+/// The configured source (`sim`, `replay`, `kraken`, `binance`, `coinbase`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    pub source: String,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CodeLabel {
     pub code: CodeValue,
@@ -60,6 +66,10 @@ pub struct Metrics {
     pub venue_reconnects: Counter,
     /// Books rebuilt from a new snapshot after a gap or checksum mismatch, per symbol.
     pub book_resyncs: Counter,
+    /// 1, labelled with the source: says which source the `venue_*` figures are about.
+    pub source_info: Family<SourceLabel, Gauge>,
+    /// Symbols whose source is down (their streams are stale).
+    pub stale_symbols: Gauge,
 }
 
 impl Default for Metrics {
@@ -92,6 +102,8 @@ impl Metrics {
             venue_up: Gauge::default(),
             venue_reconnects: Counter::default(),
             book_resyncs: Counter::default(),
+            source_info: Family::default(),
+            stale_symbols: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -103,6 +115,16 @@ impl Metrics {
             "venue_reconnects",
             "Connections to the live venue lost (and tried again)",
             m.venue_reconnects.clone(),
+        );
+        registry.register(
+            "source_info",
+            "1, labelled with the configured source (sim, replay, kraken, binance, coinbase)",
+            m.source_info.clone(),
+        );
+        registry.register(
+            "stale_symbols",
+            "Symbols whose source is down: their streams are stale",
+            m.stale_symbols.clone(),
         );
         registry.register(
             "book_resyncs",

@@ -107,6 +107,16 @@ async fn clients_hold_the_venues_book_through_a_bad_checksum_and_a_dropped_conne
     );
     let (_, symbols) = server.get("/api/v1/symbols").await;
     assert_eq!(symbols["stale"], serde_json::json!(["SOL-USD"]));
+    let (_, metrics) = server.get("/metrics").await;
+    let metrics = metrics.as_str().expect("text exposition");
+    for line in [
+        "tickstream_source_info{source=\"kraken\"} 1",
+        "tickstream_stale_symbols 1",
+        // The connection is up: one pair is refused, the others are live.
+        "tickstream_venue_up 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
     let (status, ready) = server.get("/readyz").await;
     assert_eq!(
         (status, &ready["source_up"]),
