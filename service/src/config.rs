@@ -75,11 +75,12 @@ pub struct Config {
     )]
     pub kraken_url: String,
 
-    /// Binance spot's WebSocket market-data endpoint (streams go in its path).
+    /// Binance spot's WebSocket market-data endpoint (streams go in its path). Port 443 rather
+    /// than the 9443 Binance also serves: the tasks' security group lets out 443 only.
     #[arg(
         long,
         env = "TICKSTREAM_BINANCE_URL",
-        default_value = "wss://stream.binance.com:9443"
+        default_value = "wss://stream.binance.com:443"
     )]
     pub binance_url: String,
 
