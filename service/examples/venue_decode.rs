@@ -57,8 +57,12 @@ fn book(base: i64) -> View {
 }
 
 /// Publishes a view as the four tiers' messages, encoded as the hub's `Encode` would.
-fn publish(depths: &mut Depths, view: View, bytes: &mut usize) {
-    for (channel, update) in Channel::BOOKS.into_iter().zip(depths.next(view, false)) {
+fn publish(depths: &mut Depths, view: View, bytes: &mut usize, checksum: Option<u32>) {
+    let updates = match checksum {
+        Some(sum) => depths.next_checked(view, false, sum),
+        None => depths.next(view, false),
+    };
+    for (channel, update) in Channel::BOOKS.into_iter().zip(updates) {
         let payload = Payload::Book(update);
         let msg = DataMessage {
             kind: "update",
@@ -128,7 +132,13 @@ fn main() {
     for i in 0..N {
         let msg = &kraken::parse_book(&texts[(i % 2) as usize]).expect("update")[0];
         assert_eq!(kbook.apply(msg), kraken::Outcome::Publish { reset: false });
-        publish(&mut depths, kbook.view().clone(), &mut bytes);
+        // As the feed does: the checksum Kraken sent, which apply has verified.
+        publish(
+            &mut depths,
+            kbook.view().clone(),
+            &mut bytes,
+            Some(msg.checksum),
+        );
     }
     report("kraken", start, bytes);
 
@@ -169,7 +179,7 @@ fn main() {
             bbook.on_update(event),
             binance::Step::Publish { reset: false }
         );
-        publish(&mut depths, bbook.view().clone(), &mut bytes);
+        publish(&mut depths, bbook.view().clone(), &mut bytes, None);
     }
     report("binance", start, bytes);
 
@@ -210,7 +220,7 @@ fn main() {
     for i in 0..N {
         let msg = coinbase::parse(&texts[(i % 2) as usize]).expect("update");
         cbook.apply(&msg.books[0]);
-        publish(&mut depths, cbook.top(100), &mut bytes);
+        publish(&mut depths, cbook.top(100), &mut bytes, None);
     }
     report("coinbase", start, bytes);
 }

@@ -325,12 +325,17 @@ impl Depths {
     /// The messages, one per tier in [`TIERS`] order, that take each tier from its last view to
     /// the top of `book` (which must hold at least [`MAX_DEPTH`] levels per side where the
     /// source has them; more are dropped). `reset`, or no last view, sends whole views.
-    pub fn next(&mut self, mut book: View, reset: bool) -> [BookUpdate; 4] {
+    pub fn next(&mut self, book: View, reset: bool) -> [BookUpdate; 4] {
+        let checksum = book.checksum();
+        self.next_checked(book, reset, checksum)
+    }
+
+    /// [`Self::next`] when the book's checksum is known already (Kraken's, which the source
+    /// has just verified equals ours): it covers the top ten levels, which every tier shares.
+    pub fn next_checked(&mut self, mut book: View, reset: bool, checksum: u32) -> [BookUpdate; 4] {
         book.bids.truncate(MAX_DEPTH);
         book.asks.truncate(MAX_DEPTH);
         let view = Arc::new(book);
-        // The checksum covers the top ten levels, which every tier shares.
-        let checksum = view.checksum();
         let updates = TIERS.map(|depth| {
             let data = match (&self.last, reset) {
                 (Some(last), false) => BookData {

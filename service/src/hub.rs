@@ -425,7 +425,11 @@ impl Hub {
         }
         if changed {
             let stale = &self.metrics().stale_symbols;
-            if live { stale.dec() } else { stale.inc() };
+            if live {
+                stale.dec()
+            } else {
+                stale.inc()
+            };
         }
         changed
     }

@@ -455,7 +455,7 @@ impl State {
             Step::FetchSnapshot | Step::Continue => {}
             Step::Publish { reset } => {
                 self.streams
-                    .publish(i, self.books[i].view(), reset, super::now_micros());
+                    .publish(i, self.books[i].view(), reset, super::now_micros(), None);
                 self.streams.flush();
             }
             Step::Gap { why } => {

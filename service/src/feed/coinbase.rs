@@ -178,7 +178,7 @@ impl Coinbase {
             for event in msg.books.iter().filter(|e| e.product_id == *product) {
                 match book.apply(event) {
                     Outcome::Publish { reset } => {
-                        streams.publish(i, &book.top(MAX_DEPTH), reset, ts);
+                        streams.publish(i, &book.top(MAX_DEPTH), reset, ts, None);
                     }
                     Outcome::Waiting => {}
                     Outcome::Resync { why } => {

@@ -210,7 +210,9 @@ impl State {
             let i = usize::from(i);
             match self.books[i].apply(&msg) {
                 Outcome::Publish { reset } => {
-                    self.streams.publish(i, self.books[i].view(), reset, ts);
+                    // The book's checksum is Kraken's: apply just checked they agree.
+                    let view = self.books[i].view();
+                    self.streams.publish(i, view, reset, ts, Some(msg.checksum));
                 }
                 Outcome::Resync { why } => {
                     tracing::warn!(symbol = %msg.symbol, why, "kraken book resync");

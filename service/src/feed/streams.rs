@@ -57,8 +57,20 @@ impl Streams {
 
     /// Queues symbol `i`'s book (its top [`MAX_DEPTH`] levels) after a change (`reset`: it replaces the one its clients hold).
     /// Nothing reaches clients before [`Self::flush`].
-    pub fn publish(&mut self, i: usize, view: &View, reset: bool, ts: crate::market::Micros) {
-        let updates = self.depths[i].next(view.top(MAX_DEPTH), reset);
+    /// `checksum`: the view's, when the source has computed it already.
+    pub fn publish(
+        &mut self,
+        i: usize,
+        view: &View,
+        reset: bool,
+        ts: crate::market::Micros,
+        checksum: Option<u32>,
+    ) {
+        let top = view.top(MAX_DEPTH);
+        let updates = match checksum {
+            Some(sum) => self.depths[i].next_checked(top, reset, sum),
+            None => self.depths[i].next(top, reset),
+        };
         for (channel, update) in Channel::BOOKS.into_iter().zip(updates) {
             self.push(i, channel, ts, Payload::Book(update));
         }
