@@ -13,16 +13,22 @@ use common::*;
 use serde_json::Value;
 use tickstream::config::Source;
 
+/// A server whose source is `venue`, for the Kraken instruments `pairs`.
+async fn kraken_server(venue: &KrakenDouble, pairs: &[&str]) -> Server {
+    let url = venue.url();
+    let pairs: Vec<String> = pairs.iter().map(|p| (*p).to_string()).collect();
+    start(move |c| {
+        c.source = Source::Kraken;
+        c.symbols = pairs;
+        c.kraken_url = url;
+    })
+    .await
+}
+
 #[tokio::test]
 async fn clients_hold_the_venues_book_through_a_bad_checksum_and_a_dropped_connection() {
     let venue = KrakenDouble::start(&["BTC/USD", "ETH/USD"]).await;
-    let url = venue.url();
-    let server = start(move |c| {
-        c.source = Source::Kraken;
-        c.symbols = vec!["BTC/USD".into(), "ETH/USD".into(), "SOL/USD".into()];
-        c.kraken_url = url;
-    })
-    .await;
+    let server = kraken_server(&venue, &["BTC/USD", "ETH/USD", "SOL/USD"]).await;
     let (status, symbols) = server.get("/api/v1/symbols").await;
     assert_eq!(status, 200);
     assert_eq!(symbols["source"], "kraken");
@@ -135,13 +141,7 @@ async fn clients_hold_the_venues_book_through_a_bad_checksum_and_a_dropped_conne
 #[tokio::test]
 async fn a_silent_venue_is_treated_as_down_and_reconnected() {
     let venue = KrakenDouble::start(&["BTC/USD"]).await;
-    let url = venue.url();
-    let server = start(move |c| {
-        c.source = Source::Kraken;
-        c.symbols = vec!["BTC/USD".into()];
-        c.kraken_url = url;
-    })
-    .await;
+    let server = kraken_server(&venue, &["BTC/USD"]).await;
     assert_eq!(venue.connections(), 1);
     venue.silence(true);
     eventually(
@@ -203,13 +203,7 @@ async fn over_tls_the_venue_is_trusted_through_the_given_ca_and_an_unknown_certi
 #[tokio::test]
 async fn kraken_trades_reach_clients_exactly_build_candles_and_tickers_pass_through() {
     let venue = KrakenDouble::start(&["BTC/USD"]).await;
-    let url = venue.url();
-    let server = start(move |c| {
-        c.source = Source::Kraken;
-        c.symbols = vec!["BTC/USD".into()];
-        c.kraken_url = url;
-    })
-    .await;
+    let server = kraken_server(&venue, &["BTC/USD"]).await;
     eventually(
         "trade and ticker subscriptions",
         Duration::from_secs(5),
