@@ -44,7 +44,8 @@ impl Level {
         Self::checked(price.parse().ok()?, size.parse().ok()?)
     }
 
-    fn checked(price: Decimal, size: Decimal) -> Option<Self> {
+    /// A level from parsed decimals, with the same checks as [`Self::parse`].
+    pub fn checked(price: Decimal, size: Decimal) -> Option<Self> {
         (price.units > 0 && size.units >= 0).then_some(Self { price, size })
     }
 }

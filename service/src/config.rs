@@ -266,7 +266,7 @@ pub enum ConfigError {
     VenueUrl {
         flag: &'static str,
         url: String,
-        why: &'static str,
+        why: String,
     },
 }
 
@@ -359,52 +359,7 @@ impl Config {
             Source::Sim => {}
             Source::Replay if self.replay.is_none() => return Err(ConfigError::NoReplayFile),
             Source::Replay => {}
-            Source::Kraken | Source::Coinbase => {
-                let venue = self.source.as_str();
-                if self.symbols.is_empty() {
-                    return Err(ConfigError::NoVenueSymbols(venue));
-                }
-                // Coinbase: one connection per product.
-                if self.source == Source::Coinbase && self.symbols.len() > MAX_COINBASE_PRODUCTS {
-                    return Err(ConfigError::VenueSymbolCount {
-                        venue,
-                        max: MAX_COINBASE_PRODUCTS,
-                    });
-                }
-                let mut seen = std::collections::HashSet::new();
-                for s in &self.symbols {
-                    if !normalize_symbol(s).is_some_and(|name| seen.insert(name)) {
-                        return Err(ConfigError::VenueSymbol(s.clone()));
-                    }
-                }
-                if self.source == Source::Kraken {
-                    check_venue_url("--kraken-url", &self.kraken_url)?;
-                } else {
-                    check_venue_url("--coinbase-url", &self.coinbase_url)?;
-                }
-            }
-            Source::Binance => {
-                if self.symbols.is_empty() {
-                    return Err(ConfigError::NoVenueSymbols("binance"));
-                }
-                // Three streams per instrument, and Binance takes 1024 per connection.
-                let max = crate::feed::binance::MAX_INSTRUMENTS;
-                if self.symbols.len() > max {
-                    return Err(ConfigError::VenueSymbolCount {
-                        venue: "binance",
-                        max,
-                    });
-                }
-                let mut seen = std::collections::HashSet::new();
-                for s in &self.symbols {
-                    let parsed = crate::venue::binance::Instrument::parse(s);
-                    if !parsed.is_some_and(|i| seen.insert(i.name)) {
-                        return Err(ConfigError::VenueSymbol(s.clone()));
-                    }
-                }
-                check_venue_url("--binance-url", &self.binance_url)?;
-                check_http_url("--binance-rest-url", &self.binance_rest_url)?;
-            }
+            Source::Kraken | Source::Binance | Source::Coinbase => self.validate_venue()?,
         }
         let ranges: [(&'static str, usize, usize, usize); 10] = [
             ("--history", self.history, 0, 100_000),
@@ -463,36 +418,65 @@ impl Config {
 /// Coinbase products a process follows: each has its own connection.
 pub const MAX_COINBASE_PRODUCTS: usize = 100;
 
-/// `https://host[:port]`, or `http://` (a local double or proxy).
-fn check_http_url(flag: &'static str, url: &str) -> Result<(), ConfigError> {
-    let bad = |why| ConfigError::VenueUrl {
-        flag,
-        url: url.to_string(),
-        why,
-    };
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(|| bad("must start with https:// or http://"))?;
-    if rest.is_empty() || rest.starts_with('/') {
-        return Err(bad("has no host"));
+/// Instruments a Kraken source follows (one connection; our symbol numbers are 16 bits).
+pub const MAX_KRAKEN_PAIRS: usize = 1000;
+
+impl Config {
+    /// A live venue's instruments (there, at most what one process can follow, each named
+    /// once in our form) and endpoints.
+    fn validate_venue(&self) -> Result<(), ConfigError> {
+        let venue = self.source.as_str();
+        if self.symbols.is_empty() {
+            return Err(ConfigError::NoVenueSymbols(venue));
+        }
+        let max = match self.source {
+            // Three streams per instrument, and Binance takes 1024 per connection.
+            Source::Binance => crate::feed::binance::MAX_INSTRUMENTS,
+            Source::Coinbase => MAX_COINBASE_PRODUCTS,
+            _ => MAX_KRAKEN_PAIRS,
+        };
+        if self.symbols.len() > max {
+            return Err(ConfigError::VenueSymbolCount { venue, max });
+        }
+        let mut seen = std::collections::HashSet::new();
+        for s in &self.symbols {
+            let name = match self.source {
+                Source::Binance => crate::venue::binance::Instrument::parse(s).map(|i| i.name),
+                _ => normalize_symbol(s),
+            };
+            if !name.is_some_and(|name| seen.insert(name)) {
+                return Err(ConfigError::VenueSymbol(s.clone()));
+            }
+        }
+        match self.source {
+            Source::Kraken => check_url("--kraken-url", &self.kraken_url, WEBSOCKET),
+            Source::Coinbase => check_url("--coinbase-url", &self.coinbase_url, WEBSOCKET),
+            _ => {
+                check_url("--binance-url", &self.binance_url, WEBSOCKET)?;
+                check_url("--binance-rest-url", &self.binance_rest_url, HTTP)
+            }
+        }
     }
-    Ok(())
 }
 
-/// `wss://host[:port]/path`, or `ws://` (a local double or proxy).
-fn check_venue_url(flag: &'static str, url: &str) -> Result<(), ConfigError> {
-    let bad = |why| ConfigError::VenueUrl {
+/// The schemes a venue URL may have: the secure one (the default) and the plain one (a local
+/// double or proxy).
+const WEBSOCKET: [&str; 2] = ["wss://", "ws://"];
+const HTTP: [&str; 2] = ["https://", "http://"];
+
+/// `SCHEME://host[:port]/path` with one of `schemes`.
+fn check_url(flag: &'static str, url: &str, schemes: [&str; 2]) -> Result<(), ConfigError> {
+    let bad = |why: String| ConfigError::VenueUrl {
         flag,
         url: url.to_string(),
         why,
     };
-    let rest = url
-        .strip_prefix("wss://")
-        .or_else(|| url.strip_prefix("ws://"))
-        .ok_or_else(|| bad("must start with wss:// or ws://"))?;
+    let rest = schemes
+        .iter()
+        .find_map(|scheme| url.strip_prefix(scheme))
+        .ok_or_else(|| bad(format!("must start with {} or {}", schemes[0], schemes[1])))?;
     if rest.is_empty() || rest.starts_with('/') {
-        return Err(bad("has no host"));
+        return Err(bad("has no host".into()));
     }
     Ok(())
 }

@@ -131,8 +131,8 @@ async fn clients_hold_binances_book_through_gaps_stale_snapshots_throttling_and_
     assert_eq!(venue.requests("DOGEUSDT"), 0);
     assert_eq!(
         venue.info_requests(),
-        4,
-        "all three at once (refused for DOGEUSDT), then one by one"
+        3,
+        "all three at once (refused for DOGEUSDT), then halves: BTC and ETH, then DOGE"
     );
     let (status, body) = server.get("/api/v1/book/DOGE-USDT").await;
     assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));

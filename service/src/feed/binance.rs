@@ -234,41 +234,46 @@ impl Snapshots {
     }
 
     /// The instruments Binance does not list for trading, with why, from `GET
-    /// /api/v3/exchangeInfo` (all at once; one by one only when that answers "Invalid symbol").
-    /// If Binance cannot be asked, none: the check is a courtesy, the streams are the truth.
+    /// /api/v3/exchangeInfo?symbols=[...]`. Binance refuses the whole request when one name is
+    /// unknown, so a refused group is split in two and each half asked again: k unknown names
+    /// among n cost about 2k log2(n) requests (each weighs 20 of the 6,000 a minute), paced
+    /// like snapshots. If Binance cannot be asked, what is known so far: the check is a
+    /// courtesy, the streams are the truth.
     async fn unlisted(&self, instruments: &[Instrument]) -> Vec<(usize, String)> {
-        let all: Vec<&str> = instruments.iter().map(|i| i.symbol.as_str()).collect();
-        let query = serde_json::to_string(&all).unwrap_or_default();
-        match self.exchange_info(&[("symbols", &query)]).await {
-            Ok(listed) => instruments
+        let mut out = Vec::new();
+        let mut groups: Vec<Vec<usize>> = vec![(0..instruments.len()).collect()];
+        let mut asked = false;
+        while let Some(group) = groups.pop() {
+            if std::mem::replace(&mut asked, true) {
+                tokio::time::sleep(SNAPSHOT_SPACING).await;
+            }
+            let names: Vec<&str> = group
                 .iter()
-                .enumerate()
-                .filter_map(
-                    |(i, inst)| match listed.iter().find(|(s, _)| *s == inst.symbol) {
+                .map(|&i| instruments[i].symbol.as_str())
+                .collect();
+            let query = serde_json::to_string(&names).unwrap_or_default();
+            match self.exchange_info(&[("symbols", &query)]).await {
+                Ok(listed) => out.extend(group.iter().filter_map(|&i| {
+                    match listed.iter().find(|(s, _)| *s == instruments[i].symbol) {
                         Some((_, status)) if status == "TRADING" => None,
                         Some((_, status)) => Some((i, format!("status {status}"))),
                         None => Some((i, "not in exchangeInfo".into())),
-                    },
-                )
-                .collect(),
-            Err(FetchError::Refused(_)) => {
-                let mut out = Vec::new();
-                for (i, inst) in instruments.iter().enumerate() {
-                    tokio::time::sleep(SNAPSHOT_SPACING).await;
-                    match self.exchange_info(&[("symbol", &inst.symbol)]).await {
-                        Ok(listed) if listed.iter().any(|(_, st)| st == "TRADING") => {}
-                        Ok(listed) => out.push((i, format!("status {listed:?}"))),
-                        Err(FetchError::Refused(why)) => out.push((i, why)),
-                        Err(_) => {}
                     }
+                })),
+                Err(FetchError::Refused(why)) if group.len() == 1 => out.push((group[0], why)),
+                Err(FetchError::Refused(_)) => {
+                    let (first, second) = group.split_at(group.len().div_ceil(2));
+                    groups.push(second.to_vec());
+                    groups.push(first.to_vec());
                 }
-                out
-            }
-            Err(e) => {
-                tracing::warn!(error = ?e, "binance exchangeInfo unavailable; instruments not checked");
-                Vec::new()
+                Err(e) => {
+                    tracing::warn!(error = ?e, "binance exchangeInfo unavailable; instruments not checked");
+                    break;
+                }
             }
         }
+        out.sort_unstable();
+        out
     }
 
     /// `(symbol, status)` of each instrument `GET /api/v3/exchangeInfo` lists.

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::net;
 use super::streams::Streams;
 use crate::book::MAX_DEPTH;
+use crate::config::normalize_symbol;
 use crate::hub::Hub;
 use crate::venue::coinbase::{self, FullBook, Outcome, SeqCheck, Sequence};
 
@@ -57,7 +58,7 @@ impl Coinbase {
             url: url.to_string(),
             products: products
                 .iter()
-                .map(|p| p.trim().to_ascii_uppercase().replace('/', "-"))
+                .map(|p| normalize_symbol(p).unwrap_or_else(|| p.clone()))
                 .collect(),
             tls,
         }
@@ -140,7 +141,8 @@ impl Coinbase {
                 Err(end) => return end,
                 Ok(net::Read::CandleTick) => {
                     let mut streams = lock(&shared.streams);
-                    streams.close_candles(super::now_micros());
+                    // Each product's connection closes its own candles.
+                    streams.close_candles_of(i, super::now_micros());
                     streams.flush();
                     continue;
                 }

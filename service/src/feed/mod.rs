@@ -38,31 +38,31 @@ impl Feed {
     /// Builds the configured source; a replay file is read and checked completely here so that
     /// a bad file fails at start-up with its line number, and so are a venue's TLS settings.
     pub fn from_config(config: &Config) -> Result<Self, crate::StartError> {
-        if config.source == crate::config::Source::Kraken {
-            let tls = net::client_config(&[&config.kraken_url], config.tls_ca_file.as_deref())?;
-            return Ok(Feed::Kraken(kraken::Kraken::new(
-                &config.kraken_url,
-                &config.symbols,
-                tls,
-            )));
-        }
-        if config.source == crate::config::Source::Binance {
-            let urls = [config.binance_url.as_str(), &config.binance_rest_url];
-            let tls = net::client_config(&urls, config.tls_ca_file.as_deref())?;
-            return Ok(Feed::Binance(binance::Binance::new(
-                &config.binance_url,
-                &config.binance_rest_url,
-                &config.symbols,
-                tls,
-            )));
-        }
-        if config.source == crate::config::Source::Coinbase {
-            let tls = net::client_config(&[&config.coinbase_url], config.tls_ca_file.as_deref())?;
-            return Ok(Feed::Coinbase(coinbase::Coinbase::new(
-                &config.coinbase_url,
-                &config.symbols,
-                tls,
-            )));
+        use crate::config::Source;
+        let tls = |urls: &[&str]| net::client_config(urls, config.tls_ca_file.as_deref());
+        let (symbols, tls_ca) = (&config.symbols, &tls);
+        match config.source {
+            Source::Kraken => {
+                let url = &config.kraken_url;
+                return Ok(Feed::Kraken(kraken::Kraken::new(
+                    url,
+                    symbols,
+                    tls_ca(&[url])?,
+                )));
+            }
+            Source::Binance => {
+                let (url, rest) = (&config.binance_url, &config.binance_rest_url);
+                let tls = tls_ca(&[url, rest])?;
+                return Ok(Feed::Binance(binance::Binance::new(
+                    url, rest, symbols, tls,
+                )));
+            }
+            Source::Coinbase => {
+                let url = &config.coinbase_url;
+                let tls = tls_ca(&[url])?;
+                return Ok(Feed::Coinbase(coinbase::Coinbase::new(url, symbols, tls)));
+            }
+            Source::Sim | Source::Replay => {}
         }
         if let Some(path) = &config.replay {
             return Ok(Replay::open(path, config.replay_speed).map(Feed::Replay)?);

@@ -95,10 +95,15 @@ impl Streams {
     /// Queues the candles of every symbol whose interval ended a grace period before `now`.
     pub fn close_candles(&mut self, now: Micros) {
         for i in 0..self.candles.len() {
-            for candle in self.candles[i].close_before(now) {
-                let ts = candle.start + candle.interval.micros();
-                self.push(i, candle.interval.channel(), ts, Payload::Candle(candle));
-            }
+            self.close_candles_of(i, now);
+        }
+    }
+
+    /// The same for symbol `i` alone (a source with a connection per symbol).
+    pub fn close_candles_of(&mut self, i: usize, now: Micros) {
+        for candle in self.candles[i].close_before(now) {
+            let ts = candle.start + candle.interval.micros();
+            self.push(i, candle.interval.channel(), ts, Payload::Candle(candle));
         }
     }
 

@@ -190,14 +190,6 @@ fn entries<'a, T: Deserialize<'a>>(data: Option<&'a RawValue>) -> Result<Vec<T>,
     serde_json::from_str(data.get()).map_err(|e| KrakenError::Shape(e.to_string()))
 }
 
-fn decimal(field: &'static str, raw: &RawValue) -> Result<Decimal, KrakenError> {
-    let text = number(field, raw)?;
-    text.parse().map_err(|_| KrakenError::Number {
-        field,
-        text: text.to_string(),
-    })
-}
-
 fn trades(data: Option<&RawValue>) -> Result<Vec<VenueTrade>, KrakenError> {
     entries::<RawTrade<'_>>(data)?
         .into_iter()
@@ -260,8 +252,8 @@ pub fn parse_book(text: &str) -> Result<Vec<BookMessage>, KrakenError> {
 fn levels(raw: &[RawLevel<'_>]) -> Result<Vec<Level>, KrakenError> {
     raw.iter()
         .map(|l| {
-            let (price, size) = (number("price", l.price)?, number("qty", l.qty)?);
-            Level::parse(price, size).ok_or_else(|| KrakenError::Number {
+            let (price, size) = (decimal("price", l.price)?, decimal("qty", l.qty)?);
+            Level::checked(price, size).ok_or_else(|| KrakenError::Number {
                 field: "price",
                 text: format!("{price} x {size}"),
             })
@@ -269,21 +261,18 @@ fn levels(raw: &[RawLevel<'_>]) -> Result<Vec<Level>, KrakenError> {
         .collect()
 }
 
-/// The text of a JSON number as Kraken prints it (`45283.5`, `0.10000000`), or the same in a
-/// string, checked to be a plain decimal.
-fn number<'a>(field: &'static str, raw: &'a RawValue) -> Result<&'a str, KrakenError> {
+/// A JSON number as Kraken prints it (`45283.5`, `0.10000000`), or the same in a string, read
+/// from its text (its digits, trailing zeros included, enter the checksum): parsed once.
+fn decimal(field: &'static str, raw: &RawValue) -> Result<Decimal, KrakenError> {
     let text = raw.get();
     let text = text
         .strip_prefix('"')
         .and_then(|t| t.strip_suffix('"'))
         .unwrap_or(text);
-    match text.parse::<Decimal>() {
-        Ok(_) => Ok(text),
-        Err(_) => Err(KrakenError::Number {
-            field,
-            text: text.chars().take(40).collect(),
-        }),
-    }
+    text.parse().map_err(|_| KrakenError::Number {
+        field,
+        text: text.chars().take(40).collect(),
+    })
 }
 
 /// What the caller does after a message.
