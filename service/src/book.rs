@@ -300,6 +300,15 @@ impl<'de> Deserialize<'de> for BookUpdate {
 }
 
 impl BookUpdate {
+    /// A message carrying the whole of `view`, at a tier's `depth`.
+    pub fn whole(view: Arc<View>, depth: usize) -> Self {
+        Self {
+            data: BookData::snapshot_to(&view, depth, false),
+            view,
+            depth,
+        }
+    }
+
     /// The message a new subscriber gets: the whole view after this one.
     pub fn as_snapshot(&self) -> Self {
         Self {

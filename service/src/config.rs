@@ -229,6 +229,49 @@ pub struct Config {
     /// --api-keys: for keys mounted from a secret store.
     #[arg(long, env = "TICKSTREAM_API_KEYS_FILE")]
     pub api_keys_file: Option<PathBuf>,
+
+    /// What this process does: `all` runs the source and serves clients (no broker); `ingest`
+    /// runs the source and publishes into --broker; `edge` serves clients from --broker.
+    #[arg(long, env = "TICKSTREAM_ROLE", value_enum, default_value_t = Role::All)]
+    pub role: Role,
+
+    /// Valkey or Redis for --role ingest and edge: `redis://HOST:PORT`, or `rediss://HOST:PORT`
+    /// for TLS. Put the password in TICKSTREAM_BROKER_PASSWORD, not here.
+    #[arg(long, env = "TICKSTREAM_BROKER")]
+    pub broker: Option<String>,
+
+    /// The broker's AUTH password (ECS injects it from Secrets Manager); never logged.
+    #[arg(long, env = "TICKSTREAM_BROKER_PASSWORD", hide_env_values = true)]
+    pub broker_password: Option<String>,
+
+    /// The AUTH user name, for brokers with ACL users (ElastiCache RBAC).
+    #[arg(long, env = "TICKSTREAM_BROKER_USER")]
+    pub broker_user: Option<String>,
+
+    /// Prefix (hash tag) of every broker key: deployments sharing a cache use different ones.
+    #[arg(
+        long,
+        env = "TICKSTREAM_BROKER_NAMESPACE",
+        default_value = "tickstream"
+    )]
+    pub broker_namespace: String,
+
+    /// The ingest writer's lease: a standby takes over at most this long (plus one renewal
+    /// interval, a third of it) after the writer stops renewing.
+    #[arg(long, env = "TICKSTREAM_BROKER_LEASE", value_parser = humantime::parse_duration, default_value = "3s")]
+    pub broker_lease: Duration,
+
+    /// An edge whose broker is this far behind (or silent this long) reports not ready.
+    #[arg(long, env = "TICKSTREAM_BROKER_MAX_LAG", value_parser = humantime::parse_duration, default_value = "5s")]
+    pub broker_max_lag: Duration,
+}
+
+/// What a process does (see `--role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    All,
+    Ingest,
+    Edge,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -262,6 +305,19 @@ pub enum ConfigError {
     VenueSymbolCount { venue: &'static str, max: usize },
     #[error("--source replay needs --replay FILE")]
     NoReplayFile,
+    #[error("--role {0} needs --broker redis://HOST:PORT (TICKSTREAM_BROKER)")]
+    NoBroker(&'static str),
+    #[error("--broker is for --role ingest or edge; --role all keeps everything in one process")]
+    BrokerWithoutRole,
+    #[error("--broker-namespace {0:?}: 1-64 letters, digits, '-' or '_'")]
+    BrokerNamespace(String),
+    #[error("{flag} must be within {min:?}..={max:?}, got {value:?}")]
+    DurationRange {
+        flag: &'static str,
+        min: Duration,
+        max: Duration,
+        value: Duration,
+    },
     #[error("{flag} {url:?}: {why}")]
     VenueUrl {
         flag: &'static str,
@@ -403,6 +459,7 @@ impl Config {
                 });
             }
         }
+        self.validate_broker()?;
         if !(1..=100_000).contains(&self.max_message_rate) {
             return Err(ConfigError::Range {
                 flag: "--max-message-rate",
@@ -456,6 +513,46 @@ impl Config {
                 check_url("--binance-rest-url", &self.binance_rest_url, HTTP)
             }
         }
+    }
+}
+
+impl Config {
+    /// A broker exactly when the role needs one, with a URL, namespace and timings that work.
+    fn validate_broker(&self) -> Result<(), ConfigError> {
+        let role = match self.role {
+            Role::All if self.broker.is_some() => return Err(ConfigError::BrokerWithoutRole),
+            Role::All => return Ok(()),
+            Role::Ingest => "ingest",
+            Role::Edge => "edge",
+        };
+        let url = self.broker.as_deref().ok_or(ConfigError::NoBroker(role))?;
+        check_url("--broker", url, ["rediss://", "redis://"])?;
+        if url.contains('@') {
+            return Err(ConfigError::VenueUrl {
+                flag: "--broker",
+                url: "(not shown: it holds credentials)".into(),
+                why: "put the password in TICKSTREAM_BROKER_PASSWORD, not in the URL".into(),
+            });
+        }
+        if !crate::broker::valid_namespace(&self.broker_namespace) {
+            return Err(ConfigError::BrokerNamespace(self.broker_namespace.clone()));
+        }
+        let ranges = [
+            ("--broker-lease", self.broker_lease, 1, 60),
+            ("--broker-max-lag", self.broker_max_lag, 1, 600),
+        ];
+        for (flag, value, min, max) in ranges {
+            let (min, max) = (Duration::from_secs(min), Duration::from_secs(max));
+            if !(min..=max).contains(&value) {
+                return Err(ConfigError::DurationRange {
+                    flag,
+                    min,
+                    max,
+                    value,
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -517,6 +614,35 @@ mod tests {
         let err = parse(&["--max-message-bytes", "10"]).validate();
         assert!(err.is_err_and(|e| e.to_string().contains("--max-message-bytes")));
         assert!(Config::try_parse_from(["tickstream", "--heartbeat-interval", "soon"]).is_err());
+    }
+
+    #[test]
+    fn a_broker_goes_with_the_roles_that_use_it() {
+        let broker = ["--broker", "redis://127.0.0.1:6379"];
+        assert_eq!(
+            parse(&["--role", "edge"]).validate(),
+            Err(ConfigError::NoBroker("edge"))
+        );
+        assert_eq!(
+            parse(&broker).validate(),
+            Err(ConfigError::BrokerWithoutRole)
+        );
+        for role in ["ingest", "edge"] {
+            let c = parse(&[&broker[..], &["--role", role]].concat());
+            assert_eq!(c.validate(), Ok(()), "{role}");
+        }
+        let bad = |args: &[&str]| parse(&[&["--role", "edge"], args].concat()).validate();
+        assert!(bad(&["--broker", "http://x:6379"]).is_err());
+        let secret = bad(&["--broker", "redis://:hunter2@x:6379"]).expect_err("refused");
+        assert!(!secret.to_string().contains("hunter2"), "{secret}");
+        assert!(
+            bad(&[&broker[..], &["--broker-namespace", "a b"]].concat())
+                .is_err_and(|e| e.to_string().contains("--broker-namespace"))
+        );
+        assert!(
+            bad(&[&broker[..], &["--broker-lease", "100ms"]].concat())
+                .is_err_and(|e| e.to_string().contains("--broker-lease"))
+        );
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub async fn symbols(State(state): State<AppState>) -> Response {
     Json(json!({
         "symbols": state.hub.symbols(),
         "channels": Channel::ALL,
-        "epoch": state.hub.epoch(),
+        "epoch": state.hub.epoch().to_string(),
         "source": state.config.source_name(),
         "stale": state.hub.stale_symbols(),
     }))

@@ -33,6 +33,15 @@ impl StreamId {
     pub fn symbol(self) -> u16 {
         (self.0 as usize / Channel::ALL.len()) as u16
     }
+
+    /// Its place in a table of every stream (`symbols x channels`).
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+
+    pub fn from_index(i: usize) -> Self {
+        Self(i as u32)
+    }
 }
 
 /// What a data message carries: an `update` as it happens or a `snapshot` of the latest state.
@@ -161,7 +170,8 @@ pub struct HubLimits {
 pub struct Hub {
     symbols: Vec<String>,
     index: HashMap<String, u16>,
-    epoch: String,
+    /// Changes only when a broker starts a new epoch ([`Hub::restart`]).
+    epoch: Mutex<Arc<str>>,
     streams: Box<[Mutex<StreamState>]>,
     limits: HubLimits,
     metrics: Arc<Metrics>,
@@ -187,7 +197,7 @@ impl Hub {
         Self {
             symbols,
             index,
-            epoch,
+            epoch: Mutex::new(epoch.into()),
             streams,
             limits,
             metrics,
@@ -204,8 +214,24 @@ impl Hub {
     }
 
     /// Identifies the stream family: sequence numbers from another epoch mean nothing here.
-    pub fn epoch(&self) -> &str {
-        &self.epoch
+    pub fn epoch(&self) -> Arc<str> {
+        self.epoch.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Starts `epoch`: every stream's position, window and latest state are forgotten, and
+    /// every subscriber is told to resume (its positions belong to the last epoch, so it gets
+    /// a fresh start). Closed candles stay for the REST API: they are history, not positions.
+    pub fn restart(&self, epoch: &str) {
+        *self.epoch.lock().unwrap_or_else(|e| e.into_inner()) = epoch.into();
+        for i in 0..self.streams.len() {
+            let mut st = self.lock(StreamId(i as u32));
+            st.seq = 0;
+            st.history.clear();
+            st.latest = None;
+            for (_, sub) in st.subscribers.drain(..) {
+                sub.interrupt();
+            }
+        }
     }
 
     pub fn history_limit(&self) -> usize {

@@ -10,11 +10,17 @@
 //! accepts HTTP/1.1 connections; [`http`] serves snapshots, health, readiness and [`metrics`];
 //! [`history`] computes candle history off the runtime. [`config`] is the one settings type.
 //!
+//! Sources publish into a [`broker::Sink`]: in one process (`--role all`) that is the hub; with
+//! a broker, `--role ingest` publishes into Valkey/Redis ([`broker::ingest`]), which numbers the
+//! events, and each `--role edge` tails it into its own hub ([`broker::edge`]). [`recorded`] is
+//! the form events take in replay files and in the broker's streams.
+//!
 //! [`app`] builds the router (used by `main`, the tests and later the Lambda entry point) and
 //! [`run`] serves it on a listener until a shutdown future resolves, then drains.
 
 pub mod auth;
 pub mod book;
+pub mod broker;
 pub mod config;
 pub mod drain;
 pub mod feed;
@@ -25,6 +31,7 @@ pub mod lambda;
 pub mod market;
 pub mod metrics;
 pub mod probe;
+pub mod recorded;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
@@ -57,6 +64,8 @@ pub enum StartError {
     Replay(#[from] ReplayError),
     #[error(transparent)]
     Tls(#[from] feed::net::TlsError),
+    #[error("broker: {0}")]
+    Broker(String),
     #[error("cannot read the API-key file {}: {message}", .path.display())]
     ApiKeysFile {
         path: std::path::PathBuf,
@@ -105,6 +114,9 @@ impl StartError {
             StartError::Tls(_) => {
                 "install the system's CA bundle (Debian and Alpine: the ca-certificates package; SSL_CERT_FILE names another), or give --tls-ca-file".into()
             }
+            StartError::Broker(_) => {
+                "check --broker (TICKSTREAM_BROKER): redis://HOST:PORT or rediss://HOST:PORT, with TICKSTREAM_BROKER_PASSWORD when the broker requires AUTH".into()
+            }
             StartError::ApiKeysFile { .. } => {
                 "check --api-keys-file (TICKSTREAM_API_KEYS_FILE): one key per line, blank lines and # comments ignored".into()
             }
@@ -150,6 +162,22 @@ fn read_api_keys(path: &std::path::Path) -> Result<Vec<String>, StartError> {
     Ok(keys)
 }
 
+/// What feeds this process: taken once by [`run`].
+#[derive(Debug)]
+enum Origin {
+    /// `--role all`: the source publishes into the hub.
+    Feed(Feed),
+    /// `--role ingest`: the source publishes into the broker.
+    Ingest {
+        feed: Feed,
+        ingest: Arc<broker::ingest::Ingest>,
+        client: redis::Client,
+        writer: broker::ingest::WriterConfig,
+    },
+    /// `--role edge`: the broker feeds the hub.
+    Edge(broker::edge::Edge),
+}
+
 /// Everything a request handler may need. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct AppState {
@@ -168,7 +196,9 @@ pub struct AppState {
     pub(crate) compressed: Arc<AtomicUsize>,
     next_id: Arc<AtomicU64>,
     ready: Arc<AtomicBool>,
-    feed: Arc<Mutex<Option<Feed>>>,
+    origin: Arc<Mutex<Option<Origin>>>,
+    /// An edge's view of its broker: not ready while it is away or behind.
+    broker_health: Option<Arc<broker::edge::Health>>,
     /// The simulator's model, when it is the source: REST computes candle history from it.
     pub sim: Option<Arc<feed::sim::Sim>>,
     /// Computed closed candles per symbol and interval, reused until a new interval closes.
@@ -206,6 +236,81 @@ impl AppState {
             Feed::Sim(sim) => Some(Arc::new(sim.clone())),
             _ => None,
         };
+        let origin = match config.role {
+            config::Role::Ingest => {
+                let client =
+                    broker::client(&config).map_err(|e| StartError::Broker(e.to_string()))?;
+                let ingest = Arc::new(broker::ingest::Ingest::new(
+                    feed.symbols(),
+                    &config.broker_namespace,
+                    config.history,
+                    metrics.clone(),
+                ));
+                let meta = serde_json::json!({
+                    "source": config.source_name(),
+                    "symbols": feed.symbols(),
+                });
+                let writer = broker::ingest::WriterConfig {
+                    lease: config.broker_lease,
+                    meta: meta.to_string(),
+                    source: config.source_name(),
+                };
+                Origin::Ingest {
+                    feed,
+                    ingest,
+                    client,
+                    writer,
+                }
+            }
+            _ => Origin::Feed(feed),
+        };
+        Self::assemble(config, hub, metrics, sim, origin, None)
+    }
+
+    /// An edge's state: it serves what the broker's writer serves (`meta`) from `epoch` on.
+    /// [`broker::edge::wait_for_meta`] gives both.
+    pub fn for_edge(
+        mut config: Config,
+        client: redis::Client,
+        meta: broker::edge::Meta,
+        epoch: String,
+    ) -> Result<Self, StartError> {
+        config.validate()?;
+        if let Ok(source) = <config::Source as clap::ValueEnum>::from_str(&meta.source, true) {
+            config.source = source;
+        }
+        let metrics = Arc::new(Metrics::new());
+        metrics
+            .source_info
+            .get_or_create(&metrics::SourceLabel {
+                source: meta.source.clone(),
+            })
+            .set(1);
+        let limits = HubLimits {
+            history: config.history,
+            candles: config.candle_history,
+        };
+        let hub = Arc::new(Hub::new(
+            meta.symbols,
+            epoch,
+            limits,
+            metrics.clone(),
+            ws::protocol::data_frame,
+        ));
+        let health = Arc::new(broker::edge::Health::default());
+        let keys = broker::Keys::new(&config.broker_namespace);
+        let edge = broker::edge::Edge::new(hub.clone(), client, keys, health.clone());
+        Self::assemble(config, hub, metrics, None, Origin::Edge(edge), Some(health))
+    }
+
+    fn assemble(
+        config: Config,
+        hub: Arc<Hub>,
+        metrics: Arc<Metrics>,
+        sim: Option<Arc<feed::sim::Sim>>,
+        origin: Origin,
+        broker_health: Option<Arc<broker::edge::Health>>,
+    ) -> Result<Self, StartError> {
         Ok(Self {
             sim,
             history: Arc::new(history::HistoryCache::new(config.candle_history)),
@@ -219,13 +324,21 @@ impl AppState {
             compressed: Arc::new(AtomicUsize::new(0)),
             next_id: Arc::new(AtomicU64::new(1)),
             ready: Arc::new(AtomicBool::new(false)),
-            feed: Arc::new(Mutex::new(Some(feed))),
+            origin: Arc::new(Mutex::new(Some(origin))),
+            broker_health,
         })
     }
 
     /// The feed, for a caller that drives it itself (Lambda mode), instead of [`run`].
     pub fn take_feed(&self) -> Option<Feed> {
-        self.feed.lock().unwrap_or_else(|e| e.into_inner()).take()
+        let mut origin = self.origin.lock().unwrap_or_else(|e| e.into_inner());
+        match origin.take() {
+            Some(Origin::Feed(feed)) => Some(feed),
+            other => {
+                *origin = other;
+                None
+            }
+        }
     }
 
     /// Readiness for a state whose feed is driven by its caller.
@@ -235,6 +348,10 @@ impl AppState {
 
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+            && self
+                .broker_health
+                .as_ref()
+                .is_none_or(|h| h.ok(self.config.broker_max_lag))
             && !self.shutdown.is_cancelled()
             && !self.draining.is_cancelled()
     }
@@ -296,17 +413,55 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let token = state.shutdown.clone();
-    let feed = state.feed.lock().unwrap_or_else(|e| e.into_inner()).take();
-    if let Some(feed) = feed {
-        let ready = state.ready.clone();
-        let started = std::time::Instant::now();
-        tokio::spawn(feed.run(state.hub.clone(), token.clone(), move || {
-            ready.store(true, Ordering::Release);
-            tracing::info!(
-                after_ms = started.elapsed().as_secs_f64() * 1e3,
-                "feed live; ready"
-            );
-        }));
+    let origin = state
+        .origin
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    let ready = state.ready.clone();
+    let started = std::time::Instant::now();
+    let on_ready = move || {
+        ready.store(true, Ordering::Release);
+        tracing::info!(
+            after_ms = started.elapsed().as_secs_f64() * 1e3,
+            "feed live; ready"
+        );
+    };
+    match origin {
+        Some(Origin::Feed(feed)) => {
+            tokio::spawn(feed.run(state.hub.clone(), token.clone(), on_ready));
+        }
+        Some(Origin::Ingest {
+            feed,
+            ingest,
+            client,
+            writer,
+        }) => {
+            // The source starts once this task is the writer: a standby neither loads a
+            // venue nor publishes anything, and takes over with a new epoch.
+            let (sink, stop) = (ingest.clone(), token.clone());
+            let (mut feed, mut on_ready) = (Some(feed), Some(on_ready));
+            let on_lease = move |holding: bool| {
+                // An ingest task is ready once it knows its part: writer or standby.
+                if let Some(ready) = on_ready.take() {
+                    ready();
+                }
+                if holding && let Some(feed) = feed.take() {
+                    tokio::spawn(feed.run(sink.clone(), stop.clone(), || {}));
+                }
+            };
+            tokio::spawn(broker::ingest::write(
+                ingest,
+                client,
+                writer,
+                token.clone(),
+                on_lease,
+            ));
+        }
+        Some(Origin::Edge(edge)) => {
+            tokio::spawn(edge.run(token.clone(), on_ready));
+        }
+        None => {}
     }
     if let Some(uri) = state.config.ecs_metadata_uri.clone() {
         tokio::spawn(drain::watch(uri, state.clone()));

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use tickstream::config::{Cli, Command, Config, LogFormat};
+use tickstream::config::{Cli, Command, Config, LogFormat, Role};
 use tickstream::{AppState, StartError, probe, run, shutdown, telemetry};
 
 fn main() -> ExitCode {
@@ -73,7 +73,13 @@ async fn serve(config: Config) -> Result<(), Failure> {
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
     }
     let addr = config.listen_addr().map_err(StartError::from)?;
-    let state = AppState::new(config)?;
+    let state = match config.role {
+        Role::Edge => match edge_state(config).await? {
+            Some(state) => state,
+            None => return Ok(()),
+        },
+        _ => AppState::new(config)?,
+    };
     let listener =
         tickstream::server::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
     let local = listener.local_addr().map_err(Failure::Serving)?;
@@ -81,6 +87,28 @@ async fn serve(config: Config) -> Result<(), Failure> {
     run(listener, state, shutdown::signal())
         .await
         .map_err(Failure::Serving)
+}
+
+/// An edge serves what the broker's writer serves: it waits for one to have started (or for
+/// a signal: `None`).
+async fn edge_state(config: Config) -> Result<Option<AppState>, Failure> {
+    config.validate().map_err(StartError::from)?;
+    let client =
+        tickstream::broker::client(&config).map_err(|e| StartError::Broker(e.to_string()))?;
+    let keys = tickstream::broker::Keys::new(&config.broker_namespace);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let watch = stop.clone();
+    let signal = tokio::spawn(async move {
+        shutdown::signal().await;
+        watch.cancel();
+    });
+    let found = tickstream::broker::edge::wait_for_meta(&client, &keys, &stop).await;
+    signal.abort();
+    let Some((meta, epoch)) = found else {
+        return Ok(None);
+    };
+    tracing::info!(source = meta.source, symbols = meta.symbols.len(), %epoch, "serving the broker's streams");
+    Ok(Some(AppState::for_edge(config, client, meta, epoch)?))
 }
 
 #[tokio::main]

@@ -70,6 +70,21 @@ pub struct Metrics {
     pub source_info: Family<SourceLabel, Gauge>,
     /// Symbols whose source is down (their streams are stale).
     pub stale_symbols: Gauge,
+    /// 1 while the broker answers (`--role ingest` or `edge`).
+    pub broker_up: Gauge,
+    /// Connections to the broker lost (and tried again).
+    pub broker_reconnects: Counter,
+    /// Microseconds from the ingest's publish to this edge applying it, at the last batch.
+    pub broker_lag_micros: Gauge,
+    /// 1 while this ingest task holds the writer's lease.
+    pub broker_lease_holder: Gauge,
+    /// Epochs this task has started (ingest) or followed (edge).
+    pub broker_epochs: Counter,
+    /// Events written into the broker (ingest) or read from it (edge).
+    pub broker_events: Counter,
+    /// Events an ingest task dropped: it was standby, or its queue overflowed while the broker
+    /// was away (a new epoch follows, so clients are told).
+    pub broker_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -104,6 +119,13 @@ impl Metrics {
             book_resyncs: Counter::default(),
             source_info: Family::default(),
             stale_symbols: Gauge::default(),
+            broker_up: Gauge::default(),
+            broker_reconnects: Counter::default(),
+            broker_lag_micros: Gauge::default(),
+            broker_lease_holder: Gauge::default(),
+            broker_epochs: Counter::default(),
+            broker_events: Counter::default(),
+            broker_dropped: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -126,6 +148,45 @@ impl Metrics {
             "Symbols whose source is down: their streams are stale",
             m.stale_symbols.clone(),
         );
+        for (name, help, gauge) in [
+            ("broker_up", "1 while the broker answers", &m.broker_up),
+            (
+                "broker_lag_micros",
+                "Microseconds from the ingest's publish to this edge applying it (last batch)",
+                &m.broker_lag_micros,
+            ),
+            (
+                "broker_lease_holder",
+                "1 while this ingest task holds the writer's lease",
+                &m.broker_lease_holder,
+            ),
+        ] {
+            registry.register(name, help, gauge.clone());
+        }
+        for (name, help, counter) in [
+            (
+                "broker_reconnects",
+                "Connections to the broker lost (and tried again)",
+                &m.broker_reconnects,
+            ),
+            (
+                "broker_epochs",
+                "Epochs this task started (ingest) or followed (edge)",
+                &m.broker_epochs,
+            ),
+            (
+                "broker_events",
+                "Events written into the broker (ingest) or read from it (edge)",
+                &m.broker_events,
+            ),
+            (
+                "broker_dropped",
+                "Events an ingest task dropped as standby or while the broker was away",
+                &m.broker_dropped,
+            ),
+        ] {
+            registry.register(name, help, counter.clone());
+        }
         registry.register(
             "book_resyncs",
             "Books rebuilt from a new snapshot after a sequence gap or checksum mismatch",

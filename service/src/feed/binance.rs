@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::net;
 use super::streams::Streams;
-use crate::hub::Hub;
+use crate::broker::Sink;
 use crate::venue::binance::{
     DepthBook, DepthSnapshot, Incoming, Instrument, Step, parse, parse_snapshot,
 };
@@ -96,7 +96,12 @@ impl Binance {
         format!("{}/stream?streams={}", self.ws_url, streams.join("/"))
     }
 
-    pub async fn run(self, hub: Arc<Hub>, shutdown: CancellationToken, on_ready: impl FnOnce()) {
+    pub async fn run(
+        self,
+        sink: Arc<dyn Sink>,
+        shutdown: CancellationToken,
+        on_ready: impl FnOnce(),
+    ) {
         let rest = match net::http_client(self.tls.as_ref(), REST_TIMEOUT) {
             Ok(client) => Snapshots {
                 client,
@@ -107,7 +112,7 @@ impl Binance {
                 return;
             }
         };
-        let mut state = State::new(&self.instruments, hub.clone());
+        let mut state = State::new(&self.instruments, sink.clone());
         // An instrument Binance does not list gets no events at all, not an error: ask once.
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -120,7 +125,7 @@ impl Binance {
         }
         let mut on_ready = Some(on_ready);
         let url = self.stream_url();
-        let mut retry = net::Retry::new("binance", &self.ws_url, hub.metrics());
+        let mut retry = net::Retry::new("binance", &self.ws_url, sink.metrics());
         loop {
             let outcome = tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -384,7 +389,7 @@ struct State {
 }
 
 impl State {
-    fn new(instruments: &[Instrument], hub: Arc<Hub>) -> Self {
+    fn new(instruments: &[Instrument], sink: Arc<dyn Sink>) -> Self {
         let n = instruments.len();
         Self {
             index: instruments
@@ -396,7 +401,7 @@ impl State {
             refused: vec![false; n],
             unlisted: vec![false; n],
             symbols: instruments.iter().map(|i| i.symbol.clone()).collect(),
-            streams: Streams::new(hub, n),
+            streams: Streams::new(sink, n),
         }
     }
 

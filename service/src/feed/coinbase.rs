@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 use super::net;
 use super::streams::Streams;
 use crate::book::MAX_DEPTH;
+use crate::broker::Sink;
 use crate::config::normalize_symbol;
-use crate::hub::Hub;
 use crate::venue::coinbase::{self, FullBook, Outcome, SeqCheck, Sequence};
 
 /// Subscribed on each product's connection, one per message as Coinbase requires.
@@ -73,12 +73,17 @@ impl Coinbase {
         format!("coinbase-{}", super::now_micros())
     }
 
-    pub async fn run(self, hub: Arc<Hub>, shutdown: CancellationToken, on_ready: impl FnOnce()) {
+    pub async fn run(
+        self,
+        sink: Arc<dyn Sink>,
+        shutdown: CancellationToken,
+        on_ready: impl FnOnce(),
+    ) {
         let n = self.products.len();
         let shared = Shared {
-            streams: Mutex::new(Streams::new(hub.clone(), n)),
+            streams: Mutex::new(Streams::new(sink.clone(), n)),
             up: Mutex::new(vec![false; n]),
-            hub,
+            sink,
         };
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
         let ready_tx = Mutex::new(Some(ready_tx));
@@ -101,7 +106,7 @@ impl Coinbase {
         shutdown: &CancellationToken,
     ) {
         let mut book = FullBook::default();
-        let mut retry = net::Retry::new("coinbase", &self.url, shared.hub.metrics());
+        let mut retry = net::Retry::new("coinbase", &self.url, shared.sink.metrics());
         loop {
             let outcome = tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -209,7 +214,7 @@ impl Coinbase {
 
 /// What the products' connections share.
 struct Shared {
-    hub: Arc<Hub>,
+    sink: Arc<dyn Sink>,
     streams: Mutex<Streams>,
     /// Which products' connections work: the venue is up when all do.
     up: Mutex<Vec<bool>>,
@@ -220,7 +225,7 @@ impl Shared {
         let mut all = lock(&self.up);
         all[i] = up;
         let venue_up = all.iter().all(|&u| u);
-        self.hub.metrics().venue_up.set(i64::from(venue_up));
+        self.sink.metrics().venue_up.set(i64::from(venue_up));
     }
 }
 

@@ -20,8 +20,8 @@ use tokio_util::sync::CancellationToken;
 use super::net;
 use super::streams::Streams;
 use crate::book::MAX_DEPTH;
+use crate::broker::Sink;
 use crate::config::normalize_symbol;
-use crate::hub::Hub;
 use crate::venue::kraken::{Incoming, KrakenBook, Outcome, parse};
 
 /// No message for this long: the connection is down.
@@ -64,10 +64,15 @@ impl Kraken {
         format!("kraken-{}", super::now_micros())
     }
 
-    pub async fn run(self, hub: Arc<Hub>, shutdown: CancellationToken, on_ready: impl FnOnce()) {
-        let mut state = State::new(&self, hub.clone());
+    pub async fn run(
+        self,
+        sink: Arc<dyn Sink>,
+        shutdown: CancellationToken,
+        on_ready: impl FnOnce(),
+    ) {
+        let mut state = State::new(&self, sink.clone());
         let mut on_ready = Some(on_ready);
-        let mut retry = net::Retry::new("kraken", &self.url, hub.metrics());
+        let mut retry = net::Retry::new("kraken", &self.url, sink.metrics());
         loop {
             let outcome = tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -145,7 +150,7 @@ struct State {
 }
 
 impl State {
-    fn new(kraken: &Kraken, hub: Arc<Hub>) -> Self {
+    fn new(kraken: &Kraken, sink: Arc<dyn Sink>) -> Self {
         let n = kraken.pairs.len();
         Self {
             index: kraken
@@ -155,7 +160,7 @@ impl State {
                 .map(|(i, p)| (p.clone(), i as u16))
                 .collect(),
             books: vec![KrakenBook::new(MAX_DEPTH); n],
-            streams: Streams::new(hub, n),
+            streams: Streams::new(sink, n),
         }
     }
 

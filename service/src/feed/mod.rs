@@ -16,8 +16,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::broker::Sink;
 use crate::config::Config;
-use crate::hub::{Batch, Hub};
+use crate::hub::Batch;
 use crate::market::Micros;
 use replay::Replay;
 use sim::{Sim, SymbolSpec};
@@ -101,19 +102,24 @@ impl Feed {
     }
 
     /// Publishes events until `shutdown`. `on_ready` fires once the feed can serve clients.
-    pub async fn run(self, hub: Arc<Hub>, shutdown: CancellationToken, on_ready: impl FnOnce()) {
+    pub async fn run(
+        self,
+        sink: Arc<dyn Sink>,
+        shutdown: CancellationToken,
+        on_ready: impl FnOnce(),
+    ) {
         match self {
-            Feed::Sim(sim) => run_sim(sim, hub, shutdown, on_ready).await,
+            Feed::Sim(sim) => run_sim(sim, sink, shutdown, on_ready).await,
             Feed::Replay(r) => {
                 on_ready();
-                if let Err(e) = r.run(&hub, &shutdown).await {
+                if let Err(e) = r.run(&*sink, &shutdown).await {
                     tracing::error!(error = %e, "replay stopped");
                 }
             }
             Feed::Quiet(_) => on_ready(),
-            Feed::Kraken(k) => k.run(hub, shutdown, on_ready).await,
-            Feed::Binance(b) => b.run(hub, shutdown, on_ready).await,
-            Feed::Coinbase(c) => c.run(hub, shutdown, on_ready).await,
+            Feed::Kraken(k) => k.run(sink, shutdown, on_ready).await,
+            Feed::Binance(b) => b.run(sink, shutdown, on_ready).await,
+            Feed::Coinbase(c) => c.run(sink, shutdown, on_ready).await,
         }
     }
 }
@@ -125,7 +131,12 @@ impl Feed {
 /// The loop never blocks its worker: it waits for the [`clock`] thread, publishes at most
 /// [`MAX_BATCH_TICKS`] ticks per batch and yields between batches, so no feed rate the flags
 /// accept can starve connection tasks or the shutdown deadline.
-async fn run_sim(sim: Sim, hub: Arc<Hub>, shutdown: CancellationToken, on_ready: impl FnOnce()) {
+async fn run_sim(
+    sim: Sim,
+    sink: Arc<dyn Sink>,
+    shutdown: CancellationToken,
+    on_ready: impl FnOnce(),
+) {
     let sim = Arc::new(sim);
     let mut clock = match clock::start(sim.clone()) {
         Ok(clock) => clock,
@@ -135,7 +146,7 @@ async fn run_sim(sim: Sim, hub: Arc<Hub>, shutdown: CancellationToken, on_ready:
         }
     };
     let now_tick = *clock.borrow_and_update();
-    let prefill = (hub.history_limit() as u64).min(u64::from(sim.rate()) * PREFILL_SECONDS);
+    let prefill = (sink.window() as u64).min(u64::from(sim.rate()) * PREFILL_SECONDS);
     let Some(mut state) = state_before(&sim, now_tick.saturating_sub(prefill)).await else {
         return;
     };
@@ -177,7 +188,7 @@ async fn run_sim(sim: Sim, hub: Arc<Hub>, shutdown: CancellationToken, on_ready:
                 while state.next_tick() <= through {
                     state.step(&sim, &mut events);
                 }
-                hub.publish_batch(&mut events, &mut batch);
+                sink.publish(&mut events, &mut batch);
                 tokio::task::yield_now().await;
             }
         }

@@ -10,15 +10,13 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read as _};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::book::{MAX_DEPTH, View};
-use crate::hub::Hub;
-use crate::market::{Channel, Event, Micros, Payload, valid_symbol};
+use crate::broker::Sink;
+use crate::market::{Channel, Event, Micros};
+use crate::recorded::{Books, Recorded, parse};
 
 /// Longest line accepted: recordings are data messages of a few hundred bytes.
 const MAX_LINE: usize = 64 * 1024;
@@ -39,64 +37,6 @@ pub enum ReplayError {
     },
     #[error("{0}: no events")]
     Empty(PathBuf),
-}
-
-#[derive(Debug, Deserialize)]
-struct Recorded {
-    channel: Channel,
-    symbol: String,
-    ts: Micros,
-    #[serde(rename = "type", default)]
-    kind: Option<String>,
-    data: Payload,
-}
-
-/// The books of a recording, rebuilt line by line.
-#[derive(Debug, Default)]
-struct Books(HashMap<(Channel, String), Arc<View>>);
-
-impl Books {
-    /// Applies a book line and returns what to publish: the message (a snapshot marked as a
-    /// reset) with the view after it. Other lines pass through.
-    fn apply(&mut self, rec: &mut Recorded) -> Result<(), String> {
-        let Payload::Book(update) = &mut rec.data else {
-            return Ok(());
-        };
-        let snapshot = match rec.kind.as_deref() {
-            Some("snapshot") => true,
-            Some("update") => false,
-            _ => return Err("a book line needs \"type\": \"snapshot\" or \"update\"".into()),
-        };
-        let key = (rec.channel, rec.symbol.clone());
-        let mut view = match self.0.get(&key) {
-            Some(view) => View::clone(view),
-            None if snapshot => View::default(),
-            None => {
-                return Err(format!(
-                    "book {}:{} starts with an update, not a snapshot",
-                    key.0, key.1
-                ));
-            }
-        };
-        if !view.apply(&update.data, snapshot) {
-            return Err(format!(
-                "the checksum {} does not match the book after this line",
-                update.data.checksum
-            ));
-        }
-        let depth = rec.channel.book_depth().unwrap_or(MAX_DEPTH);
-        if view.bids.len() > depth || view.asks.len() > depth {
-            return Err(format!(
-                "the {} book holds more than {depth} levels a side",
-                rec.channel
-            ));
-        }
-        update.data.reset = snapshot;
-        update.view = Arc::new(view);
-        update.depth = depth;
-        self.0.insert(key, update.view.clone());
-        Ok(())
-    }
 }
 
 #[derive(Debug)]
@@ -161,7 +101,11 @@ impl Replay {
         format!("replay-{:016x}-{}", self.fingerprint, super::now_micros())
     }
 
-    pub async fn run(self, hub: &Hub, shutdown: &CancellationToken) -> Result<(), ReplayError> {
+    pub async fn run(
+        self,
+        sink: &dyn Sink,
+        shutdown: &CancellationToken,
+    ) -> Result<(), ReplayError> {
         let index: HashMap<&str, u16> = self
             .symbols
             .iter()
@@ -220,7 +164,7 @@ impl Replay {
                 payload: rec.data,
             };
             one.push(event);
-            hub.publish_batch(&mut one, &mut batch);
+            sink.publish(&mut one, &mut batch);
             published += 1;
         }
         drop(rx);
@@ -234,27 +178,6 @@ impl Replay {
         );
         Ok(())
     }
-}
-
-fn parse(line: &str) -> Result<Recorded, String> {
-    let rec: Recorded = serde_json::from_str(line).map_err(|e| e.to_string())?;
-    if !valid_symbol(&rec.symbol) {
-        return Err(format!("{:?} is not a valid symbol", rec.symbol));
-    }
-    let fits = matches!(
-        (rec.channel, &rec.data),
-        (Channel::Ticker, Payload::Ticker(_))
-            | (Channel::Trades, Payload::Trade(_))
-            | (Channel::Candles1s | Channel::Candles1m, Payload::Candle(_))
-            | (
-                Channel::Book | Channel::Book25 | Channel::Book50 | Channel::Book100,
-                Payload::Book(_)
-            )
-    );
-    if !fits {
-        return Err(format!("data does not match channel {}", rec.channel));
-    }
-    Ok(rec)
 }
 
 /// Calls `f` for every non-blank line with its 1-based number; lines over [`MAX_LINE`] are errors.

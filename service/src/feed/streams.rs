@@ -8,13 +8,14 @@ use std::sync::Arc;
 
 use super::candles::Candles;
 use crate::book::{Depths, MAX_DEPTH, View};
-use crate::hub::{Batch, Hub};
+use crate::broker::Sink;
+use crate::hub::Batch;
 use crate::market::{Channel, Event, Micros, Payload, Ticker, Trade};
 use crate::metrics::Metrics;
 
 #[derive(Debug)]
 pub struct Streams {
-    hub: Arc<Hub>,
+    sink: Arc<dyn Sink>,
     depths: Vec<Depths>,
     candles: Vec<Candles>,
     /// The last seq of each channel (by [`Channel::index`]), per symbol (0: nothing yet).
@@ -27,9 +28,9 @@ pub struct Streams {
 
 impl Streams {
     /// Streams for the hub's symbols `0..n`, every one stale until its first snapshot.
-    pub fn new(hub: Arc<Hub>, n: usize) -> Self {
+    pub fn new(sink: Arc<dyn Sink>, n: usize) -> Self {
         let mut streams = Self {
-            hub,
+            sink,
             depths: vec![Depths::default(); n],
             candles: vec![Candles::default(); n],
             seqs: vec![[0; Channel::ALL.len()]; n],
@@ -42,7 +43,7 @@ impl Streams {
     }
 
     pub fn metrics(&self) -> &Metrics {
-        self.hub.metrics()
+        self.sink.metrics()
     }
 
     /// Whether any symbol has published a book.
@@ -123,10 +124,10 @@ impl Streams {
     /// that they are live: after their snapshot, so a client told `live` already holds it.
     pub fn flush(&mut self) {
         if !self.events.is_empty() {
-            self.hub.publish_batch(&mut self.events, &mut self.batch);
+            self.sink.publish(&mut self.events, &mut self.batch);
         }
         for i in self.fresh.drain(..) {
-            self.hub.set_live(i, true);
+            self.sink.set_live(i, true);
         }
     }
 
@@ -134,12 +135,12 @@ impl Streams {
     /// again (as a reset).
     pub fn lose(&mut self, i: usize) {
         self.metrics().book_resyncs.inc();
-        self.hub.set_live(i as u16, false);
+        self.sink.set_live(i as u16, false);
     }
 
     /// Symbol `i`'s connection is gone: its book is stale until published again.
     pub fn disconnected(&mut self, i: usize) {
-        self.hub.set_live(i as u16, false);
+        self.sink.set_live(i as u16, false);
     }
 
     /// The connection is gone: every book is stale.

@@ -440,7 +440,7 @@ impl Connection {
         epoch: Option<&str>,
     ) {
         let hub = self.state.hub.clone();
-        let same_epoch = epoch.is_none_or(|e| e == hub.epoch());
+        let same_epoch = epoch.is_none_or(|e| e == &*hub.epoch());
         let mut fresh = Vec::new();
         let mut acks = Vec::with_capacity(streams.len());
         let held: BTreeMap<StreamId, u64> = self.peer.positions().into_iter().collect();
@@ -542,7 +542,7 @@ impl Connection {
             ),
             End::Interrupted => (
                 Some(ServerMessage::Reconnect {
-                    reason: "the stream jumped ahead (the server's clock stepped forward); resume: what you missed is gone and a fresh snapshot follows".into(),
+                    reason: "the stream jumped ahead (the server's clock stepped forward, or a new epoch began upstream); resume: what you missed is gone and a fresh snapshot follows".into(),
                     streams: self.positions(),
                 }),
                 CLOSE_SERVICE_RESTART,

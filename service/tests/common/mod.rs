@@ -4,6 +4,7 @@
 pub mod binance_double;
 pub mod book_client;
 pub mod book_moves;
+pub mod broker;
 pub mod coinbase_double;
 pub mod kraken_double;
 pub mod market_client;

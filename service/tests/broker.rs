@@ -1,0 +1,364 @@
+//! Many tasks, one stream: ingest and edge processes around a real `redis-server`, killed,
+//! paused and restarted, with clients that must never see a silent gap.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::broker::{Broker, Node, client, subscribe};
+use common::*;
+use futures_util::StreamExt;
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+
+/// A data message as received: its text, and its parsed form.
+#[derive(Debug, Clone)]
+struct Got {
+    text: String,
+    v: Value,
+}
+
+impl Got {
+    fn stream(&self) -> String {
+        key(&self.v)
+    }
+    fn seq(&self) -> u64 {
+        self.v["seq"].as_u64().expect("seq")
+    }
+    fn is_update(&self) -> bool {
+        self.v["type"] == "update"
+    }
+}
+
+/// What a client read until `done` held or the connection ended: data messages, and the
+/// other messages.
+async fn read_until(
+    ws: &mut Ws,
+    within: Duration,
+    mut done: impl FnMut(&[Got]) -> bool,
+) -> (Vec<Got>, Vec<Value>) {
+    let deadline = tokio::time::Instant::now() + within;
+    let (mut data, mut other) = (Vec::new(), Vec::new());
+    while !done(&data) {
+        let next = tokio::time::timeout_at(deadline, ws.next()).await;
+        let Ok(next) = next else {
+            panic!(
+                "not done within {within:?}: {} messages, then {other:?}",
+                data.len()
+            );
+        };
+        match next {
+            Some(Ok(Message::Text(t))) => {
+                let v: Value = serde_json::from_str(&t).expect("JSON");
+                if matches!(v["type"].as_str(), Some("update" | "snapshot")) {
+                    data.push(Got {
+                        text: t.to_string(),
+                        v,
+                    });
+                } else {
+                    other.push(v);
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => break,
+        }
+    }
+    (data, other)
+}
+
+fn updates_of(got: &[Got], stream: &str) -> usize {
+    got.iter()
+        .filter(|g| g.is_update() && g.stream() == stream)
+        .count()
+}
+
+/// The last seq per stream: the resume map.
+fn positions(got: &[Got]) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::new();
+    for g in got {
+        out.insert(g.stream(), g.seq().into());
+    }
+    out
+}
+
+/// Each stream's seqs go up by one from its first message: no gap, no repeat.
+fn assert_contiguous(got: &[Got]) {
+    let mut last: BTreeMap<String, u64> = BTreeMap::new();
+    for g in got {
+        if let Some(prev) = last.insert(g.stream(), g.seq()) {
+            assert_eq!(g.seq(), prev + 1, "{} after {prev}: {}", g.stream(), g.text);
+        }
+    }
+}
+
+async fn ingest_and_edges(broker: &Broker, edges: usize, args: &[&str]) -> (Node, Vec<Node>) {
+    let ingest = Node::start(Some(broker), &[&["--role", "ingest"], args].concat());
+    ingest.until_ready(true, WAIT).await;
+    let edges: Vec<Node> = (0..edges)
+        .map(|_| Node::start(Some(broker), &["--role", "edge"]))
+        .collect();
+    for edge in &edges {
+        edge.until_ready(true, WAIT).await;
+    }
+    (ingest, edges)
+}
+
+const CHANNELS: [&str; 3] = ["ticker", "trades", "book"];
+
+#[tokio::test]
+async fn a_client_of_a_killed_edge_resumes_on_another_with_no_gap_and_the_same_bytes() {
+    let broker = Broker::start();
+    let (_ingest, mut edges) = ingest_and_edges(&broker, 2, &["--sim-rate", "50"]).await;
+    let mut b = edges.pop().expect("edge B");
+    let mut a = edges.pop().expect("edge A");
+
+    // A reference client on B holds every message of the run, to compare bytes with.
+    let (mut reference, _) = client(&b, &["AAPL"], &CHANNELS).await;
+    let (early, _) = read_until(&mut reference, WAIT, |g| updates_of(g, "ticker:AAPL") >= 5).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    let recording = tokio::spawn(async move {
+        let (rest, _) = read_until(&mut reference, Duration::from_secs(30), |_| {
+            stopped.load(std::sync::atomic::Ordering::Acquire)
+        })
+        .await;
+        rest
+    });
+
+    let (mut ws, ack) = client(&a, &["AAPL"], &CHANNELS).await;
+    let epoch = ack["epoch"].as_str().expect("epoch").to_string();
+    let (mut before, _) = read_until(&mut ws, WAIT, |g| updates_of(g, "ticker:AAPL") >= 40).await;
+    a.kill();
+    // What was already on its way arrives; then the connection ends.
+    let (rest, _) = read_until(&mut ws, WAIT, |_| false).await;
+    before.extend(rest);
+
+    let mut ws = connect(&b.ws_url()).await;
+    let ack = subscribe(
+        &mut ws,
+        &["AAPL"],
+        &CHANNELS,
+        Some(&epoch),
+        &positions(&before),
+    )
+    .await;
+    for stream in ack["streams"].as_array().expect("streams") {
+        assert_eq!(stream["recovered"], true, "{ack}");
+    }
+    let (after, _) = read_until(&mut ws, WAIT, |g| updates_of(g, "ticker:AAPL") >= 40).await;
+    assert!(
+        after.iter().all(Got::is_update),
+        "a recovered resume sends updates only"
+    );
+    let all: Vec<Got> = before.iter().chain(&after).cloned().collect();
+    assert_contiguous(&all);
+
+    // Past the client's last message on every stream.
+    let (_, _) = read_until(&mut ws, WAIT, |g| updates_of(g, "ticker:AAPL") >= 5).await;
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let mut seen: BTreeMap<(String, u64), String> = BTreeMap::new();
+    for g in early.iter().chain(&recording.await.expect("reference")) {
+        seen.insert((g.stream(), g.seq()), g.text.clone());
+    }
+    let mut compared = 0;
+    for g in all.iter().filter(|g| g.is_update()) {
+        let held = seen
+            .get(&(g.stream(), g.seq()))
+            .unwrap_or_else(|| panic!("the reference missed {} {}", g.stream(), g.seq()));
+        assert_eq!(held, &g.text, "edges A and B sent different bytes");
+        compared += 1;
+    }
+    assert!(compared >= 80, "{compared} updates compared");
+    b.kill();
+}
+
+#[tokio::test]
+async fn a_replay_through_the_broker_is_the_replay_of_one_process() {
+    // A recording: one second of what a simulator serves, as a client captured it.
+    let sim = Node::start(None, &["--sim-rate", "50"]);
+    sim.until_ready(true, WAIT).await;
+    let symbols = ["AAPL", "BTC-USD"];
+    let channels = ["ticker", "trades", "book", "book_25", "candles_1s"];
+    let (mut ws, _) = client(&sim, &symbols, &channels).await;
+    let (captured, _) = read_until(&mut ws, WAIT, |g| updates_of(g, "ticker:AAPL") >= 50).await;
+    drop(sim);
+    let path = common::broker::recorded_path("broker-replay");
+    // A recording is in time order; each stream already is.
+    let mut lines: Vec<&Got> = captured.iter().collect();
+    lines.sort_by_key(|g| g.v["ts"].as_i64());
+    let lines: Vec<&str> = lines.iter().map(|g| g.text.as_str()).collect();
+    std::fs::write(&path, lines.join("\n")).expect("write the recording");
+    let replay = [
+        "--replay",
+        path.to_str().expect("path"),
+        "--replay-speed",
+        "0",
+    ];
+    let history = ["--history", "100000"];
+
+    let alone = Node::start(None, &[&replay[..], &history].concat());
+    let broker = Broker::start();
+    let ingest = Node::start(
+        Some(&broker),
+        &[&["--role", "ingest"], &replay[..], &history].concat(),
+    );
+    let edge = Node::start(Some(&broker), &[&["--role", "edge"], &history[..]].concat());
+    let n = captured.len() as f64;
+    alone
+        .until_metric("tickstream_events_published_total", WAIT, |v| v >= n)
+        .await;
+    ingest
+        .until_metric("tickstream_broker_events_total", WAIT, |v| v >= n)
+        .await;
+    edge.until_metric("tickstream_broker_events_total", WAIT, |v| v >= n)
+        .await;
+
+    // From the start of every stream, each server's window.
+    let mut windows = Vec::new();
+    for node in [&alone, &edge] {
+        let epoch = node.epoch().await;
+        let mut from = serde_json::Map::new();
+        for s in symbols {
+            for c in channels {
+                from.insert(format!("{c}:{s}"), 0.into());
+            }
+        }
+        let mut ws = connect(&node.ws_url()).await;
+        let ack = subscribe(&mut ws, &symbols, &channels, Some(&epoch), &from).await;
+        for stream in ack["streams"].as_array().expect("streams") {
+            assert_eq!(stream["recovered"], true, "{ack}");
+        }
+        let (got, _) = read_until(&mut ws, WAIT, |g| g.len() >= captured.len()).await;
+        // The same messages, but the times: a replay is re-timed to when it runs.
+        let mut by_stream: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        for g in got {
+            let mut v = g.v.clone();
+            v["ts"] = Value::Null;
+            by_stream.entry(g.stream()).or_default().push(v);
+        }
+        windows.push(by_stream);
+    }
+    assert_eq!(windows[0].len(), symbols.len() * channels.len());
+    assert_eq!(windows[0], windows[1]);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[tokio::test]
+async fn a_broker_that_lost_its_data_is_a_new_epoch_and_clients_are_told() {
+    let mut broker = Broker::start();
+    let (_ingest, edges) = ingest_and_edges(&broker, 1, &["--sim-rate", "20"]).await;
+    let edge = &edges[0];
+    let (mut ws, ack) = client(edge, &["AAPL"], &["ticker"]).await;
+    let old = ack["epoch"].as_str().expect("epoch").to_string();
+    let (before, _) = read_until(&mut ws, WAIT, |g| g.len() >= 5).await;
+
+    broker.restart_empty();
+    let (_, other) = read_until(&mut ws, Duration::from_secs(15), |_| false).await;
+    assert!(
+        other.iter().any(|m| m["type"] == "reconnect"),
+        "the client is told to resume: {other:?}"
+    );
+    edge.until_ready(true, Duration::from_secs(15)).await;
+    let mut ws = connect(&edge.ws_url()).await;
+    let ack = subscribe(
+        &mut ws,
+        &["AAPL"],
+        &["ticker"],
+        Some(&old),
+        &positions(&before),
+    )
+    .await;
+    assert_ne!(ack["epoch"], old.as_str(), "{ack}");
+    assert_eq!(ack["streams"][0]["recovered"], false, "{ack}");
+    let (after, _) = read_until(&mut ws, WAIT, |g| g.len() >= 5).await;
+    // The stream's state (a snapshot at the acknowledged seq), or its next update when it has
+    // none yet in the new epoch; then contiguous.
+    let at = ack["streams"][0]["seq"].as_u64().expect("seq");
+    let first = (&after[0].v["type"], after[0].seq());
+    assert!(
+        first == (&"snapshot".into(), at) || first == (&"update".into(), at + 1),
+        "{} after {ack}",
+        after[0].text
+    );
+    assert_contiguous(&after);
+}
+
+#[tokio::test]
+async fn a_standby_ingest_takes_over_within_the_lease_and_clients_see_a_new_epoch() {
+    let broker = Broker::start();
+    let lease = ["--sim-rate", "20", "--broker-lease", "1s"];
+    let (mut first, edges) = ingest_and_edges(&broker, 1, &lease).await;
+    first
+        .until_metric("tickstream_broker_lease_holder", WAIT, |v| v == 1.0)
+        .await;
+    let standby = Node::start(Some(&broker), &[&["--role", "ingest"], &lease[..]].concat());
+    standby.until_ready(true, WAIT).await;
+    assert_eq!(standby.metric("tickstream_broker_lease_holder").await, 0.0);
+
+    let edge = &edges[0];
+    let (mut ws, ack) = client(edge, &["AAPL"], &["ticker", "book"]).await;
+    let old = ack["epoch"].as_str().expect("epoch").to_string();
+    let (before, _) = read_until(&mut ws, WAIT, |g| g.len() >= 5).await;
+    assert_contiguous(&before);
+
+    let killed = tokio::time::Instant::now();
+    first.kill();
+    // The lease (1 s) runs out, and the standby asks every third of it.
+    standby
+        .until_metric(
+            "tickstream_broker_lease_holder",
+            Duration::from_secs(5),
+            |v| v == 1.0,
+        )
+        .await;
+    let took = killed.elapsed();
+    assert!(
+        took <= Duration::from_millis(1_334 + 700),
+        "took over after {took:?}"
+    );
+    let (got, other) = read_until(&mut ws, Duration::from_secs(10), |_| false).await;
+    assert_contiguous(&[&before[..], &got[..]].concat());
+    assert!(
+        other.iter().any(|m| m["type"] == "reconnect"),
+        "a new epoch is told, never a silent jump: {other:?}"
+    );
+    let mut ws = connect(&edge.ws_url()).await;
+    let ack = subscribe(
+        &mut ws,
+        &["AAPL"],
+        &["ticker", "book"],
+        Some(&old),
+        &positions(&before),
+    )
+    .await;
+    assert_ne!(ack["epoch"], old.as_str());
+    let (after, _) = read_until(&mut ws, WAIT, |g| updates_of(g, "book:AAPL") >= 5).await;
+    assert_contiguous(&after);
+}
+
+#[tokio::test]
+async fn a_paused_broker_makes_edges_unready_then_they_catch_up_with_no_gap() {
+    let broker = Broker::start();
+    let (ingest, edges) =
+        ingest_and_edges(&broker, 1, &["--sim-rate", "20", "--broker-lease", "1s"]).await;
+    let edge = &edges[0];
+    let (mut ws, _) = client(edge, &["AAPL"], &["ticker", "book"]).await;
+    let (before, _) = read_until(&mut ws, WAIT, |g| g.len() >= 5).await;
+
+    broker.run(false);
+    edge.until_ready(false, Duration::from_secs(8)).await;
+    // Longer than the lease: the writer finds it expired, and nobody else wrote since.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    broker.run(true);
+    edge.until_ready(true, Duration::from_secs(10)).await;
+
+    let (after, other) = read_until(&mut ws, Duration::from_secs(10), |g| {
+        updates_of(g, "ticker:AAPL") >= 60
+    })
+    .await;
+    assert!(other.iter().all(|m| m["type"] != "reconnect"), "{other:?}");
+    assert_contiguous(&[&before[..], &after[..]].concat());
+    assert_eq!(ingest.metric("tickstream_broker_epochs_total").await, 1.0);
+    assert_eq!(ingest.metric("tickstream_broker_dropped_total").await, 0.0);
+}

@@ -1,0 +1,257 @@
+//! A real `redis-server` (or `valkey-server`) and real `tickstream` processes on 127.0.0.1, for
+//! the broker tests: processes, because those tests kill, pause and restart them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::{Ws, connect, recv_control, send};
+
+/// A free port on 127.0.0.1 (bound and released; nothing else here picks ports).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The broker server this machine has: Valkey's if installed, else Redis's. The README's test
+/// command installs `redis-server`; a machine without either fails here, saying so.
+fn server_binary() -> &'static str {
+    for name in ["valkey-server", "redis-server"] {
+        let found = Command::new(name)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if found {
+            return name;
+        }
+    }
+    panic!("neither valkey-server nor redis-server is installed (apt-get install redis-server)");
+}
+
+/// A broker with no persistence: killed and started again, it has lost everything, as a
+/// cache node that failed over without its last writes.
+#[derive(Debug)]
+pub struct Broker {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Broker {
+    pub fn start() -> Self {
+        let mut broker = Self {
+            port: free_port(),
+            child: None,
+        };
+        broker.spawn();
+        broker
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(server_binary())
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the broker");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the broker did not start"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Killed and started again on the same port, empty.
+    pub fn restart_empty(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGSTOP (`false`) or SIGCONT (`true`).
+    pub fn run(&self, running: bool) {
+        let pid = self.child.as_ref().expect("running").id();
+        signal(pid, if running { "CONT" } else { "STOP" });
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(child) = &self.child {
+            signal(child.id(), "CONT");
+        }
+        self.kill();
+    }
+}
+
+fn signal(pid: u32, name: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -{name} {pid}");
+}
+
+/// A `tickstream` process.
+#[derive(Debug)]
+pub struct Node {
+    pub addr: SocketAddr,
+    child: Option<Child>,
+}
+
+impl Node {
+    /// Starts `tickstream ARGS --listen 127.0.0.1:PORT` (with `--broker` of `broker`, if any).
+    pub fn start(broker: Option<&Broker>, args: &[&str]) -> Self {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tickstream"));
+        cmd.args(args)
+            .args(["--listen", &addr.to_string()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        if let Some(broker) = broker {
+            cmd.args(["--broker", &broker.url()]);
+        }
+        let child = cmd.spawn().expect("start tickstream");
+        Self {
+            addr,
+            child: Some(child),
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// The status of `GET path` and its body (`None` while nothing answers).
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let (addr, path) = (self.addr, path.to_string());
+        tokio::task::spawn_blocking(move || {
+            tickstream::probe::http_get(addr, &path, Duration::from_secs(2)).ok()
+        })
+        .await
+        .ok()?
+    }
+
+    pub async fn ready(&self) -> bool {
+        self.get("/readyz").await.is_some_and(|(s, _)| s == 200)
+    }
+
+    /// Polls `/readyz` until it answers `want` (200: true); fails after `within`.
+    pub async fn until_ready(&self, want: bool, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.ready().await != want {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{}: /readyz not {} within {within:?}",
+                self.addr,
+                if want { "200" } else { "503" }
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A metric's value (0 when absent).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let Some((_, body)) = self.get("/metrics").await else {
+            return 0.0;
+        };
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| {
+                let (k, v) = l.split_once(' ')?;
+                (k == name).then(|| v.trim().parse().ok())?
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// Polls a metric until `want` holds for it.
+    pub async fn until_metric(&self, name: &str, within: Duration, want: impl Fn(f64) -> bool) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let v = self.metric(name).await;
+            if want(v) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{}: {name} is {v}, not as wanted within {within:?}",
+                self.addr
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn epoch(&self) -> String {
+        let (_, body) = self.get("/api/v1/symbols").await.expect("symbols");
+        let v: Value = serde_json::from_str(&body).expect("JSON");
+        v["epoch"].as_str().expect("epoch").to_string()
+    }
+
+    /// SIGKILL: no goodbye to anyone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Subscribes `ws` to `channels` of `symbols` (resuming from `resume` in `epoch`, if given)
+/// and returns the acknowledgement.
+pub async fn subscribe(
+    ws: &mut Ws,
+    symbols: &[&str],
+    channels: &[&str],
+    epoch: Option<&str>,
+    resume: &serde_json::Map<String, Value>,
+) -> Value {
+    let mut msg = json!({"op": "subscribe", "id": 1, "symbols": symbols, "channels": channels});
+    if let Some(epoch) = epoch {
+        msg["epoch"] = json!(epoch);
+        msg["resume"] = Value::Object(resume.clone());
+    }
+    send(ws, msg).await;
+    let ack = recv_control(ws).await;
+    assert_eq!(ack["type"], "subscribed", "{ack}");
+    ack
+}
+
+/// Connects to `node` and subscribes; see [`subscribe`].
+pub async fn client(node: &Node, symbols: &[&str], channels: &[&str]) -> (Ws, Value) {
+    let mut ws = connect(&node.ws_url()).await;
+    let ack = subscribe(&mut ws, symbols, channels, None, &Default::default()).await;
+    (ws, ack)
+}
+
+/// A recording of the data messages a client received, as text.
+pub fn recorded_path(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("tickstream-{name}-{}.ndjson", std::process::id()))
+}
