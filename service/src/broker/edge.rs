@@ -272,9 +272,18 @@ impl Edge {
             self.metrics().broker_lag_micros.set(lag);
         }
         if epoch != self.epoch {
-            // The new epoch's streams hold all of this and more.
-            self.follow(epoch);
-            return self.catch_up_all(conn).await;
+            // Ask the broker which epoch is current: this notification may be an old one that
+            // waited in the inbox while the edge moved on. The current epoch's streams hold
+            // everything such a notification carried, and more.
+            let current: Option<String> = redis::cmd("GET")
+                .arg(self.keys.epoch())
+                .query_async(conn)
+                .await?;
+            if let Some(current) = current.filter(|c| *c != self.epoch) {
+                self.follow(&current);
+                return self.catch_up_all(conn).await;
+            }
+            return Ok(());
         }
         for line in lines {
             if let Some(status) = line.strip_prefix("! ") {
