@@ -21,33 +21,24 @@ use tickstream::market::{Channel, Decimal, Event, Payload, Side, Trade};
 use tickstream::metrics::Metrics;
 use tokio_util::sync::CancellationToken;
 
+#[path = "support/cpu.rs"]
+mod cpu;
+use cpu::cpu_seconds;
+
 const EVENTS: u64 = 400_000;
 const SYMBOLS: u16 = 10;
 const AHEAD: u64 = 20_000;
-
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
-}
 
 fn view(tick: u64) -> View {
     let level = |p: i64, s: i64| Level::new(Decimal::new(p, 2), Decimal::new(s, 0));
     let t = tick as i64;
     View {
-        bids: (0..10).map(|i| level(10_000 - i, 1 + (t + i) % 5)).collect(),
-        asks: (0..10).map(|i| level(10_001 + i, 1 + (t * 3 + i) % 7)).collect(),
+        bids: (0..10)
+            .map(|i| level(10_000 - i, 1 + (t + i) % 5))
+            .collect(),
+        asks: (0..10)
+            .map(|i| level(10_001 + i, 1 + (t * 3 + i) % 7))
+            .collect(),
     }
 }
 
@@ -66,9 +57,15 @@ async fn main() {
         meta: r#"{"source":"bench","symbols":[]}"#.into(),
         source: "bench",
     };
-    tokio::spawn(write(ingest.clone(), client, writer, stop.clone(), move |h| {
-        let _ = leased.send(h);
-    }));
+    tokio::spawn(write(
+        ingest.clone(),
+        client,
+        writer,
+        stop.clone(),
+        move |h| {
+            let _ = leased.send(h);
+        },
+    ));
     holding.wait_for(|h| *h).await.expect("the lease");
 
     let mut depths: Vec<Depths> = (0..SYMBOLS).map(|_| Depths::default()).collect();
@@ -87,7 +84,11 @@ async fn main() {
             let trade = Trade {
                 price: Decimal::new(10_000 + (tick % 3) as i64, 2),
                 size: Decimal::new(1 + (tick % 9) as i64, 0),
-                side: if tick % 2 == 0 { Side::Buy } else { Side::Sell },
+                side: if tick.is_multiple_of(2) {
+                    Side::Buy
+                } else {
+                    Side::Sell
+                },
             };
             let ts = tickstream::feed::now_micros();
             for (channel, payload) in [

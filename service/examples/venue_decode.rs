@@ -10,30 +10,16 @@
 
 use std::time::Instant;
 
+#[path = "support/cpu.rs"]
+mod cpu;
+use cpu::cpu_seconds;
+
 use tickstream::book::{Depths, Level, View, checksum};
 use tickstream::hub::DataMessage;
 use tickstream::market::{Channel, Decimal, Payload};
 use tickstream::venue::{binance, coinbase, kraken};
 
 const N: u64 = 200_000;
-
-fn cpu_seconds() -> f64 {
-    // Process CPU time (user + system) from /proc/self/stat, in clock ticks of 1/100 s.
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
-}
 
 fn book(base: i64) -> View {
     View {

@@ -531,7 +531,8 @@ fn as_snapshot(e: &Event) -> Event {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::market::{Decimal, Side, Trade};
+    use crate::market::Decimal;
+    use crate::market::fixtures::trade;
 
     /// An outlet with a fixed capacity that records what it was offered, following one stream
     /// as a client would: it queues while `upcoming` holds more of that stream, and otherwise
@@ -614,20 +615,6 @@ mod tests {
             Arc::new(Metrics::new()),
             json,
         )
-    }
-
-    fn trade(seq: u64) -> Event {
-        Event {
-            channel: Channel::Trades,
-            symbol: 0,
-            seq,
-            ts: seq as i64,
-            payload: Payload::Trade(Trade {
-                price: Decimal::new(1, 0),
-                size: Decimal::new(1, 0),
-                side: Side::Buy,
-            }),
-        }
     }
 
     fn book(seq: u64, bid: i64, reset: bool) -> Event {

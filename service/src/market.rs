@@ -321,6 +321,27 @@ pub fn valid_symbol(name: &str) -> bool {
         })
 }
 
+/// Events for unit tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+
+    /// A trade of symbol 0 with `seq`, at time `seq`.
+    pub fn trade(seq: u64) -> Event {
+        Event {
+            channel: Channel::Trades,
+            symbol: 0,
+            seq,
+            ts: seq as i64,
+            payload: Payload::Trade(Trade {
+                price: Decimal::new(1, 0),
+                size: Decimal::new(1, 0),
+                side: Side::Buy,
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -578,27 +578,14 @@ async fn sleep(d: Duration, shutdown: &CancellationToken) -> bool {
 mod tests {
     use super::*;
     use crate::book::{Depths, Level, View};
-    use crate::market::{Decimal, Side, Trade};
+    use crate::market::Decimal;
+    use crate::market::fixtures::trade;
 
     fn ingest(max_queue: usize) -> Ingest {
         let mut ingest = Ingest::new(vec!["AAA".into()], "t", 8, Arc::new(Metrics::new()));
         ingest.max_queue = max_queue;
         ingest.lock().leader = true;
         ingest
-    }
-
-    fn trade(seq: u64) -> Event {
-        Event {
-            channel: Channel::Trades,
-            symbol: 0,
-            seq,
-            ts: seq as i64,
-            payload: Payload::Trade(Trade {
-                price: Decimal::new(1, 0),
-                size: Decimal::new(1, 0),
-                side: Side::Buy,
-            }),
-        }
     }
 
     fn book(depths: &mut Depths, seq: u64, bid: i64) -> Event {
