@@ -151,6 +151,15 @@ pub async fn not_found(uri: axum::http::Uri) -> Response {
     )
 }
 
+/// What an ingest task answers on the client routes: it serves no clients (its hub is empty).
+pub async fn ingest_only() -> Response {
+    error_response(
+        StatusCode::NOT_FOUND,
+        ErrorCode::NotFound,
+        "this is an ingest task (--role ingest): it publishes into the broker and serves no clients; connect to an edge",
+    )
+}
+
 type PathResult = Result<Path<String>, axum::extract::rejection::PathRejection>;
 type QueryResult<Q> = Result<Query<Q>, axum::extract::rejection::QueryRejection>;
 

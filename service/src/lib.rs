@@ -384,6 +384,14 @@ impl AppState {
 
 /// The whole HTTP surface.
 pub fn app(state: AppState) -> Router {
+    if state.config.role == config::Role::Ingest {
+        return Router::new()
+            .route("/healthz", get(http::healthz))
+            .route("/readyz", get(http::readyz))
+            .route("/metrics", get(http::metrics))
+            .fallback(http::ingest_only)
+            .with_state(state);
+    }
     let guarded = Router::new()
         .route("/ws", get(ws::ws_handler))
         .route("/api/v1/symbols", get(http::symbols))

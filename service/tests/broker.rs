@@ -95,6 +95,9 @@ fn assert_contiguous(got: &[Got]) {
 async fn ingest_and_edges(broker: &Broker, edges: usize, args: &[&str]) -> (Node, Vec<Node>) {
     let ingest = Node::start(Some(broker), &[&["--role", "ingest"], args].concat());
     ingest.until_ready(true, WAIT).await;
+    let (status, body) = ingest.get("/api/v1/symbols").await.expect("an answer");
+    assert_eq!(status, 404, "an ingest task serves no clients: {body}");
+    assert!(body.contains("connect to an edge"), "{body}");
     let edges: Vec<Node> = (0..edges)
         .map(|_| Node::start(Some(broker), &["--role", "edge"]))
         .collect();
