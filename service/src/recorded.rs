@@ -48,12 +48,12 @@ impl<'a> Line<'a> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug)]
 pub struct Recorded {
     pub channel: Channel,
     pub symbol: String,
     pub ts: Micros,
-    #[serde(rename = "type", default)]
+    /// `type`: `snapshot` or `update` (books need it).
     pub kind: Option<String>,
     pub data: Payload,
 }
@@ -106,25 +106,40 @@ impl Books {
     }
 }
 
+/// Reads one recorded message. The data is decoded as its channel's payload (one pass, where
+/// trying each payload shape in turn cost buffering and an error per miss).
 pub fn parse(line: &str) -> Result<Recorded, String> {
-    let rec: Recorded = serde_json::from_str(line).map_err(|e| e.to_string())?;
-    if !valid_symbol(&rec.symbol) {
-        return Err(format!("{:?} is not a valid symbol", rec.symbol));
+    #[derive(Deserialize)]
+    struct Raw<'a> {
+        channel: Channel,
+        symbol: String,
+        ts: Micros,
+        #[serde(rename = "type", default)]
+        kind: Option<String>,
+        #[serde(borrow)]
+        data: &'a serde_json::value::RawValue,
     }
-    let fits = matches!(
-        (rec.channel, &rec.data),
-        (Channel::Ticker, Payload::Ticker(_))
-            | (Channel::Trades, Payload::Trade(_))
-            | (Channel::Candles1s | Channel::Candles1m, Payload::Candle(_))
-            | (
-                Channel::Book | Channel::Book25 | Channel::Book50 | Channel::Book100,
-                Payload::Book(_)
-            )
-    );
-    if !fits {
-        return Err(format!("data does not match channel {}", rec.channel));
+    let raw: Raw<'_> = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    if !valid_symbol(&raw.symbol) {
+        return Err(format!("{:?} is not a valid symbol", raw.symbol));
     }
-    Ok(rec)
+    let text = raw.data.get();
+    let data = match raw.channel {
+        Channel::Ticker => serde_json::from_str(text).map(Payload::Ticker),
+        Channel::Trades => serde_json::from_str(text).map(Payload::Trade),
+        Channel::Candles1s | Channel::Candles1m => serde_json::from_str(text).map(Payload::Candle),
+        Channel::Book | Channel::Book25 | Channel::Book50 | Channel::Book100 => {
+            serde_json::from_str(text).map(Payload::Book)
+        }
+    }
+    .map_err(|e| format!("data does not match channel {}: {e}", raw.channel))?;
+    Ok(Recorded {
+        channel: raw.channel,
+        symbol: raw.symbol,
+        ts: raw.ts,
+        kind: raw.kind,
+        data,
+    })
 }
 
 impl Books {

@@ -27,7 +27,7 @@ use super::Keys;
 use crate::hub::{Batch, Hub, StreamId};
 use crate::market::{Channel, Event};
 use crate::metrics::Metrics;
-use crate::recorded::{Books, parse};
+use crate::recorded::{Books, Recorded, parse};
 
 /// Notification batches waiting to be applied.
 pub const INBOX: usize = 1024;
@@ -314,7 +314,14 @@ impl Edge {
         body: &str,
         conn: &mut MultiplexedConnection,
     ) -> Result<(), EdgeError> {
-        let Some(stream) = self.stream_of(body) else {
+        let rec = match parse(body) {
+            Ok(rec) => rec,
+            Err(e) => {
+                tracing::warn!(error = %e, seq, "an unreadable broker entry skipped");
+                return Ok(());
+            }
+        };
+        let Some(stream) = self.hub.stream(rec.channel, &rec.symbol) else {
             return Ok(());
         };
         let last = self.last[stream.index()];
@@ -328,7 +335,7 @@ impl Edge {
                 return Ok(());
             }
         }
-        if !self.apply(stream, seq, body) {
+        if !self.apply(stream, seq, rec) {
             self.flush();
             let symbol = self.hub.symbol_name(stream).to_string();
             self.books.forget(stream.channel(), &symbol);
@@ -337,28 +344,9 @@ impl Edge {
         Ok(())
     }
 
-    /// The stream a recorded message belongs to (without decoding its data).
-    fn stream_of(&self, body: &str) -> Option<StreamId> {
-        #[derive(Deserialize)]
-        struct Head<'a> {
-            channel: Channel,
-            #[serde(borrow)]
-            symbol: std::borrow::Cow<'a, str>,
-        }
-        let head: Head<'_> = serde_json::from_str(body).ok()?;
-        self.hub.stream(head.channel, &head.symbol)
-    }
-
-    /// Decodes and queues one entry; `false` when it cannot be applied (a book update the edge
+    /// Queues one decoded entry; `false` when it cannot be applied (a book update the edge
     /// holds no book for, or whose checksum fails): the caller rebuilds that book.
-    fn apply(&mut self, stream: StreamId, seq: u64, body: &str) -> bool {
-        let mut rec = match parse(body) {
-            Ok(rec) => rec,
-            Err(e) => {
-                tracing::warn!(error = %e, seq, "an unreadable broker entry skipped");
-                return true;
-            }
-        };
+    fn apply(&mut self, stream: StreamId, seq: u64, mut rec: Recorded) -> bool {
         if self.books.apply(&mut rec).is_err() {
             return false;
         }
@@ -448,11 +436,14 @@ impl Edge {
             let Some(body) = entry.get::<String>("d") else {
                 continue;
             };
-            let applies = if seq > self.last[stream.index()] {
-                self.apply(stream, seq, &body)
-            } else {
+            let applies = match parse(&body) {
+                Ok(rec) if seq > self.last[stream.index()] => self.apply(stream, seq, rec),
                 // Held already: it only rebuilds the book.
-                parse(&body).is_ok_and(|mut rec| self.books.apply(&mut rec).is_ok())
+                Ok(mut rec) => self.books.apply(&mut rec).is_ok(),
+                Err(e) => {
+                    tracing::warn!(error = %e, seq, "an unreadable broker entry skipped");
+                    true
+                }
             };
             if !applies {
                 tracing::warn!(stream = %channel, symbol, seq, "a book entry the broker holds does not apply; waiting for the next checkpoint");
