@@ -532,7 +532,7 @@ fn as_snapshot(e: &Event) -> Event {
 mod tests {
     use super::*;
     use crate::market::Decimal;
-    use crate::market::fixtures::trade;
+    use crate::market::fixtures::{self, trade};
 
     /// An outlet with a fixed capacity that records what it was offered, following one stream
     /// as a client would: it queues while `upcoming` holds more of that stream, and otherwise
@@ -619,23 +619,11 @@ mod tests {
 
     fn book(seq: u64, bid: i64, reset: bool) -> Event {
         use crate::book::{Depths, Level, View};
-        let level = |p| Level::new(Decimal::new(p, 0), Decimal::new(1, 0));
-        let view = View {
-            bids: vec![level(bid)],
-            asks: vec![level(bid + 1)],
-        };
         let start = View {
-            bids: vec![level(1)],
-            asks: vec![level(2)],
+            bids: vec![Level::new(Decimal::new(1, 0), Decimal::new(1, 0))],
+            asks: vec![Level::new(Decimal::new(2, 0), Decimal::new(1, 0))],
         };
-        let [update, ..] = Depths::starting_at(Some(&start)).next(view, reset);
-        Event {
-            channel: Channel::Book,
-            symbol: 0,
-            seq,
-            ts: seq as i64,
-            payload: Payload::Book(update),
-        }
+        fixtures::book(&mut Depths::starting_at(Some(&start)), seq, bid, reset)
     }
 
     /// A book's update carries what changed; a new subscriber's snapshot the whole view; a

@@ -326,6 +326,25 @@ pub fn valid_symbol(name: &str) -> bool {
 pub(crate) mod fixtures {
     use super::*;
 
+    /// The book message of symbol 0 with `seq` (at time `seq`) that takes `depths` to one
+    /// level a side: `bid` and `bid + 1`.
+    pub fn book(depths: &mut crate::book::Depths, seq: u64, bid: i64, reset: bool) -> Event {
+        use crate::book::{Level, View};
+        let level = |p| Level::new(Decimal::new(p, 0), Decimal::new(1, 0));
+        let view = View {
+            bids: vec![level(bid)],
+            asks: vec![level(bid + 1)],
+        };
+        let [update, ..] = depths.next(view, reset);
+        Event {
+            channel: Channel::Book,
+            symbol: 0,
+            seq,
+            ts: seq as i64,
+            payload: Payload::Book(update),
+        }
+    }
+
     /// A trade of symbol 0 with `seq`, at time `seq`.
     pub fn trade(seq: u64) -> Event {
         Event {

@@ -577,31 +577,14 @@ async fn sleep(d: Duration, shutdown: &CancellationToken) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::book::{Depths, Level, View};
-    use crate::market::Decimal;
-    use crate::market::fixtures::trade;
+    use crate::book::Depths;
+    use crate::market::fixtures::{book, trade};
 
     fn ingest(max_queue: usize) -> Ingest {
         let mut ingest = Ingest::new(vec!["AAA".into()], "t", 8, Arc::new(Metrics::new()));
         ingest.max_queue = max_queue;
         ingest.lock().leader = true;
         ingest
-    }
-
-    fn book(depths: &mut Depths, seq: u64, bid: i64) -> Event {
-        let level = |p| Level::new(Decimal::new(p, 0), Decimal::new(1, 0));
-        let view = View {
-            bids: vec![level(bid)],
-            asks: vec![level(bid + 1)],
-        };
-        let [update, ..] = depths.next(view, false);
-        Event {
-            channel: Channel::Book,
-            symbol: 0,
-            seq,
-            ts: seq as i64,
-            payload: Payload::Book(update),
-        }
     }
 
     fn steps(ingest: &Ingest) -> Vec<(u64, bool)> {
@@ -636,7 +619,7 @@ mod tests {
         let ingest = ingest(MAX_QUEUE_BYTES);
         let mut depths = Depths::default();
         let mut events: Vec<Event> = (1..=5)
-            .map(|s| book(&mut depths, s, 10 + s as i64))
+            .map(|s| book(&mut depths, s, 10 + s as i64, false))
             .collect();
         ingest.publish(&mut events, &mut Batch::default());
         let got: Vec<bool> = steps(&ingest).into_iter().map(|(_, c)| c).collect();
@@ -649,7 +632,7 @@ mod tests {
         ingest.lock().leader = false;
         let mut depths = Depths::default();
         ingest.publish(
-            &mut vec![book(&mut depths, 1, 10), trade(1)],
+            &mut vec![book(&mut depths, 1, 10, false), trade(1)],
             &mut Batch::default(),
         );
         assert!(steps(&ingest).is_empty());
@@ -670,7 +653,10 @@ mod tests {
             seq += 1;
             assert!(seq < 1000, "the queue never overflowed");
             ingest.publish(
-                &mut vec![book(&mut depths, seq, 10 + seq as i64 % 7), trade(seq)],
+                &mut vec![
+                    book(&mut depths, seq, 10 + seq as i64 % 7, false),
+                    trade(seq),
+                ],
                 &mut Batch::default(),
             );
         }
