@@ -435,6 +435,8 @@ pub async fn run(
             "feed live; ready"
         );
     };
+    // An ingest task's writer, awaited at shutdown: it hands its lease over.
+    let mut writer_task = None;
     match origin {
         Some(Origin::Feed(feed)) => {
             tokio::spawn(feed.run(state.hub.clone(), token.clone(), on_ready));
@@ -458,13 +460,13 @@ pub async fn run(
                     tokio::spawn(feed.run(sink.clone(), stop.clone(), || {}));
                 }
             };
-            tokio::spawn(broker::ingest::write(
+            writer_task = Some(tokio::spawn(broker::ingest::write(
                 ingest,
                 client,
                 writer,
                 token.clone(),
                 on_lease,
-            ));
+            )));
         }
         Some(Origin::Edge(edge)) => {
             tokio::spawn(edge.run(token.clone(), on_ready));
@@ -505,6 +507,9 @@ pub async fn run(
             connections = state.connections(),
             "drain deadline reached; closing the rest"
         );
+    }
+    if let Some(task) = writer_task {
+        let _ = tokio::time::timeout_at(deadline, task).await;
     }
     tracing::info!("stopped");
     Ok(())

@@ -365,3 +365,29 @@ async fn a_paused_broker_makes_edges_unready_then_they_catch_up_with_no_gap() {
     assert_eq!(ingest.metric("tickstream_broker_epochs_total").await, 1.0);
     assert_eq!(ingest.metric("tickstream_broker_dropped_total").await, 0.0);
 }
+
+#[tokio::test]
+async fn a_writer_that_stops_hands_its_lease_over_at_once() {
+    let broker = Broker::start();
+    // The default lease, 3 s: a takeover well within it shows the lease was handed over.
+    let (mut first, _edges) = ingest_and_edges(&broker, 0, &["--sim-rate", "20"]).await;
+    first
+        .until_metric("tickstream_broker_lease_holder", WAIT, |v| v == 1.0)
+        .await;
+    let standby = Node::start(Some(&broker), &["--role", "ingest", "--sim-rate", "20"]);
+    standby.until_ready(true, WAIT).await;
+    let stopped = tokio::time::Instant::now();
+    first.terminate();
+    standby
+        .until_metric(
+            "tickstream_broker_lease_holder",
+            Duration::from_secs(5),
+            |v| v == 1.0,
+        )
+        .await;
+    let took = stopped.elapsed();
+    assert!(
+        took < Duration::from_millis(2_000),
+        "took over after {took:?}"
+    );
+}

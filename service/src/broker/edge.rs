@@ -165,14 +165,16 @@ impl Edge {
         let mut attempt = 0u32;
         loop {
             let outcome = self.session(&shutdown, &mut on_ready).await;
-            self.health.caught_up.store(false, Ordering::Release);
+            // A connection that got as far as serving starts the backoff again.
+            if self.health.caught_up.swap(false, Ordering::AcqRel) {
+                attempt = 0;
+            }
             self.metrics().broker_up.set(0);
             if shutdown.is_cancelled() {
                 return;
             }
-            match outcome {
-                Ok(()) => attempt = 0,
-                Err(e) => tracing::warn!(error = %e, "broker connection lost"),
+            if let Err(e) = outcome {
+                tracing::warn!(error = %e, "broker connection lost");
             }
             self.metrics().broker_reconnects.inc();
             attempt = attempt.saturating_add(1);
@@ -184,8 +186,8 @@ impl Edge {
         }
     }
 
-    /// One connection: subscribe, catch up, then apply notifications. `Ok` when the
-    /// connection worked (it was up and caught up) before it ended.
+    /// One connection: subscribe, catch up, then apply notifications until it fails (or
+    /// `shutdown`: `Ok`).
     async fn session(
         &mut self,
         shutdown: &CancellationToken,

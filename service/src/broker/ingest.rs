@@ -556,6 +556,23 @@ pub async fn write(
             }
         }
     }
+    if let Some(w) = writer.as_mut()
+        && ingest.lock().leader
+    {
+        // Stopping (a deploy): hand the lease over now rather than after its time to live.
+        let release = redis::Script::new(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+        );
+        let released: redis::RedisResult<u8> = release
+            .key(w.keys.lease())
+            .arg(&w.id)
+            .invoke_async(&mut w.conn)
+            .await;
+        tracing::info!(
+            released = released.is_ok_and(|n| n == 1),
+            "stopping: the writer's lease released"
+        );
+    }
     metrics.broker_lease_holder.set(0);
 }
 

@@ -209,6 +209,14 @@ impl Node {
         v["epoch"].as_str().expect("epoch").to_string()
     }
 
+    /// SIGTERM, and waits for the process to exit.
+    pub fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(child.id(), "TERM");
+            let _ = child.wait();
+        }
+    }
+
     /// SIGKILL: no goodbye to anyone.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
