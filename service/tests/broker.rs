@@ -391,3 +391,36 @@ async fn a_writer_that_stops_hands_its_lease_over_at_once() {
         "took over after {took:?}"
     );
 }
+
+/// `rediss://` with AUTH, as on ElastiCache with encryption in transit: the certificate is
+/// checked (rustls with graviola's crypto, the system's roots moved by SSL_CERT_FILE), and a
+/// wrong password keeps an ingest task unready rather than publishing nowhere.
+#[tokio::test]
+async fn a_broker_over_tls_with_a_password() {
+    let broker = Broker::start_secure();
+    let (_ingest, edges) = ingest_and_edges(&broker, 1, &["--sim-rate", "20"]).await;
+    // Books too, from the start: the ingest sends each book's first update whole, so an edge
+    // holds it at once rather than at the first checkpoint (256 updates later).
+    let (mut ws, _) = client(&edges[0], &["AAPL"], &["ticker", "book"]).await;
+    let (got, _) = read_until(&mut ws, Duration::from_secs(2), |g| {
+        updates_of(g, "book:AAPL") >= 3
+    })
+    .await;
+    assert_contiguous(&got);
+
+    // The CA, but no password.
+    let mut env = broker.client_env();
+    env.retain(|(k, _)| k == "SSL_CERT_FILE");
+    let unauthenticated = Node::start_with(Some(&broker), &["--role", "ingest"], env);
+    unauthenticated.until_up().await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(!unauthenticated.ready().await, "no password: not ready");
+    assert_eq!(unauthenticated.metric("tickstream_broker_up").await, 0.0);
+    // The password, but not the CA: the certificate is refused.
+    let mut env = broker.client_env();
+    env.retain(|(k, _)| k != "SSL_CERT_FILE");
+    let untrusting = Node::start_with(Some(&broker), &["--role", "ingest"], env);
+    untrusting.until_up().await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(!untrusting.ready().await, "an unknown issuer: not ready");
+}

@@ -247,9 +247,19 @@ impl Sink for Ingest {
     fn publish(&self, events: &mut Vec<Event>, _batch: &mut Batch) {
         let every = self.checkpoint_every();
         let mut st = self.lock();
-        for event in events.drain(..) {
+        for mut event in events.drain(..) {
             let stream = StreamId::new(event.channel, event.symbol);
             let i = stream.index();
+            // A book's first update here changes a book no reader holds (the simulator's starts
+            // from a book it never published): it goes out whole, as a reset.
+            if let Payload::Book(b) = &mut event.payload
+                && st.leader
+                && st.last_seq[i] == 0
+                && !b.data.reset
+            {
+                *b = b.as_snapshot();
+                b.data.reset = true;
+            }
             // A book's view before this event: what a checkpoint at this event holds.
             let mut before = None;
             let reset = if let Payload::Book(b) = &event.payload {
@@ -641,6 +651,14 @@ mod tests {
         ingest.publish(&mut events, &mut Batch::default());
         let got: Vec<bool> = steps(&ingest).into_iter().map(|(_, c)| c).collect();
         assert_eq!(got, vec![true, false, true, false, true]);
+        let st = ingest.lock();
+        let Some(Item::Event { body, .. }) = st.queue.front() else {
+            panic!("an event first");
+        };
+        assert!(
+            body.contains(r#""type":"snapshot""#),
+            "the first update of a book no reader holds goes out whole: {body}"
+        );
     }
 
     #[test]

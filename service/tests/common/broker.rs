@@ -37,29 +37,76 @@ fn server_binary() -> &'static str {
 
 /// A broker with no persistence: killed and started again, it has lost everything, as a
 /// cache node that failed over without its last writes.
-#[derive(Debug)]
 pub struct Broker {
     pub port: u16,
     child: Option<Child>,
+    /// TLS only, and AUTH with this password.
+    secure: Option<(super::tls::TestTls, String)>,
 }
+
+/// The password of [`Broker::start_secure`].
+pub const PASSWORD: &str = "correct-horse-battery-staple";
 
 impl Broker {
     pub fn start() -> Self {
         let mut broker = Self {
             port: free_port(),
             child: None,
+            secure: None,
+        };
+        broker.spawn();
+        broker
+    }
+
+    /// TLS only (a certificate for 127.0.0.1 from a throwaway CA) and AUTH, as ElastiCache
+    /// with encryption in transit and a password.
+    pub fn start_secure() -> Self {
+        let tls = super::tls::TestTls::new(&["127.0.0.1"]);
+        let mut broker = Self {
+            port: free_port(),
+            child: None,
+            secure: Some((tls, PASSWORD.into())),
         };
         broker.spawn();
         broker
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.secure.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// What a client process needs besides the URL: the CA to trust, and the password.
+    pub fn client_env(&self) -> Vec<(String, String)> {
+        let Some((tls, password)) = &self.secure else {
+            return Vec::new();
+        };
+        vec![
+            ("SSL_CERT_FILE".into(), tls.ca_file.display().to_string()),
+            ("TICKSTREAM_BROKER_PASSWORD".into(), password.clone()),
+        ]
     }
 
     fn spawn(&mut self) {
-        let child = Command::new(server_binary())
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+        let mut cmd = Command::new(server_binary());
+        match &self.secure {
+            None => cmd.args(["--port", &self.port.to_string()]),
+            Some((tls, password)) => cmd
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(&tls.cert_file)
+                .arg("--tls-key-file")
+                .arg(&tls.key_file)
+                .arg("--tls-ca-cert-file")
+                .arg(&tls.ca_file)
+                .args(["--tls-auth-clients", "no", "--requirepass", password]),
+        };
+        let child = cmd
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -123,11 +170,21 @@ pub struct Node {
 impl Node {
     /// Starts `tickstream ARGS --listen 127.0.0.1:PORT` (with `--broker` of `broker`, if any).
     pub fn start(broker: Option<&Broker>, args: &[&str]) -> Self {
+        Self::start_with(
+            broker,
+            args,
+            broker.map(Broker::client_env).unwrap_or_default(),
+        )
+    }
+
+    /// The same with the environment `env` (a broker's client settings, or some of them).
+    pub fn start_with(broker: Option<&Broker>, args: &[&str], env: Vec<(String, String)>) -> Self {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tickstream"));
         cmd.args(args)
             .args(["--listen", &addr.to_string()])
             .env("RUST_LOG", "warn")
+            .envs(env)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         if let Some(broker) = broker {
@@ -156,6 +213,19 @@ impl Node {
 
     pub async fn ready(&self) -> bool {
         self.get("/readyz").await.is_some_and(|(s, _)| s == 200)
+    }
+
+    /// Polls `/healthz` until the process answers.
+    pub async fn until_up(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.get("/healthz").await.is_none() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{}: not up",
+                self.addr
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Polls `/readyz` until it answers `want` (200: true); fails after `within`.

@@ -12,6 +12,9 @@ pub struct TestTls {
     _dir: tempfile::TempDir,
     /// The CA certificate, PEM.
     pub ca_file: PathBuf,
+    /// The server's certificate and key, PEM (for servers that read files: redis-server).
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
     pub acceptor: TlsAcceptor,
 }
 
@@ -39,6 +42,9 @@ impl TestTls {
             .expect("leaf");
         let ca_file = dir.path().join("ca.pem");
         std::fs::write(&ca_file, ca_cert.pem()).expect("write the CA");
+        let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert_file, leaf.pem()).expect("write the certificate");
+        std::fs::write(&key_file, leaf_key.serialize_pem()).expect("write the key");
         let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
         let config = rustls::ServerConfig::builder()
             .with_no_client_auth()
@@ -47,6 +53,8 @@ impl TestTls {
         Self {
             _dir: dir,
             ca_file,
+            cert_file,
+            key_file,
             acceptor: TlsAcceptor::from(Arc::new(config)),
         }
     }
