@@ -30,6 +30,13 @@ for label in want:
             problems.append(f"{label}: not every client was served ({json.dumps(run)})")
         print(f"{label}: {run['served']} served in {run['all_served_s']} s")
         continue
+    if label.startswith("broker-"):
+        # The broker's own figures: memory per stream, and events one ingest task publishes.
+        figure = run.get("bytes_per_stream", run.get("events_per_s", 0))
+        if not figure > 0:
+            problems.append(f"{label}: no figure ({json.dumps(run)})")
+        print(f"{label}: {figure}")
+        continue
     server = run.get("server", {})
     checks = {
         "every connection made": run["connected"] == run["connections"],
