@@ -56,19 +56,25 @@ pub struct Meta {
     pub symbols: Vec<String>,
 }
 
-/// Whether the edge can serve: connected, caught up, and hearing from the broker.
+/// Whether the edge can serve: connected, caught up, hearing from the broker, and not behind.
 #[derive(Debug, Default)]
 pub struct Health {
     caught_up: AtomicBool,
     /// When the broker last answered (a notification or a ping), in microseconds.
     heard: AtomicI64,
+    /// How old the last notification applied was (from the ingest's publish), microseconds.
+    lag: AtomicI64,
 }
 
 impl Health {
-    /// Ready when caught up and the broker answered within `max_lag`.
+    /// Ready when caught up, the broker answered within `max_lag`, and the last notification
+    /// applied was at most `max_lag` old (a quiet source leaves that as it was: not behind).
     pub fn ok(&self, max_lag: Duration) -> bool {
+        let bound = max_lag.as_micros() as i64;
         let quiet = crate::feed::now_micros() - self.heard.load(Ordering::Acquire);
-        self.caught_up.load(Ordering::Acquire) && quiet <= max_lag.as_micros() as i64
+        self.caught_up.load(Ordering::Acquire)
+            && quiet <= bound
+            && self.lag.load(Ordering::Acquire) <= bound
     }
 
     fn heard(&self) {
@@ -211,6 +217,7 @@ impl Edge {
         }
         self.catch_up_all(&mut conn).await?;
         self.health.heard();
+        self.health.lag.store(0, Ordering::Release);
         self.health.caught_up.store(true, Ordering::Release);
         if let Some(ready) = on_ready.take() {
             ready();
@@ -272,6 +279,7 @@ impl Edge {
         if let Ok(sent) = sent.parse::<i64>() {
             let lag = (crate::feed::now_micros() - sent).max(0);
             self.metrics().broker_lag_micros.set(lag);
+            self.health.lag.store(lag, Ordering::Release);
         }
         if epoch != self.epoch {
             // Ask the broker which epoch is current: this notification may be an old one that
@@ -455,5 +463,27 @@ impl Edge {
         }
         self.flush();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_edge_is_ready_only_caught_up_hearing_the_broker_and_not_behind() {
+        let bound = Duration::from_secs(5);
+        let health = Health::default();
+        health.heard();
+        assert!(!health.ok(bound), "not caught up yet");
+        health.caught_up.store(true, Ordering::Release);
+        assert!(health.ok(bound));
+        health.lag.store(6_000_000, Ordering::Release);
+        assert!(!health.ok(bound), "the last notification was 6 s old");
+        health.lag.store(1_000, Ordering::Release);
+        health
+            .heard
+            .store(crate::feed::now_micros() - 6_000_000, Ordering::Release);
+        assert!(!health.ok(bound), "the broker has been silent for 6 s");
     }
 }
