@@ -162,20 +162,61 @@ fn read_api_keys(path: &std::path::Path) -> Result<Vec<String>, StartError> {
     Ok(keys)
 }
 
+/// Checks `config` and adds the keys of `--api-keys-file`: every role's start.
+fn prepare(config: &mut Config) -> Result<(), StartError> {
+    config.validate()?;
+    if let Some(path) = &config.api_keys_file {
+        let keys = read_api_keys(path)?;
+        config.api_keys.extend(keys);
+    }
+    Ok(())
+}
+
+/// The hub and metrics of a process serving `symbols` of `source` from `epoch` on.
+fn hub_for(
+    config: &Config,
+    source: &str,
+    symbols: Vec<String>,
+    epoch: String,
+) -> (Arc<Hub>, Arc<Metrics>) {
+    let metrics = Arc::new(Metrics::new());
+    metrics
+        .source_info
+        .get_or_create(&metrics::SourceLabel {
+            source: source.to_string(),
+        })
+        .set(1);
+    let limits = HubLimits {
+        history: config.history,
+        candles: config.candle_history,
+    };
+    let hub = Hub::new(
+        symbols,
+        epoch,
+        limits,
+        metrics.clone(),
+        ws::protocol::data_frame,
+    );
+    (Arc::new(hub), metrics)
+}
+
 /// What feeds this process: taken once by [`run`].
 #[derive(Debug)]
 enum Origin {
     /// `--role all`: the source publishes into the hub.
     Feed(Feed),
     /// `--role ingest`: the source publishes into the broker.
-    Ingest {
-        feed: Feed,
-        ingest: Arc<broker::ingest::Ingest>,
-        client: redis::Client,
-        writer: broker::ingest::WriterConfig,
-    },
+    Ingest(Box<IngestOrigin>),
     /// `--role edge`: the broker feeds the hub.
-    Edge(broker::edge::Edge),
+    Edge(Box<broker::edge::Edge>),
+}
+
+#[derive(Debug)]
+struct IngestOrigin {
+    feed: Feed,
+    ingest: Arc<broker::ingest::Ingest>,
+    client: redis::Client,
+    writer: broker::ingest::WriterConfig,
 }
 
 /// Everything a request handler may need. Cheap to clone.
@@ -208,30 +249,10 @@ pub struct AppState {
 impl AppState {
     /// Validates the configuration and prepares the feed (a replay file is checked here).
     pub fn new(mut config: Config) -> Result<Self, StartError> {
-        config.validate()?;
-        if let Some(path) = &config.api_keys_file {
-            let keys = read_api_keys(path)?;
-            config.api_keys.extend(keys);
-        }
+        prepare(&mut config)?;
         let feed = Feed::from_config(&config)?;
-        let metrics = Arc::new(Metrics::new());
-        metrics
-            .source_info
-            .get_or_create(&metrics::SourceLabel {
-                source: config.source_name().to_string(),
-            })
-            .set(1);
-        let limits = HubLimits {
-            history: config.history,
-            candles: config.candle_history,
-        };
-        let hub = Arc::new(Hub::new(
-            feed.symbols(),
-            feed.epoch(),
-            limits,
-            metrics.clone(),
-            ws::protocol::data_frame,
-        ));
+        let symbols = feed.symbols();
+        let (hub, metrics) = hub_for(&config, config.source_name(), symbols.clone(), feed.epoch());
         let sim = match &feed {
             Feed::Sim(sim) => Some(Arc::new(sim.clone())),
             _ => None,
@@ -240,27 +261,27 @@ impl AppState {
             config::Role::Ingest => {
                 let client =
                     broker::client(&config).map_err(|e| StartError::Broker(e.to_string()))?;
+                let meta = serde_json::json!({
+                    "source": config.source_name(),
+                    "symbols": symbols,
+                });
                 let ingest = Arc::new(broker::ingest::Ingest::new(
-                    feed.symbols(),
+                    symbols,
                     &config.broker_namespace,
                     config.history,
                     metrics.clone(),
                 ));
-                let meta = serde_json::json!({
-                    "source": config.source_name(),
-                    "symbols": feed.symbols(),
-                });
                 let writer = broker::ingest::WriterConfig {
                     lease: config.broker_lease,
                     meta: meta.to_string(),
                     source: config.source_name(),
                 };
-                Origin::Ingest {
+                Origin::Ingest(Box::new(IngestOrigin {
                     feed,
                     ingest,
                     client,
                     writer,
-                }
+                }))
             }
             _ => Origin::Feed(feed),
         };
@@ -275,32 +296,22 @@ impl AppState {
         meta: broker::edge::Meta,
         epoch: String,
     ) -> Result<Self, StartError> {
-        config.validate()?;
+        prepare(&mut config)?;
         if let Ok(source) = <config::Source as clap::ValueEnum>::from_str(&meta.source, true) {
             config.source = source;
         }
-        let metrics = Arc::new(Metrics::new());
-        metrics
-            .source_info
-            .get_or_create(&metrics::SourceLabel {
-                source: meta.source.clone(),
-            })
-            .set(1);
-        let limits = HubLimits {
-            history: config.history,
-            candles: config.candle_history,
-        };
-        let hub = Arc::new(Hub::new(
-            meta.symbols,
-            epoch,
-            limits,
-            metrics.clone(),
-            ws::protocol::data_frame,
-        ));
+        let (hub, metrics) = hub_for(&config, &meta.source, meta.symbols, epoch);
         let health = Arc::new(broker::edge::Health::default());
         let keys = broker::Keys::new(&config.broker_namespace);
         let edge = broker::edge::Edge::new(hub.clone(), client, keys, health.clone());
-        Self::assemble(config, hub, metrics, None, Origin::Edge(edge), Some(health))
+        Self::assemble(
+            config,
+            hub,
+            metrics,
+            None,
+            Origin::Edge(Box::new(edge)),
+            Some(health),
+        )
     }
 
     fn assemble(
@@ -441,12 +452,13 @@ pub async fn run(
         Some(Origin::Feed(feed)) => {
             tokio::spawn(feed.run(state.hub.clone(), token.clone(), on_ready));
         }
-        Some(Origin::Ingest {
-            feed,
-            ingest,
-            client,
-            writer,
-        }) => {
+        Some(Origin::Ingest(origin)) => {
+            let IngestOrigin {
+                feed,
+                ingest,
+                client,
+                writer,
+            } = *origin;
             // The source starts once this task is the writer: a standby neither loads a
             // venue nor publishes anything, and takes over with a new epoch.
             let (sink, stop) = (ingest.clone(), token.clone());

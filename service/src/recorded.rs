@@ -58,9 +58,10 @@ pub struct Recorded {
     pub data: Payload,
 }
 
-/// The books of a recording, rebuilt line by line.
+/// The books of a recording, rebuilt line by line: by symbol, then channel (looked up by
+/// `&str`: no key is made per line).
 #[derive(Debug, Default)]
-pub struct Books(HashMap<(Channel, String), Arc<View>>);
+pub struct Books(HashMap<String, HashMap<Channel, Arc<View>>>);
 
 impl Books {
     /// Applies a book line and returns what to publish: the message (a snapshot marked as a
@@ -74,14 +75,14 @@ impl Books {
             Some("update") => false,
             _ => return Err("a book line needs \"type\": \"snapshot\" or \"update\"".into()),
         };
-        let key = (rec.channel, rec.symbol.clone());
-        let mut view = match self.0.get(&key) {
+        let held = self.0.get(&rec.symbol).and_then(|b| b.get(&rec.channel));
+        let mut view = match held {
             Some(view) => View::clone(view),
             None if snapshot => View::default(),
             None => {
                 return Err(format!(
                     "book {}:{} starts with an update, not a snapshot",
-                    key.0, key.1
+                    rec.channel, rec.symbol
                 ));
             }
         };
@@ -101,7 +102,16 @@ impl Books {
         update.data.reset = snapshot;
         update.view = Arc::new(view);
         update.depth = depth;
-        self.0.insert(key, update.view.clone());
+        let view = update.view.clone();
+        match self.0.get_mut(&rec.symbol) {
+            Some(books) => {
+                books.insert(rec.channel, view);
+            }
+            None => {
+                self.0
+                    .insert(rec.symbol.clone(), HashMap::from([(rec.channel, view)]));
+            }
+        }
         Ok(())
     }
 }
@@ -150,11 +160,13 @@ impl Books {
 
     /// Forgets one book: it is rebuilt from its next snapshot.
     pub fn forget(&mut self, channel: Channel, symbol: &str) {
-        self.0.remove(&(channel, symbol.to_string()));
+        if let Some(books) = self.0.get_mut(symbol) {
+            books.remove(&channel);
+        }
     }
 
     /// Whether the book of `channel` and `symbol` is held.
     pub fn holds(&self, channel: Channel, symbol: &str) -> bool {
-        self.0.contains_key(&(channel, symbol.to_string()))
+        self.0.get(symbol).is_some_and(|b| b.contains_key(&channel))
     }
 }

@@ -107,6 +107,31 @@ async fn ingest_and_edges(broker: &Broker, edges: usize, args: &[&str]) -> (Node
     (ingest, edges)
 }
 
+/// A second ingest task with `args`, ready and standing by while `writer` holds the lease.
+async fn standby_of(writer: &Node, broker: &Broker, args: &[&str]) -> Node {
+    writer
+        .until_metric("tickstream_broker_lease_holder", WAIT, |v| v == 1.0)
+        .await;
+    let standby = Node::start(Some(broker), &[&["--role", "ingest"], args].concat());
+    standby.until_ready(true, WAIT).await;
+    assert_eq!(standby.metric("tickstream_broker_lease_holder").await, 0.0);
+    standby
+}
+
+/// How long after `stop` (of the writer) `standby` holds the lease.
+async fn takeover_after(standby: &Node, stop: impl FnOnce()) -> Duration {
+    let stopped = tokio::time::Instant::now();
+    stop();
+    standby
+        .until_metric(
+            "tickstream_broker_lease_holder",
+            Duration::from_secs(5),
+            |v| v == 1.0,
+        )
+        .await;
+    stopped.elapsed()
+}
+
 const CHANNELS: [&str; 3] = ["ticker", "trades", "book"];
 
 #[tokio::test]
@@ -292,12 +317,7 @@ async fn a_standby_ingest_takes_over_within_the_lease_and_clients_see_a_new_epoc
     let broker = Broker::start();
     let lease = ["--sim-rate", "20", "--broker-lease", "1s"];
     let (mut first, edges) = ingest_and_edges(&broker, 1, &lease).await;
-    first
-        .until_metric("tickstream_broker_lease_holder", WAIT, |v| v == 1.0)
-        .await;
-    let standby = Node::start(Some(&broker), &[&["--role", "ingest"], &lease[..]].concat());
-    standby.until_ready(true, WAIT).await;
-    assert_eq!(standby.metric("tickstream_broker_lease_holder").await, 0.0);
+    let standby = standby_of(&first, &broker, &lease).await;
 
     let edge = &edges[0];
     let (mut ws, ack) = client(edge, &["AAPL"], &["ticker", "book"]).await;
@@ -305,17 +325,8 @@ async fn a_standby_ingest_takes_over_within_the_lease_and_clients_see_a_new_epoc
     let (before, _) = read_until(&mut ws, WAIT, |g| g.len() >= 5).await;
     assert_contiguous(&before);
 
-    let killed = tokio::time::Instant::now();
-    first.kill();
     // The lease (1 s) runs out, and the standby asks every third of it.
-    standby
-        .until_metric(
-            "tickstream_broker_lease_holder",
-            Duration::from_secs(5),
-            |v| v == 1.0,
-        )
-        .await;
-    let took = killed.elapsed();
+    let took = takeover_after(&standby, || first.kill()).await;
     assert!(
         took <= Duration::from_millis(1_334 + 700),
         "took over after {took:?}"
@@ -370,22 +381,10 @@ async fn a_paused_broker_makes_edges_unready_then_they_catch_up_with_no_gap() {
 async fn a_writer_that_stops_hands_its_lease_over_at_once() {
     let broker = Broker::start();
     // The default lease, 3 s: a takeover well within it shows the lease was handed over.
-    let (mut first, _edges) = ingest_and_edges(&broker, 0, &["--sim-rate", "20"]).await;
-    first
-        .until_metric("tickstream_broker_lease_holder", WAIT, |v| v == 1.0)
-        .await;
-    let standby = Node::start(Some(&broker), &["--role", "ingest", "--sim-rate", "20"]);
-    standby.until_ready(true, WAIT).await;
-    let stopped = tokio::time::Instant::now();
-    first.terminate();
-    standby
-        .until_metric(
-            "tickstream_broker_lease_holder",
-            Duration::from_secs(5),
-            |v| v == 1.0,
-        )
-        .await;
-    let took = stopped.elapsed();
+    let args = ["--sim-rate", "20"];
+    let (mut first, _edges) = ingest_and_edges(&broker, 0, &args).await;
+    let standby = standby_of(&first, &broker, &args).await;
+    let took = takeover_after(&standby, || first.terminate()).await;
     assert!(
         took < Duration::from_millis(2_000),
         "took over after {took:?}"
@@ -423,4 +422,27 @@ async fn a_broker_over_tls_with_a_password() {
     untrusting.until_up().await;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert!(!untrusting.ready().await, "an unknown issuer: not ready");
+}
+
+/// An edge starts through its own path (it waits for the broker's writer): its API keys
+/// still guard it.
+#[tokio::test]
+async fn an_edge_keeps_its_api_keys() {
+    let broker = Broker::start();
+    let (_ingest, _) = ingest_and_edges(&broker, 0, &["--sim-rate", "20"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("keys");
+    std::fs::write(&file, "# edge keys\nsecret-key-1\n").expect("write keys");
+    let edge = Node::start(
+        Some(&broker),
+        &[
+            "--role",
+            "edge",
+            "--api-keys-file",
+            file.to_str().expect("path"),
+        ],
+    );
+    edge.until_ready(true, WAIT).await;
+    let (status, body) = edge.get("/api/v1/symbols").await.expect("an answer");
+    assert_eq!(status, 401, "{body}");
 }

@@ -299,8 +299,8 @@ impl Edge {
             if let Some(status) = line.strip_prefix("! ") {
                 self.flush();
                 let (symbol, state) = status.split_once(' ').unwrap_or((status, ""));
-                if let Some(i) = self.hub.symbols().iter().position(|s| s == symbol) {
-                    self.hub.set_live(i as u16, state == "live");
+                if let Some(stream) = self.hub.stream(Channel::Ticker, symbol) {
+                    self.hub.set_live(stream.symbol(), state == "live");
                 }
                 continue;
             }
@@ -383,13 +383,12 @@ impl Edge {
         for i in 0..self.last.len() {
             self.catch_up(StreamId::from_index(i), conn).await?;
         }
-        let stale: Vec<String> = redis::cmd("HKEYS")
+        let stale: std::collections::HashSet<String> = redis::cmd("HKEYS")
             .arg(self.keys.stale())
             .query_async(conn)
             .await?;
-        for i in 0..self.hub.symbols().len() {
-            let live = !stale.contains(&self.hub.symbols()[i]);
-            self.hub.set_live(i as u16, live);
+        for (i, symbol) in self.hub.symbols().iter().enumerate() {
+            self.hub.set_live(i as u16, !stale.contains(symbol));
         }
         Ok(())
     }

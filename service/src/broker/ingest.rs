@@ -40,27 +40,26 @@ const MAX_BATCH_BYTES: usize = 512 << 10;
 #[derive(Debug)]
 enum Item {
     Event {
-        stream: String,
+        /// The stream's index (its key is [`Ingest::stream_keys`]).
+        stream: usize,
         step: u64,
         body: String,
         checkpoint: Option<String>,
     },
     Status {
-        symbol: String,
+        symbol: u16,
         live: bool,
     },
 }
 
 impl Item {
+    /// What it holds, for the queue's bound.
     fn bytes(&self) -> usize {
         match self {
             Item::Event {
-                stream,
-                body,
-                checkpoint,
-                ..
-            } => stream.len() + body.len() + checkpoint.as_ref().map_or(0, String::len),
-            Item::Status { symbol, .. } => symbol.len(),
+                body, checkpoint, ..
+            } => body.len() + checkpoint.as_ref().map_or(0, String::len),
+            Item::Status { .. } => 0,
         }
     }
 }
@@ -95,6 +94,8 @@ struct State {
 pub struct Ingest {
     symbols: Vec<String>,
     keys: Keys,
+    /// Every stream's key, by stream index: named once, not per event.
+    stream_keys: Vec<String>,
     metrics: Arc<Metrics>,
     window: usize,
     /// [`MAX_QUEUE_BYTES`], but for tests.
@@ -112,9 +113,17 @@ impl Ingest {
     ) -> Self {
         let streams = symbols.len() * Channel::ALL.len();
         let n = symbols.len();
+        let keys = Keys::new(namespace);
+        let stream_keys = (0..streams)
+            .map(|i| {
+                let stream = StreamId::from_index(i);
+                keys.stream(stream.channel(), &symbols[usize::from(stream.symbol())])
+            })
+            .collect();
         Self {
             symbols,
-            keys: Keys::new(namespace),
+            keys,
+            stream_keys,
             metrics,
             window,
             max_queue: MAX_QUEUE_BYTES,
@@ -142,13 +151,6 @@ impl Ingest {
         (self.window / 4).max(1)
     }
 
-    fn stream_key(&self, stream: StreamId) -> String {
-        self.keys.stream(
-            stream.channel(),
-            &self.symbols[usize::from(stream.symbol())],
-        )
-    }
-
     /// Starts the epoch's streams over: empties the queue and queues every book whole (a
     /// reset, which is also its checkpoint) and every symbol's status, so an edge can build
     /// everything from what follows.
@@ -156,7 +158,6 @@ impl Ingest {
         let dropped = st.queue.len();
         self.metrics.broker_dropped.inc_by(dropped as u64);
         st.queue.clear();
-        st.bytes = 0;
         st.last_seq.iter_mut().for_each(|s| *s = 0);
         st.since_checkpoint.iter_mut().for_each(|s| *s = 0);
         for i in 0..st.books.len() {
@@ -178,7 +179,7 @@ impl Ingest {
             // The source's next update of this book follows the whole one.
             st.last_seq[i] = seq;
             st.queue.push_back(Item::Event {
-                stream: self.stream_key(stream),
+                stream: i,
                 step: 1,
                 checkpoint: Some(self.checkpoint(&event, None)),
                 body,
@@ -186,7 +187,7 @@ impl Ingest {
         }
         for (i, &live) in st.live.iter().enumerate() {
             st.queue.push_back(Item::Status {
-                symbol: self.symbols[i].clone(),
+                symbol: i as u16,
                 live,
             });
         }
@@ -297,7 +298,7 @@ impl Sink for Ingest {
                 None => None,
             };
             let item = Item::Event {
-                stream: self.stream_key(stream),
+                stream: i,
                 step,
                 body,
                 checkpoint,
@@ -321,10 +322,7 @@ impl Sink for Ingest {
         let mut st = self.lock();
         st.live[usize::from(symbol)] = live;
         if st.leader {
-            st.queue.push_back(Item::Status {
-                symbol: self.symbols[usize::from(symbol)].clone(),
-                live,
-            });
+            st.queue.push_back(Item::Status { symbol, live });
             drop(st);
             self.wake.notify_one();
         }
@@ -373,14 +371,9 @@ impl Writer {
     async fn lease(&mut self, new_epoch: bool) -> redis::RedisResult<Lease> {
         let keys = &self.keys;
         let epoch = format!("{}-{:016x}", self.config.source, super::random_u64());
-        let (code, text): (u8, String) = self
-            .lease
-            .key(keys.lease())
-            .key(keys.epoch())
-            .key(keys.positions())
-            .key(keys.applied())
-            .key(keys.checkpoints())
-            .key(keys.meta())
+        let mut call = self.lease.prepare_invoke();
+        keys.state(&mut call);
+        call.key(keys.meta())
             .key(keys.stale())
             .key(keys.writer())
             .arg(&self.id)
@@ -389,9 +382,8 @@ impl Writer {
             .arg(&self.config.meta)
             .arg(if new_epoch { "1" } else { "0" })
             .arg(keys.events())
-            .arg(crate::feed::now_micros())
-            .invoke_async(&mut self.conn)
-            .await?;
+            .arg(crate::feed::now_micros());
+        let (code, text): (u8, String) = call.invoke_async(&mut self.conn).await?;
         Ok(match code {
             0 => Lease::Held(text),
             1 => Lease::Kept,
@@ -399,20 +391,22 @@ impl Writer {
         })
     }
 
-    /// Applies one batch; `Ok(events)` once the broker holds it (now or from an earlier try).
-    async fn apply(&mut self, id: &str, items: &[Item], window: usize) -> redis::RedisResult<u64> {
+    /// Applies one batch of `ingest`'s; `Ok(events)` once the broker holds it (now or from an
+    /// earlier try).
+    async fn apply(
+        &mut self,
+        id: &str,
+        items: &[Item],
+        ingest: &Ingest,
+    ) -> redis::RedisResult<u64> {
         let keys = &self.keys;
         let mut call = self.publish.prepare_invoke();
-        call.key(keys.lease())
-            .key(keys.epoch())
-            .key(keys.positions())
-            .key(keys.applied())
-            .key(keys.checkpoints())
-            .key(keys.stale())
+        keys.state(&mut call);
+        call.key(keys.stale())
             .arg(&self.id)
             .arg(id)
             .arg(keys.events())
-            .arg(window.max(1))
+            .arg(ingest.window.max(1))
             .arg(crate::feed::now_micros());
         let mut events = 0u64;
         for item in items {
@@ -424,7 +418,7 @@ impl Writer {
                     checkpoint,
                 } => {
                     events += 1;
-                    call.key(stream)
+                    call.key(&ingest.stream_keys[*stream])
                         .arg(step)
                         .arg(body)
                         .arg(checkpoint.as_deref().unwrap_or(""))
@@ -432,7 +426,7 @@ impl Writer {
                 Item::Status { symbol, live } => call
                     .key(keys.stale())
                     .arg(if *live { "L" } else { "S" })
-                    .arg(symbol)
+                    .arg(&ingest.symbols[usize::from(*symbol)])
                     .arg(""),
             };
         }
@@ -546,7 +540,7 @@ pub async fn write(
             }
             continue;
         };
-        match w.apply(batch, items, ingest.window).await {
+        match w.apply(batch, items, &ingest).await {
             Ok(events) => {
                 metrics.broker_events.inc_by(events);
                 inflight = None;
