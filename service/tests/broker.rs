@@ -141,8 +141,29 @@ async fn a_client_of_a_killed_edge_resumes_on_another_with_no_gap_and_the_same_b
     let mut b = edges.pop().expect("edge B");
     let mut a = edges.pop().expect("edge A");
 
-    // A reference client on B holds every message of the run, to compare bytes with.
-    let (mut reference, _) = client(&b, &["AAPL"], &CHANNELS).await;
+    // A reference client on B holds every message of the run, to compare bytes with: it
+    // resumes from the start of every stream, so it holds what edge A sends whichever edge
+    // is ahead (a client that subscribed fresh would start at B's position, which can be
+    // past A's when A lags).
+    let mut reference = connect(&b.ws_url()).await;
+    let from: serde_json::Map<String, serde_json::Value> = CHANNELS
+        .iter()
+        .map(|c| (format!("{c}:AAPL"), 0.into()))
+        .collect();
+    let ack = subscribe(
+        &mut reference,
+        &["AAPL"],
+        &CHANNELS,
+        Some(&b.epoch().await),
+        &from,
+    )
+    .await;
+    for stream in ack["streams"].as_array().expect("streams") {
+        assert_eq!(
+            stream["recovered"], true,
+            "the reference holds every stream from 1: {ack}"
+        );
+    }
     let (early, _) = read_until(&mut reference, WAIT, |g| updates_of(g, "ticker:AAPL") >= 5).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stopped = stop.clone();
