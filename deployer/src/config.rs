@@ -26,6 +26,12 @@ pub struct Layer {
     pub network_stack: Option<String>,
     pub platform_stack: Option<String>,
     pub lambda_stack: Option<String>,
+    pub broker_stack: Option<String>,
+    /// `elasticache` or `memorydb`: run an ingest service and an edge service around a Valkey
+    /// broker (docs/adr/0021-broker.md). Unset or `none`: one service, every task whole.
+    pub broker: Option<String>,
+    /// Ingest tasks with a broker: 1, or 2 for a standby that takes the lease over.
+    pub ingest_count: Option<u32>,
     /// MiB for the Lambda REST tier (`--target lambda`).
     pub lambda_memory: Option<u32>,
     /// The Lambda tier's reserved concurrency: a bound on cost and load. Unset: none reserved
@@ -91,6 +97,9 @@ impl Layer {
             network_stack,
             platform_stack,
             lambda_stack,
+            broker_stack,
+            broker,
+            ingest_count,
             lambda_memory,
             lambda_concurrency,
             account_id,
@@ -134,7 +143,8 @@ impl Layer {
             "DEPLOY_TARGET",
             "DEPLOY_VERIFY_API_KEY",
         ];
-        const NUMBERS: [&str; 13] = [
+        const NUMBERS: [&str; 14] = [
+            "ingest_count",
             "lambda_memory",
             "lambda_concurrency",
             "cpu",
@@ -198,6 +208,23 @@ impl Layer {
     }
 }
 
+/// Which Valkey AWS runs for the broker (infra/broker.yaml's `Engine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BrokerEngine {
+    ElastiCache,
+    MemoryDb,
+}
+
+impl BrokerEngine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BrokerEngine::ElastiCache => "elasticache",
+            BrokerEngine::MemoryDb => "memorydb",
+        }
+    }
+}
+
 /// The CPU architecture of the image and of the Fargate task; they must match, or the task dies
 /// with "exec format error".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -251,6 +278,12 @@ pub struct Settings {
     pub network_stack: String,
     pub platform_stack: String,
     pub lambda_stack: String,
+    pub broker_stack: String,
+    /// The broker's engine; `None`: no broker, one service of whole tasks.
+    pub broker: Option<BrokerEngine>,
+    /// The ingest service's name (with a broker): `SERVICE-ingest`.
+    pub ingest_service: String,
+    pub ingest_count: u32,
     pub lambda_memory: u32,
     pub lambda_concurrency: Option<u32>,
     pub account_id: Option<String>,
@@ -400,7 +433,7 @@ impl ConfigError {
 }
 
 /// Every key a layer may hold.
-pub const KEYS: [&str; 34] = [
+pub const KEYS: [&str; 37] = [
     "app",
     "emulator",
     "region",
@@ -410,6 +443,9 @@ pub const KEYS: [&str; 34] = [
     "network_stack",
     "platform_stack",
     "lambda_stack",
+    "broker_stack",
+    "broker",
+    "ingest_count",
     "lambda_memory",
     "lambda_concurrency",
     "account_id",
@@ -644,10 +680,12 @@ fn validate(env: &str, l: Layer, root: PathBuf) -> Result<Settings, ConfigError>
         .platform_stack
         .unwrap_or_else(|| default_name("-platform"));
     let lambda_stack = l.lambda_stack.unwrap_or_else(|| default_name("-api"));
+    let broker_stack = l.broker_stack.unwrap_or_else(|| default_name("-broker"));
     for (key, name) in [
         ("network_stack", &network_stack),
         ("platform_stack", &platform_stack),
         ("lambda_stack", &lambda_stack),
+        ("broker_stack", &broker_stack),
     ] {
         if !valid_name(name, 128, &['-']) {
             issues.push(Issue::new(
@@ -663,6 +701,50 @@ fn validate(env: &str, l: Layer, root: PathBuf) -> Result<Settings, ConfigError>
             "service",
             format!("`{service}` is not a valid ECS service name"),
             "use letters, digits, hyphens and underscores, starting with a letter",
+        ));
+    }
+    let broker = match l.broker.as_deref().unwrap_or("none") {
+        "none" => None,
+        "elasticache" => Some(BrokerEngine::ElastiCache),
+        "memorydb" => {
+            // MemoryDB is clustered: its endpoint may land on a replica, which answers writes
+            // with MOVED, and the service speaks to one node. infra/broker.yaml can make one.
+            issues.push(Issue::new(
+                "broker",
+                "memorydb is not supported yet: its cluster endpoint may route the service to a replica, which answers MOVED, and the service follows no redirects",
+                "use broker = \"elasticache\" (a failover there is a new epoch: clients are told)",
+            ));
+            Some(BrokerEngine::MemoryDb)
+        }
+        other => {
+            issues.push(Issue::new(
+                "broker",
+                format!("`{other}` is not a broker"),
+                "use \"elasticache\", or \"none\" for one service of whole tasks",
+            ));
+            None
+        }
+    };
+    // Locally one ingest task runs (crate::local_broker); on AWS a writer and a standby.
+    let ingest_count = l.ingest_count.unwrap_or(if emulator { 1 } else { 2 });
+    if emulator && ingest_count != 1 {
+        issues.push(Issue::new(
+            "ingest_count",
+            "an emulator environment runs one ingest task on this machine",
+            "remove ingest_count from this environment (or set it to 1)",
+        ));
+    } else if !(1..=2).contains(&ingest_count) {
+        issues.push(Issue::new(
+            "ingest_count",
+            format!("{ingest_count} ingest tasks: one writes, and only one can stand by"),
+            "use 2 (a writer and a standby) or 1",
+        ));
+    }
+    if broker.is_none() && l.ingest_count.is_some() {
+        issues.push(Issue::new(
+            "ingest_count",
+            "is set, but there is no broker: every task is whole",
+            "set broker = \"elasticache\", or remove ingest_count",
         ));
     }
     let repository = l.repository.unwrap_or_else(|| app.clone());
@@ -985,6 +1067,10 @@ fn validate(env: &str, l: Layer, root: PathBuf) -> Result<Settings, ConfigError>
         network_stack,
         platform_stack,
         lambda_stack,
+        broker_stack,
+        broker,
+        ingest_service: format!("{service}-ingest"),
+        ingest_count,
         lambda_memory,
         lambda_concurrency: l.lambda_concurrency,
         account_id: l.account_id,
@@ -1128,6 +1214,55 @@ TICKSTREAM_API_KEYS = "arn:aws:ssm:eu-west-1:123456789012:parameter/tickstream/a
             resolve_with("prod", &[("DEPLOY_CPU", "lots")], Layer::default()).expect_err("nan"),
         );
         assert_eq!(e[0].key, "DEPLOY_CPU");
+    }
+
+    #[test]
+    fn a_broker_is_chosen_and_checked() {
+        let none = resolve_with("prod", &[], Layer::default()).expect("valid");
+        assert_eq!(none.broker, None);
+        let with = resolve_with(
+            "prod",
+            &[("DEPLOY_BROKER", "elasticache")],
+            Layer::default(),
+        )
+        .expect("valid");
+        assert_eq!(with.broker, Some(BrokerEngine::ElastiCache));
+        assert_eq!(with.ingest_count, 2, "a writer and a standby by default");
+        assert_eq!(with.broker_stack, "tickstream-prod-broker");
+        assert_eq!(with.ingest_service, "tickstream-prod-ingest");
+        let one = resolve_with(
+            "prod",
+            &[
+                ("DEPLOY_BROKER", "elasticache"),
+                ("DEPLOY_INGEST_COUNT", "1"),
+            ],
+            Layer::default(),
+        )
+        .expect("valid");
+        assert_eq!(one.ingest_count, 1);
+
+        let wrong = issues(
+            resolve_with(
+                "prod",
+                &[("DEPLOY_BROKER", "redis"), ("DEPLOY_INGEST_COUNT", "3")],
+                Layer::default(),
+            )
+            .expect_err("invalid"),
+        );
+        let keys: Vec<&str> = wrong.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["broker", "ingest_count", "ingest_count"],
+            "{wrong:?}"
+        );
+        assert!(wrong[0].fix.contains("elasticache"), "{wrong:?}");
+        // MemoryDB's cluster endpoint may route to a replica: refused with the reason.
+        let memorydb = issues(
+            resolve_with("prod", &[("DEPLOY_BROKER", "memorydb")], Layer::default())
+                .expect_err("not yet"),
+        );
+        assert_eq!(memorydb[0].key, "broker");
+        assert!(memorydb[0].problem.contains("MOVED"), "{memorydb:?}");
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub enum Kind {
     LeftoverEndpoint,
     WrongAccount,
     NoContainerEngine,
+    /// A local environment with a broker, and no valkey-server or redis-server here.
+    NoLocalBroker,
     /// Asked for something this command cannot do as asked (a revision that does not exist).
     Usage,
     NoCredentials,
@@ -68,6 +70,7 @@ impl Kind {
             Kind::LeftoverEndpoint => "leftover_endpoint",
             Kind::WrongAccount => "wrong_account",
             Kind::NoContainerEngine => "no_container_engine",
+            Kind::NoLocalBroker => "no_local_broker",
             Kind::Usage => "usage",
             Kind::NoCredentials => "no_credentials",
             Kind::ExpiredCredentials => "expired_credentials",
@@ -97,6 +100,7 @@ impl Kind {
             | Kind::LeftoverEndpoint
             | Kind::WrongAccount
             | Kind::NoContainerEngine
+            | Kind::NoLocalBroker
             | Kind::Usage => exit::CONFIG,
             Kind::NoCredentials
             | Kind::ExpiredCredentials

@@ -1,4 +1,4 @@
-//! The two `infra/` stacks as this environment wants them. The templates are compiled in, so the
+//! The `infra/` stacks as this environment wants them. The templates are compiled in, so the
 //! binary deploys exactly the templates that CI linted alongside it.
 
 use std::collections::BTreeMap;
@@ -8,6 +8,11 @@ use crate::stacks::StackSpec;
 
 pub const NETWORK_TEMPLATE: &str = include_str!("../../infra/network.yaml");
 pub const PLATFORM_TEMPLATE: &str = include_str!("../../infra/platform.yaml");
+pub const BROKER_TEMPLATE: &str = include_str!("../../infra/broker.yaml");
+
+/// The namespace every task uses (the service's default `--broker-namespace`); the broker's
+/// user may touch nothing else.
+pub const BROKER_NAMESPACE: &str = "tickstream";
 
 /// What the service needs from the stacks' outputs.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -31,6 +36,77 @@ pub struct MissingOutput {
     pub key: &'static str,
 }
 
+/// How tasks reach the broker: the broker stack's outputs, or a local `redis-server`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BrokerLink {
+    /// `rediss://HOST:PORT` (TICKSTREAM_BROKER); never carries credentials.
+    pub url: String,
+    pub user: Option<String>,
+    /// The Secrets Manager secret whose `password` key is TICKSTREAM_BROKER_PASSWORD.
+    pub password_secret_arn: Option<String>,
+    /// The group tasks join to be admitted by the broker.
+    pub client_security_group: Option<String>,
+}
+
+impl BrokerLink {
+    pub fn from_outputs(
+        settings: &Settings,
+        outputs: &BTreeMap<String, String>,
+    ) -> Result<BrokerLink, MissingOutput> {
+        let get = |key: &'static str| {
+            outputs.get(key).cloned().ok_or_else(|| MissingOutput {
+                stack: settings.broker_stack.clone(),
+                key,
+            })
+        };
+        Ok(BrokerLink {
+            url: get("BrokerUrl")?,
+            user: Some(get("BrokerUser")?),
+            password_secret_arn: Some(get("BrokerPasswordSecretArn")?),
+            client_security_group: Some(get("BrokerClientSecurityGroupId")?),
+        })
+    }
+
+    /// ECS's `valueFrom` for the password: one key of the JSON secret.
+    pub fn password_value_from(&self) -> Option<String> {
+        self.password_secret_arn
+            .as_ref()
+            .map(|arn| format!("{arn}:password::"))
+    }
+}
+
+/// The broker stack, in the tasks' subnets. Deployed after the network and before the platform,
+/// whose execution role is granted the password's secret.
+pub fn broker(
+    settings: &Settings,
+    network: &BTreeMap<String, String>,
+) -> Result<Option<StackSpec>, MissingOutput> {
+    let Some(engine) = settings.broker else {
+        return Ok(None);
+    };
+    let get = |key: &'static str| {
+        network.get(key).cloned().ok_or_else(|| MissingOutput {
+            stack: settings.network_stack.clone(),
+            key,
+        })
+    };
+    Ok(Some(StackSpec {
+        name: settings.broker_stack.clone(),
+        template_body: BROKER_TEMPLATE.to_string(),
+        parameters: BTreeMap::from([
+            ("AppName".to_string(), settings.app.clone()),
+            ("EnvironmentName".into(), settings.env.clone()),
+            ("VpcId".into(), get("VpcId")?),
+            ("SubnetIds".into(), get("TaskSubnetIds")?),
+            ("Engine".into(), engine.as_str().into()),
+            ("Namespace".into(), BROKER_NAMESPACE.into()),
+            ("MaxDataGigabytes".into(), "5".into()),
+            ("MemoryDbNodeType".into(), "db.t4g.small".into()),
+        ]),
+        named_iam: false,
+    }))
+}
+
 /// What the execution role may read or pull beyond its own repository and log group.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Grants {
@@ -38,6 +114,19 @@ pub struct Grants {
     pub secrets: Vec<String>,
     /// ECR repositories of images given with `--image`.
     pub repositories: Vec<String>,
+}
+
+impl Grants {
+    /// These grants and the broker's password, which ECS reads for the task.
+    pub fn with_broker(&self, broker: Option<&BrokerLink>) -> Grants {
+        let mut grants = self.clone();
+        if let Some(arn) = broker.and_then(|b| b.password_secret_arn.clone())
+            && !grants.secrets.contains(&arn)
+        {
+            grants.secrets.push(arn);
+        }
+        grants
+    }
 }
 
 pub fn network(settings: &Settings) -> StackSpec {
@@ -166,6 +255,7 @@ mod tests {
                 "PublicSubnetIds".to_string(),
                 "subnet-a,subnet-b".to_string(),
             ),
+            ("TaskSubnetIds".to_string(), "subnet-c,subnet-d".to_string()),
         ])
     }
 
@@ -217,6 +307,53 @@ mod tests {
                 "{declared} is not sent"
             );
         }
+    }
+
+    #[test]
+    fn a_broker_stack_only_with_a_broker_and_every_parameter_sent() {
+        let none = settings("[env.dev]\nregion = \"eu-west-1\"\n", "dev");
+        assert!(super::broker(&none, &network()).expect("outputs").is_none());
+        let with = settings(
+            "[env.dev]\nregion = \"eu-west-1\"\nbroker = \"elasticache\"\n",
+            "dev",
+        );
+        let spec = super::broker(&with, &network())
+            .expect("outputs")
+            .expect("a broker stack");
+        assert_eq!(spec.name, "tickstream-dev-broker");
+        assert_eq!(spec.parameters["Engine"], "elasticache");
+        assert_eq!(spec.parameters["SubnetIds"], network()["TaskSubnetIds"]);
+        for declared in declared_parameters(super::BROKER_TEMPLATE) {
+            assert!(
+                spec.parameters.contains_key(&declared),
+                "{declared} is not sent"
+            );
+        }
+        // The namespace the tasks use is the one the template's user is limited to.
+        assert_eq!(spec.parameters["Namespace"], super::BROKER_NAMESPACE);
+    }
+
+    #[test]
+    fn the_execution_role_is_granted_the_brokers_password_once() {
+        let link = super::BrokerLink {
+            url: "rediss://cache.example:6379".into(),
+            user: Some("tickstream-dev".into()),
+            password_secret_arn: Some(
+                "arn:aws:secretsmanager:eu-west-1:123456789012:secret:broker-AbCdEf".into(),
+            ),
+            client_security_group: Some("sg-1".into()),
+        };
+        let granted = Grants::default().with_broker(Some(&link));
+        assert_eq!(
+            granted.secrets,
+            vec![link.password_secret_arn.clone().expect("an ARN")]
+        );
+        assert_eq!(granted.with_broker(Some(&link)), granted);
+        assert_eq!(Grants::default().with_broker(None), Grants::default());
+        assert_eq!(
+            link.password_value_from().as_deref(),
+            Some("arn:aws:secretsmanager:eu-west-1:123456789012:secret:broker-AbCdEf:password::")
+        );
     }
 
     /// The parameter names under `Parameters:` in a template.

@@ -94,12 +94,24 @@ impl Human for Deployed {
                 "unchanged"
             }
         );
-        println!("  service: {}", self.service.action);
-        if let Some(t) = &self.local_task {
+        if let Some(ingest) = &self.ingest {
             println!(
-                "  local task: pid {} on 127.0.0.1:{} (log {})",
+                "  ingest service {}: {} ({})",
+                ingest.service.name,
+                ingest.service.action,
+                crate::taskdef::short(&ingest.task_definition.arn)
+            );
+        }
+        if let Some(b) = &self.broker {
+            println!("  broker: {}", b.url);
+        }
+        println!("  service: {}", self.service.action);
+        for t in &self.local_tasks {
+            println!(
+                "  local task: pid {} on 127.0.0.1:{} {} (log {})",
                 t.pid,
                 t.port,
+                crate::taskdef::short(&t.task_definition),
                 t.log.display()
             );
         }
@@ -107,10 +119,11 @@ impl Human for Deployed {
             "  verified: first update {} ms after connecting",
             self.verified.first_message_ms
         );
-        println!(
-            "\nWebSocket: {}\nDashboard: {}",
-            self.url, self.dashboard_url
-        );
+        println!();
+        for u in &self.urls {
+            println!("WebSocket: {u}");
+        }
+        println!("Dashboard: {}", self.dashboard_url);
     }
 }
 
@@ -136,6 +149,20 @@ impl Human for Plan {
             None => "registry not checked",
         };
         println!("  image: {} ({pushed})", self.image.reference);
+        if let Some(ingest) = &self.ingest {
+            println!(
+                "  ingest service {}: {}{}",
+                ingest.service.name,
+                ingest.service.action,
+                if ingest.task_definition.is_empty() {
+                    ", task definition unchanged"
+                } else {
+                    ", a new task definition revision"
+                }
+            );
+            changes("  ", &ingest.task_definition);
+            changes("  ", &ingest.service.changes);
+        }
         if self.task_definition.is_empty() {
             println!("  task definition: unchanged");
         } else {
@@ -161,61 +188,76 @@ impl Human for Status {
         for (name, status) in &self.stacks {
             println!("  stack {name}: {status}");
         }
-        match &self.service {
-            None => println!("  service: absent"),
-            Some(s) => println!(
-                "  service {s}: {} running / {} desired, {} pending, {}",
-                self.running,
-                self.desired,
-                self.pending,
-                self.task_definition.as_deref().unwrap_or("?")
-            ),
-        }
-        for d in &self.deployments {
+        if let Some(b) = &self.broker {
             println!(
-                "  deployment {} {} {} {}: {}/{} running, {} pending, {} failed{}",
-                d.id,
-                d.status,
-                d.rollout_state,
-                d.task_definition,
-                d.running,
-                d.desired,
-                d.pending,
-                d.failed_tasks,
-                if d.reason.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", d.reason)
-                }
+                "  broker ({}): {}{}",
+                b.engine,
+                b.state,
+                b.url
+                    .as_ref()
+                    .map(|u| format!(" at {u}"))
+                    .unwrap_or_default()
             );
         }
-        for t in &self.tasks {
-            println!(
-                "  task {} {} health {} {}",
-                t.id, t.last_status, t.health, t.task_definition
-            );
+        if let Some(ingest) = &self.ingest {
+            print_service(ingest);
         }
-        for e in &self.events {
-            println!("  event: {e}");
-        }
-        if let Some(t) = &self.local_task {
+        print_service(&self.serving);
+        for t in &self.local_tasks {
             println!(
                 "  local task: pid {} on 127.0.0.1:{} {} ({})",
-                t.pid,
-                t.port,
-                crate::taskdef::short(&t.task_definition),
-                if self.local_task_ready == Some(true) {
-                    "ready"
-                } else {
-                    "NOT ready"
-                }
+                t.task.pid,
+                t.task.port,
+                crate::taskdef::short(&t.task.task_definition),
+                if t.ready { "ready" } else { "NOT ready" }
             );
-        } else if self.local_task_ready.is_some() {
+        }
+        if self.local_task_ready.is_some() && self.local_tasks.is_empty() {
             println!("  local task: not running");
         }
         if let (Some(u), Some(d)) = (&self.url, &self.dashboard_url) {
             println!("\nWebSocket: {u}\nDashboard: {d}");
         }
+    }
+}
+
+fn print_service(st: &crate::commands::ServiceStatus) {
+    match &st.service {
+        None => println!("  service: absent"),
+        Some(s) => println!(
+            "  service {s}: {} running / {} desired, {} pending, {}",
+            st.running,
+            st.desired,
+            st.pending,
+            st.task_definition.as_deref().unwrap_or("?")
+        ),
+    }
+    for d in &st.deployments {
+        println!(
+            "  deployment {} {} {} {}: {}/{} running, {} pending, {} failed{}",
+            d.id,
+            d.status,
+            d.rollout_state,
+            d.task_definition,
+            d.running,
+            d.desired,
+            d.pending,
+            d.failed_tasks,
+            if d.reason.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", d.reason)
+            }
+        );
+    }
+    for t in &st.tasks {
+        println!(
+            "  task {} {} health {} {}",
+            t.id, t.last_status, t.health, t.task_definition
+        );
+    }
+    for e in &st.events {
+        println!("  event: {e}");
     }
 }
 
@@ -235,9 +277,17 @@ impl Human for Destroyed {
     fn print(&self) {
         println!("destroyed env {}", self.env);
         if self.local_task_stopped {
-            println!("  local task stopped");
+            println!("  local tasks stopped");
         }
-        println!("  service deleted: {}", self.service_deleted);
+        if self.local_broker_stopped {
+            println!("  local broker stopped");
+        }
+        if self.services_deleted.is_empty() {
+            println!("  service deleted: false");
+        }
+        for s in &self.services_deleted {
+            println!("  service deleted: {s}");
+        }
         for s in &self.stacks_deleted {
             println!("  stack deleted: {s}");
         }

@@ -17,8 +17,9 @@ use serde::Serialize;
 
 use crate::config::Settings;
 use crate::error::{self, DeployError};
-use crate::infra::Platform;
+use crate::infra::{BrokerLink, Platform};
 use crate::report::Reporter;
+use crate::roles::Part;
 use crate::taskdef::{CONTAINER, Change};
 
 /// Everything the deployer decides about the service.
@@ -34,7 +35,8 @@ pub struct ServiceSpec {
     pub subnets: Vec<String>,
     pub security_groups: Vec<String>,
     pub assign_public_ip: bool,
-    pub target_group_arn: String,
+    /// The load balancer's target group; `None` for the ingest service, which no client reaches.
+    pub target_group_arn: Option<String>,
     pub container_port: i32,
     pub health_check_grace_seconds: i32,
     pub minimum_healthy_percent: i32,
@@ -42,23 +44,51 @@ pub struct ServiceSpec {
 }
 
 impl ServiceSpec {
-    pub fn new(settings: &Settings, platform: &Platform, task_definition: &str) -> ServiceSpec {
+    /// `part`'s service; its tasks join the broker's client group when there is a broker.
+    pub fn new(
+        settings: &Settings,
+        platform: &Platform,
+        part: &Part,
+        broker: Option<&BrokerLink>,
+        task_definition: &str,
+    ) -> ServiceSpec {
         let mut subnets = platform.task_subnets.clone();
         subnets.sort();
+        let mut security_groups = vec![platform.task_security_group.clone()];
+        security_groups.extend(broker.and_then(|b| b.client_security_group.clone()));
+        security_groups.sort();
+        let (desired, min, max) = if part.serves_clients() {
+            (
+                settings.desired_count,
+                settings.min_count,
+                settings.max_count,
+            )
+        } else {
+            let n = settings.ingest_count;
+            (n, n, n)
+        };
         ServiceSpec {
             cluster: platform.cluster.clone(),
-            name: settings.service.clone(),
+            name: part.service.clone(),
             task_definition: task_definition.to_string(),
-            desired_count: settings.desired_count as i32,
-            min_count: settings.min_count as i32,
-            max_count: settings.max_count as i32,
+            desired_count: desired as i32,
+            min_count: min as i32,
+            max_count: max as i32,
             cpu_target_percent: f64::from(settings.cpu_target_percent),
             subnets,
-            security_groups: vec![platform.task_security_group.clone()],
+            security_groups,
             assign_public_ip: platform.assign_public_ip,
-            target_group_arn: platform.target_group_arn.clone(),
+            target_group_arn: part
+                .serves_clients()
+                .then(|| platform.target_group_arn.clone()),
             container_port: i32::from(settings.port),
-            health_check_grace_seconds: settings.health_check_grace_seconds as i32,
+            // ECS applies a grace period to load balancer health checks; without one there is
+            // nothing for it to delay.
+            health_check_grace_seconds: if part.serves_clients() {
+                settings.health_check_grace_seconds as i32
+            } else {
+                0
+            },
             minimum_healthy_percent: 100,
             maximum_percent: 200,
         }
@@ -156,7 +186,10 @@ impl ServiceSpec {
         check(
             "loadBalancers",
             lb,
-            format!("{}:{}", self.target_group_arn, self.container_port),
+            self.target_group_arn
+                .as_ref()
+                .map(|tg| format!("{tg}:{}", self.container_port))
+                .unwrap_or_default(),
         );
         changes
     }
@@ -191,12 +224,30 @@ impl ServiceSpec {
             .build())
     }
 
-    fn load_balancer(&self) -> LoadBalancer {
-        LoadBalancer::builder()
-            .target_group_arn(&self.target_group_arn)
-            .container_name(CONTAINER)
-            .container_port(self.container_port)
-            .build()
+    /// None for a service no client reaches. (An empty list on update detaches a load
+    /// balancer; `None` leaves the service's as they are.)
+    fn load_balancers(&self) -> Vec<LoadBalancer> {
+        self.target_group_arn
+            .iter()
+            .map(|tg| {
+                LoadBalancer::builder()
+                    .target_group_arn(tg)
+                    .container_name(CONTAINER)
+                    .container_port(self.container_port)
+                    .build()
+            })
+            .collect()
+    }
+
+    /// The grace period, for a service behind the load balancer only.
+    fn grace(&self) -> Option<i32> {
+        self.autoscaled().then_some(self.health_check_grace_seconds)
+    }
+
+    /// Whether autoscaling (target tracking on CPU) belongs to this service: the one clients
+    /// reach. The ingest service keeps its count.
+    pub fn autoscaled(&self) -> bool {
+        self.target_group_arn.is_some()
     }
 
     /// The new deployment's id, which the wait follows.
@@ -211,8 +262,8 @@ impl ServiceSpec {
             .platform_version("LATEST")
             .deployment_configuration(self.deployment()?)
             .network_configuration(self.network()?)
-            .load_balancers(self.load_balancer())
-            .health_check_grace_period_seconds(self.health_check_grace_seconds)
+            .set_load_balancers(Some(self.load_balancers()))
+            .set_health_check_grace_period_seconds(self.grace())
             .enable_ecs_managed_tags(true)
             .propagate_tags(PropagateTags::TaskDefinition)
             .tags(
@@ -238,8 +289,8 @@ impl ServiceSpec {
             .task_definition(&self.task_definition)
             .deployment_configuration(self.deployment()?)
             .network_configuration(self.network()?)
-            .load_balancers(self.load_balancer())
-            .health_check_grace_period_seconds(self.health_check_grace_seconds);
+            .set_load_balancers(Some(self.load_balancers()))
+            .set_health_check_grace_period_seconds(self.grace());
         if desired < self.min_count || desired > self.max_count {
             request = request.desired_count(desired.clamp(self.min_count, self.max_count));
         }
@@ -431,6 +482,19 @@ pub async fn remove_autoscaling(
     name: &str,
 ) -> Result<(), DeployError> {
     let resource = format!("service/{cluster}/{name}");
+    // Asked first: the emulator answers a target that was never registered (the ingest
+    // service's) with ValidationException, where AWS says ObjectNotFoundException.
+    let registered = client
+        .describe_scalable_targets()
+        .service_namespace(ServiceNamespace::Ecs)
+        .resource_ids(&resource)
+        .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
+        .send()
+        .await
+        .map_err(error::aws("describing the autoscaling target"))?;
+    if registered.scalable_targets().is_empty() {
+        return Ok(());
+    }
     match client
         .deregister_scalable_target()
         .service_namespace(ServiceNamespace::Ecs)

@@ -14,7 +14,8 @@ use serde::Serialize;
 
 use crate::config::Settings;
 use crate::error::{self, DeployError};
-use crate::infra::Platform;
+use crate::infra::{BrokerLink, Platform};
+use crate::roles::{Part, Role};
 
 pub const CONTAINER: &str = "tickstream";
 /// Thousands of sockets per task: the default 1024 open files would cap connections.
@@ -60,6 +61,10 @@ pub struct Inputs<'a> {
     pub region: &'a str,
     /// Variable -> `valueFrom`, as the preflight resolved them.
     pub secrets: &'a BTreeMap<String, String>,
+    /// Which service's tasks.
+    pub part: &'a Part,
+    /// How they reach the broker, when there is one.
+    pub broker: Option<&'a BrokerLink>,
 }
 
 impl TaskSpec {
@@ -86,8 +91,22 @@ impl TaskSpec {
                 settings.stop_timeout_seconds.saturating_sub(5).max(1)
             ),
         );
+        let mut secrets = inputs.secrets.clone();
+        if inputs.part.role != Role::All {
+            environment.insert("TICKSTREAM_ROLE".into(), inputs.part.role.as_str().into());
+        }
+        if let Some(broker) = inputs.broker {
+            environment.insert("TICKSTREAM_BROKER".into(), broker.url.clone());
+            if let Some(user) = &broker.user {
+                environment.insert("TICKSTREAM_BROKER_USER".into(), user.clone());
+            }
+            // A reference: ECS reads the value at start; it never enters the definition.
+            if let Some(value_from) = broker.password_value_from() {
+                secrets.insert("TICKSTREAM_BROKER_PASSWORD".into(), value_from);
+            }
+        }
         TaskSpec {
-            family: settings.service.clone(),
+            family: inputs.part.service.clone(),
             cpu: settings.cpu.to_string(),
             memory: settings.memory.to_string(),
             cpu_architecture: settings.architecture.ecs().to_string(),
@@ -96,7 +115,7 @@ impl TaskSpec {
             image: inputs.image.to_string(),
             port: i32::from(settings.port),
             environment,
-            secrets: inputs.secrets.clone(),
+            secrets,
             log_options: BTreeMap::from([
                 ("awslogs-group".into(), platform.log_group.clone()),
                 ("awslogs-region".into(), inputs.region.to_string()),

@@ -14,7 +14,11 @@ use crate::stacks::{self};
 pub struct Destroyed {
     pub env: String,
     pub local_task_stopped: bool,
+    pub local_broker_stopped: bool,
+    /// The service clients reach.
     pub service_deleted: bool,
+    /// Every service deleted (with a broker, the ingest service too).
+    pub services_deleted: Vec<String>,
     pub stacks_deleted: Vec<String>,
     pub emulator_reset: bool,
     pub kept: Vec<String>,
@@ -25,52 +29,28 @@ pub struct Destroyed {
 pub async fn destroy(ctx: &Context) -> Result<Destroyed, DeployError> {
     let s = &ctx.settings;
     ctx.preflight().await?;
-    let local_task_stopped = if s.emulator {
-        local::stop(
-            &ctx.task_dir(),
-            Duration::from_secs(u64::from(s.stop_timeout_seconds)),
-            &ctx.report,
-        )
-        .await
-    } else {
-        false
-    };
-    let mut service_deleted = false;
+    // Whatever a deploy may have made, whether or not deploy.toml still asks for it: edges
+    // first (they read from the ingest task), then the ingest, then the local broker.
+    let mut local_task_stopped = false;
+    let mut local_broker_stopped = false;
+    if s.emulator {
+        let grace = Duration::from_secs(u64::from(s.stop_timeout_seconds));
+        for (dir, _) in ctx.all_local_slots().iter().rev() {
+            local_task_stopped |= local::stop(dir, grace, &ctx.report).await;
+        }
+        local_broker_stopped = crate::local_broker::stop(&s.root, &s.env, &ctx.report).await;
+    }
+    let mut services_deleted = Vec::new();
     if let Some(platform) = ctx.platform().await? {
-        service::remove_autoscaling(&ctx.scaling, &platform.cluster, &s.service).await?;
-        if service::find(&ctx.ecs, &platform.cluster, &s.service)
-            .await?
-            .is_some()
-        {
-            ctx.report.line(format!("service {}: deleting", s.service));
-            ctx.ecs
-                .delete_service()
-                .cluster(&platform.cluster)
-                .service(&s.service)
-                .force(true)
-                .send()
-                .await
-                .map_err(error::aws(format!("deleting service {}", s.service)))?;
-            let started = tokio::time::Instant::now();
-            // DRAINING while its tasks stop, then INACTIVE (which `find` treats as gone).
-            while service::find(&ctx.ecs, &platform.cluster, &s.service)
-                .await?
-                .is_some()
-            {
-                if started.elapsed() > s.rollout_timeout {
-                    return Err(DeployError::Rollout(format!(
-                        "service {} still exists after {:?}",
-                        s.service, s.rollout_timeout
-                    )));
-                }
-                tokio::time::sleep(ctx.poll()).await;
+        for name in [&s.service, &s.ingest_service] {
+            if delete_service(ctx, &platform.cluster, name).await? {
+                services_deleted.push(name.clone());
             }
-            service_deleted = true;
         }
     }
     let mut stacks_deleted = Vec::new();
     let mut emulator_reset = false;
-    for name in [&s.platform_stack, &s.network_stack] {
+    for name in [&s.platform_stack, &s.broker_stack, &s.network_stack] {
         match stacks::delete(&ctx.cfn, name, ctx.stack_waiting(), &ctx.report).await {
             Ok(true) => stacks_deleted.push(name.clone()),
             Ok(false) => {}
@@ -92,7 +72,9 @@ pub async fn destroy(ctx: &Context) -> Result<Destroyed, DeployError> {
     Ok(Destroyed {
         env: s.env.clone(),
         local_task_stopped,
-        service_deleted,
+        local_broker_stopped,
+        service_deleted: services_deleted.contains(&s.service),
+        services_deleted,
         stacks_deleted,
         emulator_reset,
         kept: vec![format!(
@@ -100,4 +82,35 @@ pub async fn destroy(ctx: &Context) -> Result<Destroyed, DeployError> {
             s.repository, s.repository
         )],
     })
+}
+
+/// Deletes service `name` (its autoscaling first) and waits until it is gone; returns whether
+/// there was one.
+async fn delete_service(ctx: &Context, cluster: &str, name: &str) -> Result<bool, DeployError> {
+    let s = &ctx.settings;
+    service::remove_autoscaling(&ctx.scaling, cluster, name).await?;
+    if service::find(&ctx.ecs, cluster, name).await?.is_none() {
+        return Ok(false);
+    }
+    ctx.report.line(format!("service {name}: deleting"));
+    ctx.ecs
+        .delete_service()
+        .cluster(cluster)
+        .service(name)
+        .force(true)
+        .send()
+        .await
+        .map_err(error::aws(format!("deleting service {name}")))?;
+    let started = tokio::time::Instant::now();
+    // DRAINING while its tasks stop, then INACTIVE (which `find` treats as gone).
+    while service::find(&ctx.ecs, cluster, name).await?.is_some() {
+        if started.elapsed() > s.rollout_timeout {
+            return Err(DeployError::Rollout(format!(
+                "service {name} still exists after {:?}",
+                s.rollout_timeout
+            )));
+        }
+        tokio::time::sleep(ctx.poll()).await;
+    }
+    Ok(true)
 }

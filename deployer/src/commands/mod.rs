@@ -14,7 +14,9 @@ pub use destroy::{Destroyed, destroy};
 pub use logs::{LogLine, logs, newest};
 pub use plan::{Plan, plan};
 pub use rollback::{RolledBack, rollback};
-pub use status::{DeploymentStatus, Status, TaskStatus, status};
+pub use status::{
+    BrokerStatus, DeploymentStatus, LocalTask, ServiceStatus, Status, TaskStatus, status,
+};
 
 use std::time::Duration;
 
@@ -27,7 +29,9 @@ use crate::error::{self, DeployError, Kind};
 use crate::image::{ImageOptions, Source};
 use crate::infra::Platform;
 use crate::local::{self, TaskDir};
+use crate::local_broker;
 use crate::report::Reporter;
+use crate::roles::{self, Part, Role};
 use crate::rollout::{self, Completed, Watch};
 use crate::stacks;
 use crate::taskdef::{Change, TaskSpec};
@@ -171,8 +175,52 @@ impl Context {
         }
     }
 
+    /// Where `part`'s tasks run on this machine (emulator environments): the directory each
+    /// keeps its files in, and its port (`crate::local_broker` lays the ports out).
+    fn local_slots(&self, part: &Part) -> Vec<(TaskDir, u16)> {
+        let s = &self.settings;
+        let dir = |name: &str| TaskDir::new(&s.root, name);
+        match part.role {
+            Role::All => vec![(dir(&part.service), s.port)],
+            Role::Ingest => vec![(dir(&part.service), local_broker::ingest_port(s.port))],
+            Role::Edge => (0..local_broker::LOCAL_EDGES)
+                .map(|i| {
+                    let name = if i == 0 {
+                        part.service.clone()
+                    } else {
+                        format!("{}-{}", part.service, i + 1)
+                    };
+                    (dir(&name), local_broker::edge_port(s.port, i))
+                })
+                .collect(),
+        }
+    }
+
+    /// Every local task slot a deploy of this environment may have started, with or without a
+    /// broker, in rollout order (the ingest task, then the edges; a whole task uses the first
+    /// edge's slot).
+    fn all_local_slots(&self) -> Vec<(TaskDir, u16)> {
+        let s = &self.settings;
+        let ingest = Part {
+            role: Role::Ingest,
+            service: s.ingest_service.clone(),
+        };
+        let edge = Part {
+            role: Role::Edge,
+            service: s.service.clone(),
+        };
+        let mut slots = self.local_slots(&ingest);
+        slots.extend(self.local_slots(&edge));
+        slots
+    }
+
+    /// The first slot that serves clients (its log is what `logs` shows locally).
     fn task_dir(&self) -> TaskDir {
-        TaskDir::new(&self.settings.root, &self.settings.service)
+        let parts = roles::parts(&self.settings);
+        let serving = parts.last().map(|p| self.local_slots(p));
+        serving
+            .and_then(|mut slots| (!slots.is_empty()).then(|| slots.swap_remove(0).0))
+            .unwrap_or_else(|| TaskDir::new(&self.settings.root, &self.settings.service))
     }
 
     /// Who and where: the first AWS call, so bad credentials fail before anything else. The
@@ -367,17 +415,35 @@ pub struct ServiceResult {
     pub autoscaling_changed: bool,
 }
 
+/// One service's part of a deploy.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartDeployed {
+    pub task_definition: TaskDefinitionResult,
+    pub service: ServiceResult,
+    pub rollout: Completed,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Deployed {
     pub identity: Identity,
     pub stacks: Vec<StackResult>,
     pub image: ImageResult,
+    /// The service clients reach (the edge service with a broker).
     pub task_definition: TaskDefinitionResult,
     pub service: ServiceResult,
     pub rollout: Completed,
+    /// With a broker: the ingest service, rolled out first.
+    pub ingest: Option<PartDeployed>,
+    /// With a broker: how tasks reach it (no credentials in it).
+    pub broker: Option<crate::infra::BrokerLink>,
+    /// The first local task that serves clients (emulator).
     pub local_task: Option<local::TaskState>,
+    /// Every local task, in rollout order (emulator).
+    pub local_tasks: Vec<local::TaskState>,
     pub verified: Verified,
     pub url: String,
+    /// Every URL that serves clients, each verified: locally, each edge task's.
+    pub urls: Vec<String>,
     pub dashboard_url: String,
 }
 
@@ -425,19 +491,18 @@ async fn publish(ctx: &Context, source: Source) -> Result<ImageResult, DeployErr
     }
 }
 
-async fn wait_and_verify(
+/// Waits until `service`'s deployment `deployment_id` is COMPLETED and PRIMARY.
+async fn wait_rollout(
     ctx: &Context,
     platform: &Platform,
+    service: &str,
     deployment_id: String,
     task_definition: &str,
-    spec: &TaskSpec,
-    options: &DeployOptions,
-    api_key: Option<verify::ApiKey>,
-) -> Result<(Completed, Option<local::TaskState>, Verified, String), DeployError> {
+) -> Result<Completed, DeployError> {
     let s = &ctx.settings;
     let watch = Watch {
         cluster: platform.cluster.clone(),
-        service: s.service.clone(),
+        service: service.to_string(),
         deployment_id,
         task_definition: task_definition.to_string(),
         timeout: s.rollout_timeout,
@@ -446,28 +511,68 @@ async fn wait_and_verify(
     };
     let completed = rollout::wait(&ctx.ecs, Some(&ctx.logs), &watch, &ctx.report).await?;
     ctx.report.line(format!(
-        "rollout: {} COMPLETED and PRIMARY ({} of {} running) after {:.1}s",
+        "rollout: {service} {} COMPLETED and PRIMARY ({} of {} running) after {:.1}s",
         completed.deployment_id, completed.running, completed.desired, completed.waited_seconds
     ));
-    let local_task = if s.emulator {
+    Ok(completed)
+}
+
+/// A service's task definition, as it now runs.
+pub(super) struct Running<'a> {
+    pub part: &'a Part,
+    pub spec: &'a TaskSpec,
+    pub task_definition: &'a str,
+}
+
+/// What a deploy or rollback leaves serving: the local tasks (emulator), the URLs clients use,
+/// each verified.
+pub(super) struct Serving {
+    pub local_tasks: Vec<local::TaskState>,
+    pub verified: Verified,
+    /// The URL clients use (locally: the first edge's).
+    pub url: String,
+    /// Every URL that serves clients: locally, each edge task's.
+    pub urls: Vec<String>,
+}
+
+/// For the emulator, runs `running`'s tasks on this machine in order (ingest first); then
+/// verifies every URL clients use with a live update.
+async fn serve_and_verify(
+    ctx: &Context,
+    platform: &Platform,
+    running: &[Running<'_>],
+    options: &DeployOptions,
+    api_key: Option<verify::ApiKey>,
+) -> Result<Serving, DeployError> {
+    let s = &ctx.settings;
+    let mut local_tasks = Vec::new();
+    let mut urls = Vec::new();
+    if s.emulator {
         // The emulator's registry, where the task's image was pushed.
         let registry = crate::ecr::login(&ctx.ecr, s.registry_url.as_deref()).await?;
-        Some(
-            local::run(
-                &ctx.task_dir(),
-                spec,
-                task_definition,
-                &registry,
-                &s.repository,
-                s.port,
-                &ctx.report,
-            )
-            .await?,
-        )
-    } else {
-        None
-    };
+        for r in running {
+            for (dir, port) in ctx.local_slots(r.part) {
+                let task = local::run(
+                    &dir,
+                    r.spec,
+                    r.task_definition,
+                    &registry,
+                    &s.repository,
+                    port,
+                    &ctx.report,
+                )
+                .await?;
+                if r.part.serves_clients() {
+                    urls.push(format!("ws://127.0.0.1:{port}/ws"));
+                }
+                local_tasks.push(task);
+            }
+        }
+    }
     let url = ctx.url(platform);
+    if urls.is_empty() {
+        urls.push(url.clone());
+    }
     let within = options.verify_within.unwrap_or(if s.emulator {
         Duration::from_secs(15)
     } else {
@@ -477,11 +582,21 @@ async fn wait_and_verify(
     // domain, and the domain's DNS may not point there yet.
     let connect_to = (!s.emulator && s.public_url.is_some())
         .then(|| format!("{}:443", platform.load_balancer_dns));
-    let target = verify::Target {
-        url: url.clone(),
-        connect_to,
-        api_key,
-    };
-    let verified = verify::websocket(&target, within, &ctx.report).await?;
-    Ok((completed, local_task, verified, url))
+    let mut verified = None;
+    for u in &urls {
+        let target = verify::Target {
+            url: u.clone(),
+            connect_to: connect_to.clone(),
+            api_key: api_key.clone(),
+        };
+        let v = verify::websocket(&target, within, &ctx.report).await?;
+        verified.get_or_insert(v);
+    }
+    let verified = verified.ok_or_else(|| DeployError::Build("no URL to verify".into()))?;
+    Ok(Serving {
+        local_tasks,
+        verified,
+        url,
+        urls,
+    })
 }

@@ -9,9 +9,10 @@ use serde::Serialize;
 use super::*;
 use crate::error::DeployError;
 use crate::image::{self, Source};
-use crate::infra::{self, Platform};
+use crate::infra::{self, BrokerLink, Grants, Platform};
 use crate::preflight::Needs;
 use crate::reference::ImageRef;
+use crate::roles::{self, Part};
 use crate::service::{self, Found, ServiceSpec};
 use crate::stacks::{self, Action, StackPlan};
 use crate::taskdef::{self, Change, Inputs, TaskSpec};
@@ -24,9 +25,19 @@ pub struct Plan {
     pub stacks: Vec<StackResult>,
     pub image: ImageResult,
     pub image_in_registry: Option<bool>,
+    /// The service clients reach (the edge service with a broker).
     pub task_definition: Vec<Change>,
     pub service: ServiceResult,
+    /// With a broker: the ingest service, rolled out first.
+    pub ingest: Option<PartPlan>,
     pub changes: bool,
+}
+
+/// What a deploy would change in one service.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartPlan {
+    pub task_definition: Vec<Change>,
+    pub service: ServiceResult,
 }
 
 /// What [`compute`] decided, for `deploy` to carry out.
@@ -35,8 +46,12 @@ pub(super) struct Decided {
     pub identity: Identity,
     pub role_missing: bool,
     pub network: StackPlan,
+    /// With a broker on AWS; unknown until the network stack exists.
+    pub broker: Option<StackPlan>,
     /// Unknown until the network stack exists.
     pub platform: Option<StackPlan>,
+    /// What the platform's plan grants the execution role (the broker's password included).
+    pub platform_grants: Grants,
     pub source: Option<Source>,
     pub needs: Needs,
     pub verify_key: Option<verify::ApiKey>,
@@ -67,15 +82,18 @@ impl ServiceDiff {
     }
 }
 
-/// Compares what `platform` and `image` make with what runs now.
+/// Compares what `platform` and `image` make of `part` with what runs now.
 pub(super) async fn service_diff(
     ctx: &Context,
     platform: &Platform,
     image: &str,
     needs: &Needs,
+    part: &Part,
+    broker: Option<&BrokerLink>,
 ) -> Result<ServiceDiff, DeployError> {
     let s = &ctx.settings;
-    let (live, draining) = match service::lookup(&ctx.ecs, &platform.cluster, &s.service).await? {
+    let (live, draining) = match service::lookup(&ctx.ecs, &platform.cluster, &part.service).await?
+    {
         Found::Active(svc) => (Some(*svc), false),
         Found::Draining => (None, true),
         Found::Absent => (None, false),
@@ -95,6 +113,8 @@ pub(super) async fn service_diff(
             image,
             region: &ctx.region,
             secrets: &needs.secrets,
+            part,
+            broker,
         },
     );
     let task_changes = spec.diff(current.as_ref());
@@ -105,7 +125,7 @@ pub(super) async fn service_diff(
             } else {
                 "(a new revision)".to_string()
             };
-            ServiceSpec::new(s, platform, &td).diff(l)
+            ServiceSpec::new(s, platform, part, broker, &td).diff(l)
         }
         None => Vec::new(),
     };
@@ -187,23 +207,36 @@ pub(super) async fn compute(
     };
 
     let network = stacks::plan(&ctx.cfn, &infra::network(s)).await?;
-    let platform = match infra::platform(s, &network.outputs, &needs.grants) {
+    // The emulator has no ElastiCache: a local server plays the broker (crate::local_broker).
+    let broker = match infra::broker(s, &network.outputs) {
+        Ok(Some(spec)) if !s.emulator && !network.outputs.is_empty() => {
+            Some(stacks::plan(&ctx.cfn, &spec).await?)
+        }
+        _ => None,
+    };
+    let link = broker_link(s, broker.as_ref());
+    let platform_grants = needs.grants.with_broker(link.as_ref());
+    let platform = match infra::platform(s, &network.outputs, &platform_grants) {
         Ok(spec) if !network.outputs.is_empty() => Some(stacks::plan(&ctx.cfn, &spec).await?),
         _ => None,
     };
     if let Some(p) = &platform {
         refuse_replacement(s, p)?;
     }
-    let stack_results = vec![
-        StackResult {
-            name: s.network_stack.clone(),
-            change: network.action.as_str(),
-        },
-        StackResult {
-            name: s.platform_stack.clone(),
-            change: platform.as_ref().map_or("create", |p| p.action.as_str()),
-        },
-    ];
+    let mut stack_results = vec![StackResult {
+        name: s.network_stack.clone(),
+        change: network.action.as_str(),
+    }];
+    if s.broker.is_some() && !s.emulator {
+        stack_results.push(StackResult {
+            name: s.broker_stack.clone(),
+            change: broker.as_ref().map_or("create", |p| p.action.as_str()),
+        });
+    }
+    stack_results.push(StackResult {
+        name: s.platform_stack.clone(),
+        change: platform.as_ref().map_or("create", |p| p.action.as_str()),
+    });
 
     let (reference, how, digest) = match &source {
         None => (
@@ -244,40 +277,51 @@ pub(super) async fn compute(
         }
         _ => None,
     };
-    let (task_definition, service) = match &live_platform {
-        Some(p) if source.is_some() => {
-            let diff = service_diff(ctx, p, &reference, &needs).await?;
-            let service = ServiceResult {
-                name: s.service.clone(),
-                action: diff.action(),
-                changes: diff.service_changes.clone(),
-                autoscaling_changed: diff.live.is_none(),
-            };
-            (diff.task_changes, service)
-        }
-        _ => (
-            vec![Change {
-                field: "taskDefinition".into(),
-                from: None,
-                to: Some(if source.is_none() {
-                    "a new revision with the image built at deploy time".into()
-                } else {
-                    "a first revision, once the stacks exist".into()
-                }),
-            }],
-            ServiceResult {
-                name: s.service.clone(),
-                action: "create",
-                changes: Vec::new(),
-                autoscaling_changed: true,
+    let mut parts = Vec::new();
+    for part in roles::parts(s) {
+        let known = live_platform
+            .as_ref()
+            .filter(|_| source.is_some() && (s.broker.is_none() || link.is_some()));
+        parts.push(match known {
+            Some(p) => {
+                let diff = service_diff(ctx, p, &reference, &needs, &part, link.as_ref()).await?;
+                PartPlan {
+                    service: ServiceResult {
+                        name: part.service.clone(),
+                        action: diff.action(),
+                        changes: diff.service_changes.clone(),
+                        autoscaling_changed: diff.live.is_none() && part.serves_clients(),
+                    },
+                    task_definition: diff.task_changes,
+                }
+            }
+            None => PartPlan {
+                task_definition: vec![Change {
+                    field: "taskDefinition".into(),
+                    from: None,
+                    to: Some(if source.is_none() {
+                        "a new revision with the image built at deploy time".into()
+                    } else {
+                        "a first revision, once the stacks exist".into()
+                    }),
+                }],
+                service: ServiceResult {
+                    name: part.service.clone(),
+                    action: "create",
+                    changes: Vec::new(),
+                    autoscaling_changed: part.serves_clients(),
+                },
             },
-        ),
-    };
+        });
+    }
     let changes = role != Some(true)
         || stack_results.iter().any(|st| st.change != "unchanged")
         || image_in_registry == Some(false)
-        || !task_definition.is_empty()
-        || service.action != "unchanged";
+        || parts
+            .iter()
+            .any(|p| !p.task_definition.is_empty() || p.service.action != "unchanged");
+    let serving = parts.pop().expect("one part serves clients");
+    let ingest = parts.pop();
     let plan = Plan {
         identity: identity.clone(),
         ecs_service_linked_role: match role {
@@ -292,20 +336,42 @@ pub(super) async fn compute(
             pushed: None,
         },
         image_in_registry,
-        task_definition,
-        service,
+        task_definition: serving.task_definition,
+        service: serving.service,
+        ingest,
         changes,
     };
     let decided = Decided {
         identity,
         role_missing: role != Some(true),
         network,
+        broker,
         platform,
+        platform_grants,
         source,
         needs,
         verify_key,
     };
     Ok((plan, decided))
+}
+
+/// How tasks reach the broker, as far as it is known: the local server's address for the
+/// emulator, the broker stack's outputs once it exists, `None` before (or without a broker).
+pub(super) fn broker_link(
+    s: &crate::config::Settings,
+    plan: Option<&StackPlan>,
+) -> Option<BrokerLink> {
+    s.broker?;
+    if s.emulator {
+        return Some(crate::local_broker::link(s.port));
+    }
+    plan.filter(|p| {
+        matches!(
+            p.action,
+            Action::Unchanged | Action::Update | Action::Busy { .. }
+        )
+    })
+    .and_then(|p| BrokerLink::from_outputs(s, &p.outputs).ok())
 }
 
 /// A change that would replace the target group while the service is attached to it (the

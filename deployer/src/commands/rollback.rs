@@ -133,12 +133,18 @@ pub async fn rollback(
         .and_then(service::primary_deployment)
         .ok_or_else(|| DeployError::Rollout("the service has no PRIMARY deployment".into()))?;
     let api_key = verify_key(ctx).await?;
-    let (rollout, local_task, verified, url) = wait_and_verify(
+    let rollout = wait_rollout(ctx, &platform, &s.service, deployment_id, &target).await?;
+    // The service clients reach; with a broker, the ingest service keeps running as it is.
+    let parts = roles::parts(s);
+    let serving = parts.last().expect("one part serves clients");
+    let serving = serve_and_verify(
         ctx,
         &platform,
-        deployment_id,
-        &target,
-        &spec,
+        &[Running {
+            part: serving,
+            spec: &spec,
+            task_definition: &target,
+        }],
         options,
         api_key,
     )
@@ -147,8 +153,8 @@ pub async fn rollback(
         from: current,
         to: target,
         rollout,
-        local_task,
-        verified,
-        url,
+        local_task: serving.local_tasks.first().cloned(),
+        verified: serving.verified,
+        url: serving.url,
     })
 }

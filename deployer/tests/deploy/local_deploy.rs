@@ -22,9 +22,10 @@ fn required(var: &str, how: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set: {how}"))
 }
 
-/// A port for the local task, below the kernel's ephemeral range: the task binds it later,
-/// and a port released from `bind(0)` could meanwhile be handed to another test's double.
-fn task_port() -> u16 {
+/// The first of `n` consecutive ports for the local tasks, below the kernel's ephemeral range:
+/// the tasks bind them later, and a port released from `bind(0)` could meanwhile be handed to
+/// another test's double.
+fn task_ports(n: u16) -> u16 {
     static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
     let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
@@ -37,9 +38,9 @@ fn task_port() -> u16 {
     let low = 20_000.min(range.saturating_sub(4000));
     let start = (std::process::id() % 3000) as u16;
     for _ in 0..3000 {
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let port = low + (start + n) % 3000;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        let k = NEXT.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        let port = low + (start + k) % 3000;
+        if (port..port + n).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
             return port;
         }
     }
@@ -56,8 +57,18 @@ struct Env {
     front: crate::support::ecr_front::EcrFront,
 }
 
+/// Tests that destroy an environment hold this: moto cannot delete a VPC stack, so a destroy
+/// resets the whole emulator, which must not happen under another test's deploy.
+static EMULATOR: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 impl Env {
     fn new() -> Env {
+        Env::with("", "", 1)
+    }
+
+    /// An environment named with `suffix`, with `extra` settings in its table, and `ports`
+    /// consecutive local ports from its `port`.
+    fn with(suffix: &str, extra: &str, ports: u16) -> Env {
         let endpoint = required(
             "TICKSTREAM_LOCAL_AWS",
             "run ./scripts/check, or `localstack/local-aws start` and set it to http://127.0.0.1:4566",
@@ -66,8 +77,8 @@ impl Env {
             endpoint.starts_with("http://127.0.0.1:"),
             "tests only talk to 127.0.0.1"
         );
-        let port = task_port();
-        let name = format!("e{}", std::process::id() % 1_000_000);
+        let port = task_ports(ports);
+        let name = format!("e{}{suffix}", std::process::id() % 1_000_000);
         let dir = tempfile::tempdir().expect("tempdir");
         let front = crate::support::ecr_front::EcrFront::start("http://127.0.0.1:5000");
         std::fs::write(
@@ -75,7 +86,7 @@ impl Env {
             format!(
                 "[defaults]\napp = \"tickstream\"\n[defaults.environment]\nTICKSTREAM_SIM_RATE = \"20\"\n\
                  [env.{name}]\nemulator = true\nendpoint_url = \"{endpoint}\"\nregistry_url = \"{}\"\n\
-                 port = {port}\ndesired_count = 1\nmin_count = 1\nmax_count = 2\nrepository = \"tickstream-{name}\"\n",
+                 port = {port}\ndesired_count = 1\nmin_count = 1\nmax_count = 2\nrepository = \"tickstream-{name}\"\n{extra}",
                 front.url
             ),
         )
@@ -119,19 +130,35 @@ impl Env {
     }
 
     fn task_pid(&self) -> Option<u32> {
-        let path = self.dir.path().join(format!(
-            ".local-aws/tasks/tickstream-{}/task.json",
-            self.name
-        ));
+        self.pid_in(&format!("tasks/tickstream-{}/task.json", self.name))
+    }
+
+    /// The pid recorded in `.local-aws/FILE`.
+    fn pid_in(&self, file: &str) -> Option<u32> {
+        let path = self.dir.path().join(".local-aws").join(file);
         let state: Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
         state["pid"].as_u64().map(|p| p as u32)
+    }
+
+    /// Every process a deploy of this environment may have left: tasks and a local broker.
+    fn pids(&self) -> Vec<u32> {
+        let n = &self.name;
+        [
+            format!("tasks/tickstream-{n}/task.json"),
+            format!("tasks/tickstream-{n}-2/task.json"),
+            format!("tasks/tickstream-{n}-ingest/task.json"),
+            format!("broker/{n}/broker.json"),
+        ]
+        .iter()
+        .filter_map(|f| self.pid_in(f))
+        .collect()
     }
 }
 
 impl Drop for Env {
-    /// A failed test must not leave a task running.
+    /// A failed test must not leave a task or a broker running.
     fn drop(&mut self) {
-        if let Some(pid) = self.task_pid() {
+        for pid in self.pids() {
             let _ = Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
                 .status();
@@ -204,6 +231,7 @@ async fn registry_digest(repository: &str, reference: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn deploy_redeploy_roll_out_roll_back_and_destroy_locally() {
+    let _emulator = EMULATOR.lock().await;
     let binary = required(
         "TICKSTREAM_STATIC_BIN",
         "run ./scripts/check, which builds the static musl binary",
@@ -455,6 +483,7 @@ fn bad_configuration_fails_before_any_aws_call() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_lambda_tier_deploys_into_the_emulator_and_only_on_change() {
+    let _emulator = EMULATOR.lock().await;
     let binary = required(
         "TICKSTREAM_STATIC_BIN",
         "run ./scripts/check, which builds the static musl binary",
@@ -505,4 +534,177 @@ async fn the_lambda_tier_deploys_into_the_emulator_and_only_on_change() {
     );
     let plan = env.run(&["--target", "lambda", "plan"]);
     assert_eq!(plan.status.code(), Some(2), "unsupported commands say so");
+}
+
+/// Subscribes to AAPL's ticker at `url` and returns the acknowledgement's epoch and the first
+/// update.
+async fn epoch_and_update(url: &str) -> (String, Value) {
+    let (mut ws, _) = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio_tungstenite::connect_async(url),
+    )
+    .await
+    .expect("connect in time")
+    .expect("connect");
+    use futures_util::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        r#"{"op":"subscribe","id":1,"symbols":["AAPL"],"channels":["ticker"]}"#.into(),
+    ))
+    .await
+    .expect("send");
+    let mut epoch = None;
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a message in time")
+            .expect("open")
+            .expect("frame");
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
+            let v: Value = serde_json::from_str(&t).expect("json");
+            if v["type"] == "subscribed" {
+                epoch = v["epoch"].as_str().map(str::to_string);
+            }
+            if v["type"] == "update" {
+                return (epoch.expect("acknowledged before the first update"), v);
+            }
+        }
+    }
+}
+
+/// `broker = "elasticache"` in an emulator environment: a local Valkey/Redis plays the cache,
+/// the ingest service rolls out before the edge service, one ingest task and two edge tasks
+/// run here, both edges serve the same epoch, and destroy removes all of it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broker_environment_runs_a_local_broker_one_ingest_and_two_edges() {
+    let _emulator = EMULATOR.lock().await;
+    let binary = required(
+        "TICKSTREAM_STATIC_BIN",
+        "run ./scripts/check, which builds the static musl binary",
+    );
+    let env = Env::with("b", "broker = \"elasticache\"\n", 4);
+    let (p, n) = (env.port, env.name.clone());
+    let first = env.ok(&["--binary", &binary]);
+    // The emulator has no ElastiCache: no broker stack, a local server instead.
+    let stacks: Vec<&str> = first["stacks"]
+        .as_array()
+        .expect("stacks")
+        .iter()
+        .map(|s| s["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(
+        stacks,
+        [
+            format!("tickstream-{n}-network"),
+            format!("tickstream-{n}-platform")
+        ],
+        "{first}"
+    );
+    assert_eq!(
+        first["broker"]["url"],
+        format!("redis://127.0.0.1:{}", p + 3)
+    );
+    assert_eq!(
+        first["ingest"]["service"]["name"],
+        format!("tickstream-{n}-ingest")
+    );
+    assert_eq!(first["ingest"]["service"]["action"], "create");
+    assert_eq!(first["ingest"]["service"]["autoscaling_changed"], false);
+    assert_eq!(first["service"]["name"], format!("tickstream-{n}"));
+    assert_eq!(first["service"]["action"], "create");
+    let urls: Vec<String> = (0..2)
+        .map(|i| format!("ws://127.0.0.1:{}/ws", p + i))
+        .collect();
+    assert_eq!(first["urls"], serde_json::json!(urls), "{first}");
+    let ports: Vec<u64> = first["local_tasks"]
+        .as_array()
+        .expect("local tasks")
+        .iter()
+        .map(|t| t["port"].as_u64().expect("port"))
+        .collect();
+    assert_eq!(
+        ports,
+        [u64::from(p) + 2, u64::from(p), u64::from(p) + 1],
+        "the ingest task first, then the edges"
+    );
+
+    // Each task definition runs its role against the broker.
+    let sdk = tickstream_deployer::aws::load(&tickstream_deployer::aws::AwsTarget {
+        endpoint_url: Some(env.endpoint.clone()),
+        emulator_credentials: true,
+        region: Some(REGION.into()),
+        ..Default::default()
+    })
+    .await;
+    let ecs = aws_sdk_ecs::Client::new(&sdk);
+    for (result, role) in [(&first["ingest"], "ingest"), (&first, "edge")] {
+        let arn = result["task_definition"]["arn"].as_str().expect("arn");
+        let td = ecs
+            .describe_task_definition()
+            .task_definition(arn)
+            .send()
+            .await
+            .expect("describe");
+        let env_of = |name: &str| {
+            td.task_definition()
+                .and_then(|t| t.container_definitions().first())
+                .and_then(|c| c.environment().iter().find(|kv| kv.name() == Some(name)))
+                .and_then(|kv| kv.value().map(str::to_string))
+        };
+        assert_eq!(env_of("TICKSTREAM_ROLE").as_deref(), Some(role), "{arn}");
+        assert_eq!(
+            env_of("TICKSTREAM_BROKER"),
+            Some(format!("redis://127.0.0.1:{}", p + 3))
+        );
+    }
+
+    // Both edges serve one stream: the same epoch, live updates.
+    let (epoch_a, update) = epoch_and_update(&urls[0]).await;
+    assert!(update["seq"].as_u64().is_some(), "{update}");
+    let (epoch_b, _) = epoch_and_update(&urls[1]).await;
+    assert_eq!(epoch_a, epoch_b, "two edges of one broker");
+    assert!(epoch_a.starts_with("sim-"), "{epoch_a}");
+
+    // Again: nothing changes, nothing restarts.
+    let pids = env.pids();
+    assert_eq!(pids.len(), 4, "three tasks and the broker");
+    let second = env.ok(&["--binary", &binary]);
+    assert_eq!(
+        second["ingest"]["service"]["action"], "unchanged",
+        "{second}"
+    );
+    assert_eq!(second["ingest"]["task_definition"]["registered"], false);
+    assert_eq!(second["service"]["action"], "unchanged");
+    assert_eq!(env.pids(), pids, "every process was left alone");
+
+    let status = env.ok(&["status"]);
+    assert_eq!(
+        status["ingest"]["service"],
+        format!("tickstream-{n}-ingest ACTIVE"),
+        "{status}"
+    );
+    assert_eq!(status["service"], format!("tickstream-{n} ACTIVE"));
+    assert!(
+        status["broker"]["state"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("local ")),
+        "{status}"
+    );
+    let ready: Vec<bool> = status["local_tasks"]
+        .as_array()
+        .expect("local tasks")
+        .iter()
+        .map(|t| t["ready"].as_bool().expect("ready"))
+        .collect();
+    assert_eq!(ready, [true, true, true], "{status}");
+
+    let gone = env.ok(&["destroy", "--yes"]);
+    assert_eq!(
+        gone["services_deleted"],
+        serde_json::json!([format!("tickstream-{n}"), format!("tickstream-{n}-ingest")]),
+        "{gone}"
+    );
+    assert_eq!(gone["local_broker_stopped"], true);
+    for pid in pids {
+        assert!(!alive(pid), "{pid} still runs after destroy");
+    }
 }

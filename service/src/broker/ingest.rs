@@ -396,6 +396,7 @@ impl Writer {
     async fn apply(
         &mut self,
         id: &str,
+        previous: &str,
         items: &[Item],
         ingest: &Ingest,
     ) -> redis::RedisResult<u64> {
@@ -407,7 +408,8 @@ impl Writer {
             .arg(id)
             .arg(keys.events())
             .arg(ingest.window.max(1))
-            .arg(crate::feed::now_micros());
+            .arg(crate::feed::now_micros())
+            .arg(previous);
         let mut events = 0u64;
         for item in items {
             match item {
@@ -453,6 +455,9 @@ pub async fn write(
     let mut next_batch = 0u64;
     // The batch being applied: its id and items stay until the broker holds it.
     let mut inflight: Option<(String, Vec<Item>)> = None;
+    // The last batch the broker acknowledged in this epoch: a broker that no longer holds it
+    // lost acknowledged writes (see publish.lua's LOST).
+    let mut acknowledged = String::new();
     // When to ask for the lease again: now when unsure that this task holds it.
     let mut lease_due = tokio::time::Instant::now();
     let pause = |attempt: u32| crate::feed::net::backoff(attempt).min(Duration::from_secs(1));
@@ -494,6 +499,7 @@ pub async fn write(
                         st.new_epoch = false;
                     }
                     inflight = None;
+                    acknowledged.clear();
                     metrics.broker_epochs.inc();
                     metrics.broker_lease_holder.set(1);
                     tracing::info!(%epoch, writer = id, "holding the writer's lease: a new epoch");
@@ -540,10 +546,21 @@ pub async fn write(
             }
             continue;
         };
-        match w.apply(batch, items, &ingest).await {
+        match w.apply(batch, &acknowledged, items, &ingest).await {
             Ok(events) => {
                 metrics.broker_events.inc_by(events);
+                acknowledged.clone_from(batch);
                 inflight = None;
+            }
+            Err(e) if e.code() == Some("LOST") => {
+                // Never a silent gap or a position numbered twice: a new epoch, every book
+                // whole again, clients told.
+                tracing::warn!(
+                    error = %e,
+                    "the broker lost writes it had acknowledged (a failover?): a new epoch"
+                );
+                ingest.lock().new_epoch = true;
+                lease_due = tokio::time::Instant::now();
             }
             Err(e) if e.code() == Some("NOTLEADER") || e.code() == Some("NOEPOCH") => {
                 // The lease ran out (the broker was paused, say) or the broker lost its data:

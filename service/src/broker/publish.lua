@@ -5,10 +5,14 @@
 --
 -- KEYS: lease, epoch, positions, applied, checkpoints, stale, then one per item (the event's
 --       stream; the stale key for a status item).
--- ARGV: writer, batch id, events channel, max length, publish time (us), then three per item:
+-- ARGV: writer, batch id, events channel, max length, publish time (us), the id of the last
+--       batch this writer saw applied in this epoch ('' for none), then three per item:
 --       an event's step, its recorded message, its checkpoint ('' for none);
 --       or 'L'/'S' (live/stale), the symbol, ''.
 -- Returns the items applied; 0 when this batch id was already applied (a retried publish).
+-- LOST when the broker's last applied batch is not the writer's: it lost acknowledged writes
+-- (a failover to a replica that lagged), so continuing would number events again that edges
+-- already served; the writer starts a new epoch instead.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('NOTLEADER this writer does not hold the lease')
 end
@@ -16,12 +20,16 @@ local epoch = redis.call('GET', KEYS[2])
 if not epoch then
   return redis.error_reply('NOEPOCH the broker holds no epoch')
 end
-if redis.call('GET', KEYS[4]) == ARGV[2] then
+local applied = redis.call('GET', KEYS[4]) or ''
+if applied == ARGV[2] then
   return 0
+end
+if applied ~= ARGV[6] then
+  return redis.error_reply('LOST the broker no longer holds this writer\'s last batch')
 end
 local out = {epoch .. ' ' .. ARGV[5]}
 for i = 7, #KEYS do
-  local a = 6 + (i - 7) * 3
+  local a = 7 + (i - 7) * 3
   local step, body, checkpoint = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   if step == 'L' then
     redis.call('HDEL', KEYS[6], body)

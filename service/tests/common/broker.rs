@@ -42,6 +42,8 @@ pub struct Broker {
     child: Option<Child>,
     /// TLS only, and AUTH with this password.
     secure: Option<(super::tls::TestTls, String)>,
+    /// Where [`Broker::save`] writes its snapshot and a restart reads it.
+    dir: tempfile::TempDir,
 }
 
 /// The password of [`Broker::start_secure`].
@@ -53,6 +55,7 @@ impl Broker {
             port: free_port(),
             child: None,
             secure: None,
+            dir: tempfile::tempdir().expect("tempdir"),
         };
         broker.spawn();
         broker
@@ -66,6 +69,7 @@ impl Broker {
             port: free_port(),
             child: None,
             secure: Some((tls, PASSWORD.into())),
+            dir: tempfile::tempdir().expect("tempdir"),
         };
         broker.spawn();
         broker
@@ -108,6 +112,8 @@ impl Broker {
         let child = cmd
             .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -125,6 +131,28 @@ impl Broker {
 
     /// Killed and started again on the same port, empty.
     pub fn restart_empty(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_file(self.dir.path().join("dump.rdb"));
+        self.spawn();
+    }
+
+    /// Writes a snapshot of everything now (SAVE).
+    pub async fn save(&self) {
+        let mut conn = redis::Client::open(self.url())
+            .expect("url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect");
+        let _: () = redis::cmd("SAVE")
+            .query_async(&mut conn)
+            .await
+            .expect("SAVE");
+    }
+
+    /// Killed and started again from the last [`Broker::save`]: what was written after it is
+    /// lost, as when a cache fails over to a replica that had not received the last writes.
+    pub fn restart_from_snapshot(&mut self) {
+        assert!(self.dir.path().join("dump.rdb").is_file(), "save first");
         self.kill();
         self.spawn();
     }
