@@ -3,10 +3,12 @@
 //!
 //! Layout: [`config`] resolves and checks the settings; [`aws`] builds the one SDK
 //! configuration; [`prerequisites`] makes what a new account lacks; [`stacks`] and [`infra`]
-//! own the CloudFormation stacks; [`oci`], [`reference`], [`registry`] and [`ecr`] make, name
-//! and push the image; [`taskdef`] and [`service`] describe what ECS should
-//! run; [`rollout`] waits for it, [`verify`] proves it over a WebSocket; [`local`] plays the
-//! part of Fargate on one machine; [`commands`] ties them into the CLI's commands.
+//! own the CloudFormation stacks (network, broker, platform); [`oci`], [`reference`],
+//! [`registry`] and [`ecr`] make, name and push the image; [`roles`] says which services an
+//! environment runs (one whole service, or ingest and edge around a broker); [`taskdef`] and
+//! [`service`] describe what ECS should run; [`rollout`] waits for it, [`verify`] proves it
+//! over a WebSocket; [`local`] and [`local_broker`] play the part of Fargate and ElastiCache on
+//! one machine; [`commands`] ties them into the CLI's commands.
 
 pub mod aws;
 pub mod cli;
