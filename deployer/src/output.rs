@@ -119,6 +119,9 @@ impl Human for Deployed {
             "  verified: first update {} ms after connecting",
             self.verified.first_message_ms
         );
+        for r in &self.removed {
+            println!("  removed (no broker any more): {r}");
+        }
         println!();
         for u in &self.urls {
             println!("WebSocket: {u}");
@@ -171,6 +174,9 @@ impl Human for Plan {
         }
         println!("  service: {}", self.service.action);
         changes("  ", &self.service.changes);
+        for r in &self.remove {
+            println!("  remove (no broker any more): {r}");
+        }
         println!(
             "{}",
             if self.changes {

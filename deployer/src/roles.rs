@@ -50,7 +50,12 @@ pub fn parts(settings: &Settings) -> Vec<Part> {
             service: settings.service.clone(),
         }];
     }
-    vec![
+    broker_parts(settings).into()
+}
+
+/// The ingest and edge services a broker environment runs (or ran, for what is left over).
+pub fn broker_parts(settings: &Settings) -> [Part; 2] {
+    [
         Part {
             role: Role::Ingest,
             service: settings.ingest_service.clone(),

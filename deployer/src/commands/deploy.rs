@@ -127,6 +127,10 @@ pub async fn deploy(ctx: &Context, options: &DeployOptions) -> Result<Deployed, 
                 .find(|t| t.task_definition == r.task_definition)
                 .cloned()
         });
+    let removed = Leftovers::find(ctx, Some(&platform.cluster))
+        .await?
+        .remove(ctx, &platform.cluster)
+        .await?;
     let edge = rolled.pop().expect("one part serves clients").deployed;
     let ingest = rolled.pop().map(|r| r.deployed);
     Ok(Deployed {
@@ -144,6 +148,7 @@ pub async fn deploy(ctx: &Context, options: &DeployOptions) -> Result<Deployed, 
         verified: serving.verified,
         url: serving.url,
         urls: serving.urls,
+        removed,
     })
 }
 

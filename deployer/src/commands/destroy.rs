@@ -5,9 +5,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::*;
-use crate::error::{self, DeployError};
+use crate::error::DeployError;
 use crate::local::{self};
-use crate::service::{self};
 use crate::stacks::{self};
 
 #[derive(Debug, Clone, Serialize)]
@@ -82,35 +81,4 @@ pub async fn destroy(ctx: &Context) -> Result<Destroyed, DeployError> {
             s.repository, s.repository
         )],
     })
-}
-
-/// Deletes service `name` (its autoscaling first) and waits until it is gone; returns whether
-/// there was one.
-async fn delete_service(ctx: &Context, cluster: &str, name: &str) -> Result<bool, DeployError> {
-    let s = &ctx.settings;
-    service::remove_autoscaling(&ctx.scaling, cluster, name).await?;
-    if service::find(&ctx.ecs, cluster, name).await?.is_none() {
-        return Ok(false);
-    }
-    ctx.report.line(format!("service {name}: deleting"));
-    ctx.ecs
-        .delete_service()
-        .cluster(cluster)
-        .service(name)
-        .force(true)
-        .send()
-        .await
-        .map_err(error::aws(format!("deleting service {name}")))?;
-    let started = tokio::time::Instant::now();
-    // DRAINING while its tasks stop, then INACTIVE (which `find` treats as gone).
-    while service::find(&ctx.ecs, cluster, name).await?.is_some() {
-        if started.elapsed() > s.rollout_timeout {
-            return Err(DeployError::Rollout(format!(
-                "service {name} still exists after {:?}",
-                s.rollout_timeout
-            )));
-        }
-        tokio::time::sleep(ctx.poll()).await;
-    }
-    Ok(true)
 }

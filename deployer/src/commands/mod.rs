@@ -196,21 +196,21 @@ impl Context {
         }
     }
 
+    /// The local slots only a broker environment uses: the ingest task's, and the edges' after
+    /// the first (a whole task uses the first edge's).
+    fn broker_only_slots(&self) -> Vec<(TaskDir, u16)> {
+        let [ingest, edge] = roles::broker_parts(&self.settings);
+        let mut slots = self.local_slots(&ingest);
+        slots.extend(self.local_slots(&edge).into_iter().skip(1));
+        slots
+    }
+
     /// Every local task slot a deploy of this environment may have started, with or without a
-    /// broker, in rollout order (the ingest task, then the edges; a whole task uses the first
-    /// edge's slot).
+    /// broker.
     fn all_local_slots(&self) -> Vec<(TaskDir, u16)> {
         let s = &self.settings;
-        let ingest = Part {
-            role: Role::Ingest,
-            service: s.ingest_service.clone(),
-        };
-        let edge = Part {
-            role: Role::Edge,
-            service: s.service.clone(),
-        };
-        let mut slots = self.local_slots(&ingest);
-        slots.extend(self.local_slots(&edge));
+        let mut slots = vec![(TaskDir::new(&s.root, &s.service), s.port)];
+        slots.extend(self.broker_only_slots());
         slots
     }
 
@@ -445,6 +445,8 @@ pub struct Deployed {
     /// Every URL that serves clients, each verified: locally, each edge task's.
     pub urls: Vec<String>,
     pub dashboard_url: String,
+    /// What a broker left that this configuration no longer wants, removed after the rollout.
+    pub removed: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -599,4 +601,122 @@ async fn serve_and_verify(
         url,
         urls,
     })
+}
+
+/// Deletes service `name` (its autoscaling first) and waits until it is gone; returns whether
+/// there was one.
+pub(super) async fn delete_service(
+    ctx: &Context,
+    cluster: &str,
+    name: &str,
+) -> Result<bool, DeployError> {
+    let s = &ctx.settings;
+    crate::service::remove_autoscaling(&ctx.scaling, cluster, name).await?;
+    if crate::service::find(&ctx.ecs, cluster, name)
+        .await?
+        .is_none()
+    {
+        return Ok(false);
+    }
+    ctx.report.line(format!("service {name}: deleting"));
+    ctx.ecs
+        .delete_service()
+        .cluster(cluster)
+        .service(name)
+        .force(true)
+        .send()
+        .await
+        .map_err(error::aws(format!("deleting service {name}")))?;
+    let started = tokio::time::Instant::now();
+    // DRAINING while its tasks stop, then INACTIVE (which `find` treats as gone).
+    while crate::service::find(&ctx.ecs, cluster, name)
+        .await?
+        .is_some()
+    {
+        if started.elapsed() > s.rollout_timeout {
+            return Err(DeployError::Rollout(format!(
+                "service {name} still exists after {:?}",
+                s.rollout_timeout
+            )));
+        }
+        tokio::time::sleep(ctx.poll()).await;
+    }
+    Ok(true)
+}
+
+/// What a broker environment leaves once `broker` is turned off: the ingest service (it would
+/// keep a venue connection and publish into a broker nobody reads), the broker stack, and
+/// locally the ingest task, the second edge and the local broker. A deploy removes them once
+/// the whole service serves; the plan lists them.
+#[derive(Debug, Default)]
+pub(super) struct Leftovers {
+    ingest_service: bool,
+    broker_stack: bool,
+    local_tasks: Vec<(TaskDir, local::TaskState)>,
+    local_broker: Option<local_broker::BrokerState>,
+}
+
+impl Leftovers {
+    /// Finds them, with read-only calls (none with a broker: nothing is left over).
+    pub async fn find(ctx: &Context, cluster: Option<&str>) -> Result<Leftovers, DeployError> {
+        let s = &ctx.settings;
+        let mut out = Leftovers::default();
+        if s.broker.is_some() {
+            return Ok(out);
+        }
+        if let Some(cluster) = cluster {
+            out.ingest_service = crate::service::find(&ctx.ecs, cluster, &s.ingest_service)
+                .await?
+                .is_some();
+        }
+        out.broker_stack = !s.emulator && stacks::find(&ctx.cfn, &s.broker_stack).await?.is_some();
+        if s.emulator {
+            for (dir, _) in ctx.broker_only_slots() {
+                if let Some(task) = dir.running() {
+                    out.local_tasks.push((dir, task));
+                }
+            }
+            out.local_broker = local_broker::running(&s.root, &s.env);
+        }
+        Ok(out)
+    }
+
+    /// Each, as the plan and the deploy name it.
+    pub fn names(&self, s: &crate::config::Settings) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.ingest_service {
+            out.push(format!("service {}", s.ingest_service));
+        }
+        if self.broker_stack {
+            out.push(format!("stack {}", s.broker_stack));
+        }
+        for (_, t) in &self.local_tasks {
+            out.push(format!("local task {} on 127.0.0.1:{}", t.pid, t.port));
+        }
+        if let Some(b) = &self.local_broker {
+            out.push(format!("local broker {} on 127.0.0.1:{}", b.pid, b.port));
+        }
+        out
+    }
+
+    /// Removes them (local tasks first, then the ingest service, then the broker stack);
+    /// returns their names.
+    pub async fn remove(self, ctx: &Context, cluster: &str) -> Result<Vec<String>, DeployError> {
+        let s = &ctx.settings;
+        let names = self.names(s);
+        let grace = Duration::from_secs(u64::from(s.stop_timeout_seconds));
+        for (dir, _) in &self.local_tasks {
+            local::stop(dir, grace, &ctx.report).await;
+        }
+        if self.local_broker.is_some() {
+            local_broker::stop(&s.root, &s.env, &ctx.report).await;
+        }
+        if self.ingest_service {
+            delete_service(ctx, cluster, &s.ingest_service).await?;
+        }
+        if self.broker_stack {
+            stacks::delete(&ctx.cfn, &s.broker_stack, ctx.stack_waiting(), &ctx.report).await?;
+        }
+        Ok(names)
+    }
 }

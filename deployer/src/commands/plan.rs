@@ -30,6 +30,9 @@ pub struct Plan {
     pub service: ServiceResult,
     /// With a broker: the ingest service, rolled out first.
     pub ingest: Option<PartPlan>,
+    /// What a broker left that this configuration no longer wants, removed once the service
+    /// serves (`broker` turned off).
+    pub remove: Vec<String>,
     pub changes: bool,
 }
 
@@ -314,7 +317,11 @@ pub(super) async fn compute(
             },
         });
     }
+    let remove = Leftovers::find(ctx, live_platform.as_ref().map(|p| p.cluster.as_str()))
+        .await?
+        .names(s);
     let changes = role != Some(true)
+        || !remove.is_empty()
         || stack_results.iter().any(|st| st.change != "unchanged")
         || image_in_registry == Some(false)
         || parts
@@ -339,6 +346,7 @@ pub(super) async fn compute(
         task_definition: serving.task_definition,
         service: serving.service,
         ingest,
+        remove,
         changes,
     };
     let decided = Decided {

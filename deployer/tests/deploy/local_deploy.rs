@@ -697,14 +697,59 @@ async fn a_broker_environment_runs_a_local_broker_one_ingest_and_two_edges() {
         .collect();
     assert_eq!(ready, [true, true, true], "{status}");
 
+    // The broker turned off: the plan says what goes; the deploy leaves one whole service and
+    // removes the ingest service, the second edge and the local broker.
+    let toml = env.dir.path().join("deploy.toml");
+    let text = std::fs::read_to_string(&toml).expect("deploy.toml");
+    std::fs::write(&toml, text.replace("broker = \"elasticache\"\n", "")).expect("write");
+    let plan = env.ok(&["plan", "--binary", &binary]);
+    assert_eq!(plan["changes"], true, "{plan}");
+    let remove: Vec<&str> = plan["remove"]
+        .as_array()
+        .expect("remove")
+        .iter()
+        .map(|r| r.as_str().expect("text"))
+        .collect();
+    assert_eq!(
+        remove.len(),
+        4,
+        "the ingest service, two local tasks, the broker: {plan}"
+    );
+    assert_eq!(remove[0], format!("service tickstream-{n}-ingest"));
+    let whole = env.ok(&["--binary", &binary]);
+    assert_eq!(whole["service"]["action"], "update", "{whole}");
+    assert!(whole["ingest"].is_null());
+    assert_eq!(
+        whole["removed"].as_array().map(Vec::len),
+        Some(4),
+        "{whole}"
+    );
+    assert_eq!(whole["urls"], serde_json::json!([urls[0]]));
+    let left = env.pids();
+    assert_eq!(left.len(), 1, "one whole task: {left:?}");
+    for pid in pids.iter().filter(|p| !left.contains(p)) {
+        assert!(
+            !alive(*pid),
+            "{pid} still runs after the broker was turned off"
+        );
+    }
+    let (epoch, _) = epoch_and_update(&urls[0]).await;
+    assert_ne!(epoch, epoch_a, "one whole task numbers its own streams");
+    let status = env.ok(&["status"]);
+    assert!(
+        status["ingest"].is_null() && status["broker"].is_null(),
+        "{status}"
+    );
+    assert_eq!(env.ok(&["plan", "--binary", &binary])["changes"], false);
+
     let gone = env.ok(&["destroy", "--yes"]);
     assert_eq!(
         gone["services_deleted"],
-        serde_json::json!([format!("tickstream-{n}"), format!("tickstream-{n}-ingest")]),
+        serde_json::json!([format!("tickstream-{n}")]),
         "{gone}"
     );
-    assert_eq!(gone["local_broker_stopped"], true);
-    for pid in pids {
+    assert_eq!(gone["local_broker_stopped"], false, "already gone");
+    for pid in left {
         assert!(!alive(pid), "{pid} still runs after destroy");
     }
 }
