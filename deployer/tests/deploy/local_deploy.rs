@@ -186,26 +186,7 @@ fn variant(binary: &Path, dir: &Path) -> PathBuf {
 }
 
 async fn first_update(url: &str) -> Value {
-    let (mut ws, _) = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio_tungstenite::connect_async(format!("{url}?symbols=AAPL&channels=ticker")),
-    )
-    .await
-    .expect("connect in time")
-    .expect("connect");
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("data in time")
-            .expect("open")
-            .expect("frame");
-        if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
-            let v: Value = serde_json::from_str(&t).expect("json");
-            if v["type"] == "update" {
-                return v;
-            }
-        }
-    }
+    epoch_and_update(url).await.1
 }
 
 /// The digest the registry holds under `reference`, asked with the same login the deployer used.
