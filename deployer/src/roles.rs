@@ -114,6 +114,25 @@ mod tests {
         }
     }
 
+    fn task(
+        s: &Settings,
+        platform: &crate::infra::Platform,
+        part: &Part,
+        broker: Option<&crate::infra::BrokerLink>,
+    ) -> crate::taskdef::TaskSpec {
+        crate::taskdef::TaskSpec::new(
+            s,
+            &crate::taskdef::Inputs {
+                platform,
+                image: "repo@sha256:aa",
+                region: "eu-west-1",
+                secrets: &std::collections::BTreeMap::new(),
+                part,
+                broker,
+            },
+        )
+    }
+
     #[test]
     fn each_part_runs_its_role_and_reaches_the_broker_by_reference() {
         let s =
@@ -127,20 +146,9 @@ mod tests {
             client_security_group: Some("sg-broker-client".into()),
         };
         let platform = platform();
-        let none = std::collections::BTreeMap::new();
         let [ingest, edge] = <[Part; 2]>::try_from(parts(&s)).expect("two parts");
         for part in [&ingest, &edge] {
-            let task = crate::taskdef::TaskSpec::new(
-                &s,
-                &crate::taskdef::Inputs {
-                    platform: &platform,
-                    image: "repo@sha256:aa",
-                    region: "eu-west-1",
-                    secrets: &none,
-                    part,
-                    broker: Some(&link),
-                },
-            );
+            let task = task(&s, &platform, part, Some(&link));
             assert_eq!(task.family, part.service);
             assert_eq!(task.environment["TICKSTREAM_ROLE"], part.role.as_str());
             assert_eq!(task.environment["TICKSTREAM_BROKER"], link.url);
@@ -176,17 +184,7 @@ mod tests {
         // Without a broker: one whole service, no role, no broker settings.
         let whole = settings("");
         let [all] = <[Part; 1]>::try_from(parts(&whole)).expect("one part");
-        let task = crate::taskdef::TaskSpec::new(
-            &whole,
-            &crate::taskdef::Inputs {
-                platform: &platform,
-                image: "repo@sha256:aa",
-                region: "eu-west-1",
-                secrets: &none,
-                part: &all,
-                broker: None,
-            },
-        );
+        let task = task(&whole, &platform, &all, None);
         assert!(
             !task
                 .environment

@@ -405,17 +405,8 @@ pub async fn ensure_autoscaling(
 ) -> Result<bool, DeployError> {
     let resource = format!("service/{}/{}", spec.cluster, spec.name);
     let dimension = ScalableDimension::EcsServiceDesiredCount;
-    let targets = client
-        .describe_scalable_targets()
-        .service_namespace(ServiceNamespace::Ecs)
-        .resource_ids(&resource)
-        .scalable_dimension(dimension.clone())
-        .send()
-        .await
-        .map_err(error::aws("describing the autoscaling target"))?;
-    let same_bounds = targets
-        .scalable_targets()
-        .first()
+    let same_bounds = scalable_target(client, &resource)
+        .await?
         .is_some_and(|t| t.min_capacity() == spec.min_count && t.max_capacity() == spec.max_count);
     let policy_name = format!("{}-cpu", spec.name);
     let policies = client
@@ -475,6 +466,22 @@ pub async fn ensure_autoscaling(
     Ok(true)
 }
 
+/// The service's autoscaling target (`resource` is `service/CLUSTER/NAME`), if registered.
+async fn scalable_target(
+    client: &aws_sdk_applicationautoscaling::Client,
+    resource: &str,
+) -> Result<Option<aws_sdk_applicationautoscaling::types::ScalableTarget>, DeployError> {
+    let out = client
+        .describe_scalable_targets()
+        .service_namespace(ServiceNamespace::Ecs)
+        .resource_ids(resource)
+        .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
+        .send()
+        .await
+        .map_err(error::aws("describing the autoscaling target"))?;
+    Ok(out.scalable_targets().first().cloned())
+}
+
 /// Removes the autoscaling target (and with it the policy); absent is fine.
 pub async fn remove_autoscaling(
     client: &aws_sdk_applicationautoscaling::Client,
@@ -484,15 +491,7 @@ pub async fn remove_autoscaling(
     let resource = format!("service/{cluster}/{name}");
     // Asked first: the emulator answers a target that was never registered (the ingest
     // service's) with ValidationException, where AWS says ObjectNotFoundException.
-    let registered = client
-        .describe_scalable_targets()
-        .service_namespace(ServiceNamespace::Ecs)
-        .resource_ids(&resource)
-        .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
-        .send()
-        .await
-        .map_err(error::aws("describing the autoscaling target"))?;
-    if registered.scalable_targets().is_empty() {
+    if scalable_target(client, &resource).await?.is_none() {
         return Ok(());
     }
     match client

@@ -25,6 +25,7 @@ pub async fn deploy(ctx: &Context, options: &DeployOptions) -> Result<Deployed, 
         source,
         needs,
         verify_key,
+        leftovers,
     } = decided;
     let source = source.ok_or_else(|| DeployError::Build("no image to deploy".into()))?;
 
@@ -127,10 +128,7 @@ pub async fn deploy(ctx: &Context, options: &DeployOptions) -> Result<Deployed, 
                 .find(|t| t.task_definition == r.task_definition)
                 .cloned()
         });
-    let removed = Leftovers::find(ctx, Some(&platform.cluster))
-        .await?
-        .remove(ctx, &platform.cluster)
-        .await?;
+    let removed = leftovers.remove(ctx, &platform.cluster).await?;
     let edge = rolled.pop().expect("one part serves clients").deployed;
     let ingest = rolled.pop().map(|r| r.deployed);
     Ok(Deployed {

@@ -58,6 +58,8 @@ pub(super) struct Decided {
     pub source: Option<Source>,
     pub needs: Needs,
     pub verify_key: Option<verify::ApiKey>,
+    /// What the plan lists under `remove`, removed once the service serves.
+    pub leftovers: Leftovers,
 }
 
 /// The task definition and service a deploy would leave, against what runs now.
@@ -317,9 +319,9 @@ pub(super) async fn compute(
             },
         });
     }
-    let remove = Leftovers::find(ctx, live_platform.as_ref().map(|p| p.cluster.as_str()))
-        .await?
-        .names(s);
+    let leftovers =
+        Leftovers::find(ctx, live_platform.as_ref().map(|p| p.cluster.as_str())).await?;
+    let remove = leftovers.names(s);
     let changes = role != Some(true)
         || !remove.is_empty()
         || stack_results.iter().any(|st| st.change != "unchanged")
@@ -359,6 +361,7 @@ pub(super) async fn compute(
         source,
         needs,
         verify_key,
+        leftovers,
     };
     Ok((plan, decided))
 }

@@ -129,6 +129,18 @@ impl Env {
         doc["result"].clone()
     }
 
+    /// An ECS client of the emulator, in the test's region.
+    async fn ecs(&self) -> aws_sdk_ecs::Client {
+        let sdk = tickstream_deployer::aws::load(&tickstream_deployer::aws::AwsTarget {
+            endpoint_url: Some(self.endpoint.clone()),
+            emulator_credentials: true,
+            region: Some(REGION.into()),
+            ..Default::default()
+        })
+        .await;
+        aws_sdk_ecs::Client::new(&sdk)
+    }
+
     fn task_pid(&self) -> Option<u32> {
         self.pid_in(&format!("tasks/tickstream-{}/task.json", self.name))
     }
@@ -256,14 +268,7 @@ async fn deploy_redeploy_roll_out_roll_back_and_destroy_locally() {
         registry_digest(&repository, &digest).await.as_deref(),
         Some(digest.as_str())
     );
-    let sdk = tickstream_deployer::aws::load(&tickstream_deployer::aws::AwsTarget {
-        endpoint_url: Some(env.endpoint.clone()),
-        emulator_credentials: true,
-        region: Some(REGION.into()),
-        ..Default::default()
-    })
-    .await;
-    let ecs = aws_sdk_ecs::Client::new(&sdk);
+    let ecs = env.ecs().await;
     let arn = first["task_definition"]["arn"].as_str().expect("arn");
     let td = ecs
         .describe_task_definition()
@@ -609,14 +614,7 @@ async fn a_broker_environment_runs_a_local_broker_one_ingest_and_two_edges() {
     );
 
     // Each task definition runs its role against the broker.
-    let sdk = tickstream_deployer::aws::load(&tickstream_deployer::aws::AwsTarget {
-        endpoint_url: Some(env.endpoint.clone()),
-        emulator_credentials: true,
-        region: Some(REGION.into()),
-        ..Default::default()
-    })
-    .await;
-    let ecs = aws_sdk_ecs::Client::new(&sdk);
+    let ecs = env.ecs().await;
     for (result, role) in [(&first["ingest"], "ingest"), (&first, "edge")] {
         let arn = result["task_definition"]["arn"].as_str().expect("arn");
         let td = ecs
