@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::broker::{Broker, Node, client, subscribe};
+use common::broker::{Broker, Cluster, Node, client, subscribe};
 use common::*;
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -384,6 +384,79 @@ async fn a_broker_that_lost_acknowledged_writes_is_a_new_epoch_never_a_renumberi
     edge.until_ready(true, Duration::from_secs(15)).await;
     let epoch = edge.epoch().await;
     assert_ne!(epoch, old, "a new epoch after lost writes");
+}
+
+/// The broker's position of `stream` (`ticker:AAPL`), read from `node`.
+async fn broker_position(node: &Broker, stream: &str) -> u64 {
+    let (channel, symbol) = stream.split_once(':').expect("channel:symbol");
+    let key = format!("{{tickstream}}:s:{channel}:{symbol}");
+    let seq: Option<u64> = node.query(&["HGET", "{tickstream}:seq", &key]).await;
+    seq.expect("a position")
+}
+
+/// Reads `ws` until it holds `stream` at `seq` or later; contiguous, same epoch, nobody told
+/// to resume.
+async fn read_through(ws: &mut Ws, before: &[Got], stream: &str, seq: u64) -> Vec<Got> {
+    let (got, other) = read_until(ws, Duration::from_secs(10), |g| {
+        g.iter().any(|g| g.stream() == stream && g.seq() >= seq)
+    })
+    .await;
+    assert!(
+        !other.iter().any(|m| m["type"] == "reconnect"),
+        "a failover that lost nothing is no new epoch: {other:?}"
+    );
+    let all = [before, &got[..]].concat();
+    assert_contiguous(&all);
+    all
+}
+
+#[tokio::test]
+async fn a_clustered_broker_fails_over_with_no_gap_and_no_new_epoch() {
+    let mut cluster = Cluster::start().await;
+    // Every process is given the replica, as a cluster endpoint may resolve to one: they find
+    // the primary by its MOVED.
+    let entry = &cluster.nodes[1];
+    let (ingest, edges) = ingest_and_edges(entry, 1, &["--sim-rate", "20"]).await;
+    let edge = &edges[0];
+    let (mut ws, ack) = client(edge, &["AAPL"], &["ticker", "trades"]).await;
+    let epoch = ack["epoch"].as_str().expect("epoch").to_string();
+    let (before, _) = read_until(&mut ws, WAIT, |g| g.len() >= 5).await;
+    assert_contiguous(&before);
+
+    let reconnects = ingest.metric("tickstream_broker_reconnects_total").await;
+    cluster.failover(1).await;
+    // The writer finds the new primary (its old connection is answered MOVED) and goes on:
+    // what it was acknowledged is all there, so no new epoch.
+    let published = ingest.metric("tickstream_broker_events_total").await;
+    ingest
+        .until_metric("tickstream_broker_events_total", WAIT, |v| {
+            v >= published + 20.0
+        })
+        .await;
+    assert!(ingest.metric("tickstream_broker_reconnects_total").await > reconnects);
+    let now = broker_position(&cluster.nodes[1], "ticker:AAPL").await;
+    let got = read_through(&mut ws, &before, "ticker:AAPL", now).await;
+    assert_eq!(edge.epoch().await, epoch);
+
+    // The old primary, now the replica the edge still reads from, goes away: the edge reaches
+    // the new primary and the client misses nothing.
+    let edge_reconnects = edge.metric("tickstream_broker_reconnects_total").await;
+    cluster.nodes[0].kill();
+    edge.until_metric("tickstream_broker_reconnects_total", WAIT, |v| {
+        v > edge_reconnects
+    })
+    .await;
+    edge.until_ready(true, WAIT).await;
+    let published = ingest.metric("tickstream_broker_events_total").await;
+    ingest
+        .until_metric("tickstream_broker_events_total", WAIT, |v| {
+            v >= published + 20.0
+        })
+        .await;
+    let now = broker_position(&cluster.nodes[1], "ticker:AAPL").await;
+    read_through(&mut ws, &got, "ticker:AAPL", now).await;
+    assert_eq!(edge.epoch().await, epoch);
+    assert_eq!(edge.metric("tickstream_broker_epochs_total").await, 0.0);
 }
 
 #[tokio::test]

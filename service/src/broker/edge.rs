@@ -102,7 +102,7 @@ pub async fn wait_for_meta(
     let mut attempt = 0u32;
     loop {
         let got = async {
-            let mut conn = super::connect(client, None).await?;
+            let mut conn = super::connect(client, keys, None).await?;
             let (meta, epoch): (Option<String>, Option<String>) = redis::pipe()
                 .get(keys.meta())
                 .get(keys.epoch())
@@ -205,7 +205,7 @@ impl Edge {
             tx,
             overflow: overflow.clone(),
         };
-        let mut conn = super::connect(&self.client, Some(inbox)).await?;
+        let mut conn = super::connect(&self.client, &self.keys, Some(inbox)).await?;
         conn.subscribe(self.keys.events()).await?;
         self.metrics().broker_up.set(1);
         let epoch: Option<String> = redis::cmd("GET")

@@ -463,7 +463,7 @@ pub async fn write(
     let pause = |attempt: u32| crate::feed::net::backoff(attempt).min(Duration::from_secs(1));
     while !shutdown.is_cancelled() {
         let Some(w) = writer.as_mut() else {
-            match super::connect(&client, None).await {
+            match super::connect(&client, &ingest.keys, None).await {
                 Ok(conn) => {
                     writer = Some(Writer {
                         id: id.clone(),
@@ -477,7 +477,10 @@ pub async fn write(
                     attempt = 0;
                 }
                 Err(e) => {
+                    // Counted as an edge counts a session that failed: a refusal (NOPERM on
+                    // our keys) shows here as well as an unreachable broker.
                     metrics.broker_up.set(0);
+                    metrics.broker_reconnects.inc();
                     tracing::warn!(error = %e, "cannot reach the broker");
                     attempt = attempt.saturating_add(1);
                     if !sleep(pause(attempt), &shutdown).await {

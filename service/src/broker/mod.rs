@@ -81,9 +81,53 @@ pub fn client(config: &crate::config::Config) -> Result<redis::Client, redis::Re
     redis::Client::open(info.set_redis_settings(settings))
 }
 
-/// A connection with bounded connect and command times; `push` receives what the server
-/// pushes (an edge's notifications).
+/// Redirects followed to reach the node that holds our keys: one reaches the primary from any
+/// node of a one-shard cluster; the others allow for a failover during the search.
+const MAX_REDIRECTS: usize = 3;
+
+/// A connection, with bounded connect and command times, to the node that holds `keys`; `push`
+/// receives what that node pushes (an edge's notifications).
+///
+/// A clustered broker (MemoryDB is always clustered) may put the URL's host on a replica, which
+/// answers a command on our keys with `MOVED <slot> <host>:<port>`. Every key of ours shares one
+/// hash slot (the `{namespace}` tag), so there is one node to find and no slot map to keep: a
+/// keyed read follows the redirect here, and a `MOVED` later (after a failover) ends the
+/// connection like any other loss, and the next one finds the new primary. A standalone server
+/// or ElastiCache Serverless answers the probe itself.
 pub async fn connect(
+    client: &redis::Client,
+    keys: &Keys,
+    push: Option<edge::Inbox>,
+) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    let mut node = client.clone();
+    for _ in 0..=MAX_REDIRECTS {
+        let mut conn = open(&node, None).await?;
+        let probe: redis::RedisResult<bool> = redis::cmd("EXISTS")
+            .arg(keys.epoch())
+            .query_async(&mut conn)
+            .await;
+        match probe {
+            Ok(_) => {
+                return match push {
+                    // Its own connection: a probe connection dropped later would tell the
+                    // receiver it was disconnected.
+                    Some(push) => open(&node, Some(push)).await,
+                    None => Ok(conn),
+                };
+            }
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::Moved) => {
+                node = redirected(&node, &e)?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(redis::RedisError::from((
+        redis::ErrorKind::Client,
+        "the broker redirected more than 3 times",
+    )))
+}
+
+async fn open(
     client: &redis::Client,
     push: Option<edge::Inbox>,
 ) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
@@ -96,6 +140,43 @@ pub async fn connect(
     client
         .get_multiplexed_async_connection_with_config(&config)
         .await
+}
+
+/// The client for the node a `MOVED` error names, with the same credentials and TLS settings.
+/// An empty host (a node that does not know its own address) means the host we asked; a
+/// hostname is kept as a name, so TLS verifies the certificate against it.
+fn redirected(
+    client: &redis::Client,
+    moved: &redis::RedisError,
+) -> redis::RedisResult<redis::Client> {
+    let bad = || {
+        redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "the broker's redirect names no node",
+            moved.to_string(),
+        ))
+    };
+    let (to, _slot) = moved.redirect_node().ok_or_else(bad)?;
+    let (host, port) = to.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let info = client.get_connection_info().clone();
+    let host = |was: &str| if host.is_empty() { was } else { host }.to_string();
+    let addr = match info.addr() {
+        redis::ConnectionAddr::Tcp(was, _) => redis::ConnectionAddr::Tcp(host(was), port),
+        redis::ConnectionAddr::TcpTls {
+            host: was,
+            insecure,
+            tls_params,
+            ..
+        } => redis::ConnectionAddr::TcpTls {
+            host: host(was),
+            port,
+            insecure: *insecure,
+            tls_params: tls_params.clone(),
+        },
+        _ => return Err(bad()),
+    };
+    redis::Client::open(info.set_addr(addr))
 }
 
 /// A random 64-bit value (std's hasher keys are random per process).

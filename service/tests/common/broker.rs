@@ -41,9 +41,12 @@ pub struct Broker {
     pub port: u16,
     child: Option<Child>,
     /// TLS only, and AUTH with this password.
-    secure: Option<(super::tls::TestTls, String)>,
+    secure: Option<(std::sync::Arc<super::tls::TestTls>, String)>,
     /// Where [`Broker::save`] writes its snapshot and a restart reads it.
     dir: tempfile::TempDir,
+    /// A node of a [`Cluster`]: cluster mode on, and (TLS or not) a plain port for the test's
+    /// own commands.
+    clustered: Option<u16>,
 }
 
 /// The password of [`Broker::start_secure`].
@@ -56,6 +59,7 @@ impl Broker {
             child: None,
             secure: None,
             dir: tempfile::tempdir().expect("tempdir"),
+            clustered: None,
         };
         broker.spawn();
         broker
@@ -68,8 +72,9 @@ impl Broker {
         let mut broker = Self {
             port: free_port(),
             child: None,
-            secure: Some((tls, PASSWORD.into())),
+            secure: Some((tls.into(), PASSWORD.into())),
             dir: tempfile::tempdir().expect("tempdir"),
+            clustered: None,
         };
         broker.spawn();
         broker
@@ -97,18 +102,25 @@ impl Broker {
 
     fn spawn(&mut self) {
         let mut cmd = Command::new(server_binary());
+        let admin = self.clustered.unwrap_or(0).to_string();
         match &self.secure {
             None => cmd.args(["--port", &self.port.to_string()]),
             Some((tls, password)) => cmd
-                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .args(["--port", &admin, "--tls-port", &self.port.to_string()])
                 .arg("--tls-cert-file")
                 .arg(&tls.cert_file)
                 .arg("--tls-key-file")
                 .arg(&tls.key_file)
                 .arg("--tls-ca-cert-file")
                 .arg(&tls.ca_file)
-                .args(["--tls-auth-clients", "no", "--requirepass", password]),
+                .args(["--tls-auth-clients", "no", "--requirepass", password])
+                // A cluster's nodes talk TLS to each other, and replicas log in.
+                .args(["--tls-cluster", "yes", "--tls-replication", "yes"])
+                .args(["--masterauth", password]),
         };
+        if self.clustered.is_some() {
+            cmd.args(["--cluster-enabled", "yes"]);
+        }
         let child = cmd
             .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
@@ -138,15 +150,36 @@ impl Broker {
 
     /// Writes a snapshot of everything now (SAVE).
     pub async fn save(&self) {
-        let mut conn = redis::Client::open(self.url())
+        let _: () = self.query(&["SAVE"]).await;
+    }
+
+    /// What the command `args` answers (a plain broker's; panics on an error).
+    pub async fn query<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
+        let url = match (self.clustered, &self.secure) {
+            (Some(admin), Some((_, password))) => format!("redis://:{password}@127.0.0.1:{admin}"),
+            (Some(admin), None) => format!("redis://127.0.0.1:{admin}"),
+            (None, _) => self.url(),
+        };
+        let mut conn = redis::Client::open(url)
             .expect("url")
             .get_multiplexed_async_connection()
             .await
             .expect("connect");
-        let _: () = redis::cmd("SAVE")
+        redis::cmd(args[0])
+            .arg(&args[1..])
             .query_async(&mut conn)
             .await
-            .expect("SAVE");
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    /// The field `name` of what `args` (`INFO replication`, `CLUSTER INFO`) answers.
+    async fn info(&self, args: &[&str], name: &str) -> String {
+        let info: String = self.query(args).await;
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
     }
 
     /// Killed and started again from the last [`Broker::save`]: what was written after it is
@@ -177,6 +210,88 @@ impl Drop for Broker {
             signal(child.id(), "CONT");
         }
         self.kill();
+    }
+}
+
+/// A one-shard cluster of two nodes, a primary and its replica, as MemoryDB runs one (TLS only,
+/// with a password): the node a client first reaches may be the replica, which redirects every
+/// command on our keys with `MOVED`, and a failover swaps the two.
+pub struct Cluster {
+    pub nodes: [Broker; 2],
+}
+
+impl Cluster {
+    /// Node 0 the primary (every slot), node 1 its replica; returns once the replica is in sync.
+    pub async fn start() -> Self {
+        let tls = std::sync::Arc::new(super::tls::TestTls::new(&["127.0.0.1"]));
+        let node = || {
+            let mut broker = Broker {
+                port: free_port(),
+                child: None,
+                secure: Some((tls.clone(), PASSWORD.into())),
+                dir: tempfile::tempdir().expect("tempdir"),
+                clustered: Some(free_port()),
+            };
+            broker.spawn();
+            broker
+        };
+        let cluster = Self {
+            nodes: [node(), node()],
+        };
+        let [primary, replica] = &cluster.nodes;
+        let _: () = primary
+            .query(&["CLUSTER", "ADDSLOTSRANGE", "0", "16383"])
+            .await;
+        let port = primary.port.to_string();
+        let _: () = replica
+            .query(&["CLUSTER", "MEET", "127.0.0.1", &port])
+            .await;
+        let id: String = primary.query(&["CLUSTER", "MYID"]).await;
+        // The replica learns the primary's id by gossip; REPLICATE fails until it has.
+        until("the replica follows the primary", || async {
+            let known: String = replica.query(&["CLUSTER", "NODES"]).await;
+            if !known.contains(&id) {
+                return false;
+            }
+            let _: () = replica.query(&["CLUSTER", "REPLICATE", &id]).await;
+            true
+        })
+        .await;
+        until("the replica in sync and the cluster ok", || async {
+            replica
+                .info(&["INFO", "replication"], "master_link_status")
+                .await
+                == "up"
+                && primary.info(&["CLUSTER", "INFO"], "cluster_state").await == "ok"
+                && replica.info(&["CLUSTER", "INFO"], "cluster_state").await == "ok"
+        })
+        .await;
+        cluster
+    }
+
+    /// A manual failover to node `to` (`CLUSTER FAILOVER`: the primary stops taking writes
+    /// until the replica has all of them, then the replica takes over; nothing acknowledged is
+    /// lost, as MemoryDB promises); returns once the two have swapped roles.
+    pub async fn failover(&self, to: usize) {
+        let (new, old) = (&self.nodes[to], &self.nodes[1 - to]);
+        let _: () = new.query(&["CLUSTER", "FAILOVER"]).await;
+        until("the failover", || async {
+            new.info(&["INFO", "replication"], "role").await == "master"
+                && old.info(&["INFO", "replication"], "role").await == "slave"
+        })
+        .await;
+    }
+}
+
+/// Polls `done` until it holds; fails after 10 s, naming `what`.
+async fn until<F: std::future::Future<Output = bool>>(what: &str, mut done: impl FnMut() -> F) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !done().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
