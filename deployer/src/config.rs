@@ -706,21 +706,12 @@ fn validate(env: &str, l: Layer, root: PathBuf) -> Result<Settings, ConfigError>
     let broker = match l.broker.as_deref().unwrap_or("none") {
         "none" => None,
         "elasticache" => Some(BrokerEngine::ElastiCache),
-        "memorydb" => {
-            // MemoryDB is clustered: its endpoint may land on a replica, which answers writes
-            // with MOVED, and the service speaks to one node. infra/broker.yaml can make one.
-            issues.push(Issue::new(
-                "broker",
-                "memorydb is not supported yet: its cluster endpoint may route the service to a replica, which answers MOVED, and the service follows no redirects",
-                "use broker = \"elasticache\" (a failover there is a new epoch: clients are told)",
-            ));
-            Some(BrokerEngine::MemoryDb)
-        }
+        "memorydb" => Some(BrokerEngine::MemoryDb),
         other => {
             issues.push(Issue::new(
                 "broker",
                 format!("`{other}` is not a broker"),
-                "use \"elasticache\", or \"none\" for one service of whole tasks",
+                "use \"elasticache\" or \"memorydb\", or \"none\" for one service of whole tasks",
             ));
             None
         }
@@ -1256,13 +1247,9 @@ TICKSTREAM_API_KEYS = "arn:aws:ssm:eu-west-1:123456789012:parameter/tickstream/a
             "{wrong:?}"
         );
         assert!(wrong[0].fix.contains("elasticache"), "{wrong:?}");
-        // MemoryDB's cluster endpoint may route to a replica: refused with the reason.
-        let memorydb = issues(
-            resolve_with("prod", &[("DEPLOY_BROKER", "memorydb")], Layer::default())
-                .expect_err("not yet"),
-        );
-        assert_eq!(memorydb[0].key, "broker");
-        assert!(memorydb[0].problem.contains("MOVED"), "{memorydb:?}");
+        let memorydb = resolve_with("prod", &[("DEPLOY_BROKER", "memorydb")], Layer::default())
+            .expect("MemoryDB is a broker");
+        assert_eq!(memorydb.broker, Some(BrokerEngine::MemoryDb));
     }
 
     #[test]

@@ -331,6 +331,14 @@ mod tests {
         }
         // The namespace the tasks use is the one the template's user is limited to.
         assert_eq!(spec.parameters["Namespace"], super::BROKER_NAMESPACE);
+        let memorydb = settings(
+            "[env.dev]\nregion = \"eu-west-1\"\nbroker = \"memorydb\"\n",
+            "dev",
+        );
+        let spec = super::broker(&memorydb, &network())
+            .expect("outputs")
+            .expect("a broker stack");
+        assert_eq!(spec.parameters["Engine"], "memorydb");
     }
 
     #[test]

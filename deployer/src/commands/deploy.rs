@@ -43,8 +43,8 @@ pub async fn deploy(ctx: &Context, options: &DeployOptions) -> Result<Deployed, 
     let unchanged_network = net.outputs == planned_outputs;
     let broker = match s.broker {
         None => None,
-        Some(_) if s.emulator => {
-            Some(crate::local_broker::ensure(&s.root, &s.env, s.port, &ctx.report).await?)
+        Some(engine) if s.emulator => {
+            Some(crate::local_broker::ensure(&s.root, &s.env, s.port, engine, &ctx.report).await?)
         }
         Some(_) => {
             let plan = match broker_plan {

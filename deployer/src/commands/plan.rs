@@ -372,9 +372,9 @@ pub(super) fn broker_link(
     s: &crate::config::Settings,
     plan: Option<&StackPlan>,
 ) -> Option<BrokerLink> {
-    s.broker?;
+    let engine = s.broker?;
     if s.emulator {
-        return Some(crate::local_broker::link(s.port));
+        return Some(crate::local_broker::link(s.port, engine));
     }
     plan.filter(|p| {
         matches!(

@@ -112,10 +112,10 @@ pub async fn status(ctx: &Context) -> Result<Status, DeployError> {
         broker = Some(BrokerStatus {
             engine: engine.as_str(),
             state: match &local {
-                Some(b) => format!("local {} pid {}", b.server, b.pid),
+                Some(b) => b.describe(),
                 None => "local: not running".into(),
             },
-            url: local.map(|_| crate::local_broker::link(s.port).url),
+            url: local.map(|_| crate::local_broker::link(s.port, engine).url),
         });
     }
     let platform = ctx.platform().await?;

@@ -152,10 +152,11 @@ impl Env {
         state["pid"].as_u64().map(|p| p as u32)
     }
 
-    /// Every process a deploy of this environment may have left: tasks and a local broker.
+    /// Every process a deploy of this environment may have left: tasks and a local broker (a
+    /// server, or a primary and its replica).
     fn pids(&self) -> Vec<u32> {
         let n = &self.name;
-        [
+        let mut pids: Vec<u32> = [
             format!("tasks/tickstream-{n}/task.json"),
             format!("tasks/tickstream-{n}-2/task.json"),
             format!("tasks/tickstream-{n}-ingest/task.json"),
@@ -163,7 +164,19 @@ impl Env {
         ]
         .iter()
         .filter_map(|f| self.pid_in(f))
-        .collect()
+        .collect();
+        let broker = self
+            .dir
+            .path()
+            .join(format!(".local-aws/broker/{n}/broker.json"));
+        if let Some(replica) = std::fs::read_to_string(broker)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|b| b["replica"]["pid"].as_u64())
+        {
+            pids.push(replica as u32);
+        }
+        pids
     }
 }
 
@@ -559,7 +572,9 @@ async fn epoch_and_update(url: &str) -> (String, Value) {
 
 /// `broker = "elasticache"` in an emulator environment: a local Valkey/Redis plays the cache,
 /// the ingest service rolls out before the edge service, one ingest task and two edge tasks
-/// run here, both edges serve the same epoch, and destroy removes all of it.
+/// run here, both edges serve the same epoch; `"memorydb"` makes the local broker a one-shard
+/// cluster whose replica the tasks are given; turned off, the broker's parts go, and destroy
+/// removes the rest.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_broker_environment_runs_a_local_broker_one_ingest_and_two_edges() {
     let _emulator = EMULATOR.lock().await;
@@ -567,7 +582,7 @@ async fn a_broker_environment_runs_a_local_broker_one_ingest_and_two_edges() {
         "TICKSTREAM_STATIC_BIN",
         "run ./scripts/check, which builds the static musl binary",
     );
-    let env = Env::with("b", "broker = \"elasticache\"\n", 4);
+    let env = Env::with("b", "broker = \"elasticache\"\n", 5);
     let (p, n) = (env.port, env.name.clone());
     let first = env.ok(&["--binary", &binary]);
     // The emulator has no ElastiCache: no broker stack, a local server instead.
@@ -676,11 +691,34 @@ async fn a_broker_environment_runs_a_local_broker_one_ingest_and_two_edges() {
         .collect();
     assert_eq!(ready, [true, true, true], "{status}");
 
-    // The broker turned off: the plan says what goes; the deploy leaves one whole service and
-    // removes the ingest service, the second edge and the local broker.
+    // MemoryDB: the tasks are given the cluster's replica and reach its primary by its MOVED.
     let toml = env.dir.path().join("deploy.toml");
     let text = std::fs::read_to_string(&toml).expect("deploy.toml");
-    std::fs::write(&toml, text.replace("broker = \"elasticache\"\n", "")).expect("write");
+    let text = text.replace("broker = \"elasticache\"\n", "broker = \"memorydb\"\n");
+    std::fs::write(&toml, &text).expect("write");
+    let clustered = env.ok(&["--binary", &binary]);
+    assert_eq!(
+        clustered["broker"]["url"],
+        format!("redis://127.0.0.1:{}", p + 4),
+        "{clustered}"
+    );
+    assert_eq!(clustered["ingest"]["service"]["action"], "update");
+    let (epoch_a, _) = epoch_and_update(&urls[0]).await;
+    let (epoch_b, _) = epoch_and_update(&urls[1]).await;
+    assert_eq!(epoch_a, epoch_b, "two edges of one cluster");
+    let pids = env.pids();
+    assert_eq!(pids.len(), 5, "three tasks, a primary and a replica");
+    let status = env.ok(&["status"]);
+    assert!(
+        status["broker"]["state"]
+            .as_str()
+            .is_some_and(|s| s.contains("replica")),
+        "{status}"
+    );
+
+    // The broker turned off: the plan says what goes; the deploy leaves one whole service and
+    // removes the ingest service, the second edge and the local broker.
+    std::fs::write(&toml, text.replace("broker = \"memorydb\"\n", "")).expect("write");
     let plan = env.ok(&["plan", "--binary", &binary]);
     assert_eq!(plan["changes"], true, "{plan}");
     let remove: Vec<&str> = plan["remove"]

@@ -119,7 +119,13 @@ impl Broker {
                 .args(["--masterauth", password]),
         };
         if self.clustered.is_some() {
-            cmd.args(["--cluster-enabled", "yes"]);
+            // A replica's first sync starts at once, not after the 5 s wait for more replicas.
+            cmd.args([
+                "--cluster-enabled",
+                "yes",
+                "--repl-diskless-sync-delay",
+                "0",
+            ]);
         }
         let child = cmd
             .args(["--bind", "127.0.0.1"])
