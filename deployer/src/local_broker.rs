@@ -403,9 +403,23 @@ mod tests {
         }
     }
 
+    /// Kills whatever the broker state in `.0` names when the test ends, passed or not.
+    struct Cleanup(tempfile::TempDir);
+
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            for p in state(self.0.path(), "t").map_or(Vec::new(), |s| s.processes()) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &p.pid.to_string()])
+                    .status();
+            }
+        }
+    }
+
     #[tokio::test]
     async fn memorydb_is_a_one_shard_cluster_whose_replica_sends_tasks_to_its_primary() {
-        let root = tempfile::tempdir().expect("tempdir");
+        let cleanup = Cleanup(tempfile::tempdir().expect("tempdir"));
+        let root = &cleanup.0;
         let (base, report) = (free_base(), Reporter::recording());
         let link = ensure(root.path(), "t", base, BrokerEngine::MemoryDb, &report)
             .await
