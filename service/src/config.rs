@@ -129,6 +129,11 @@ pub struct Config {
     #[arg(long, env = "TICKSTREAM_MAX_CONNECTIONS", default_value_t = 20_000)]
     pub max_connections: usize,
 
+    /// Threads that write one event to its subscribers at once, when a stream has at least 256
+    /// per thread; 0: one per CPU, at most 4 (docs/benchmarks.md, "Two writers").
+    #[arg(long, env = "TICKSTREAM_FANOUT_THREADS", default_value_t = 0)]
+    pub fanout_threads: usize,
+
     /// Streams one connection may subscribe to.
     #[arg(long, env = "TICKSTREAM_MAX_SUBSCRIPTIONS", default_value_t = 200)]
     pub max_subscriptions: usize,
@@ -372,6 +377,15 @@ impl Config {
         })
     }
 
+    /// Fan-out threads: the flag, or with 0 one per CPU the process may use, at most 4 (a
+    /// one-vCPU task gets 1, and no helper threads).
+    pub fn fanout_threads(&self) -> usize {
+        match self.fanout_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+            n => n,
+        }
+    }
+
     /// Where events come from, as the REST API names it (`--replay` alone means a replay).
     pub fn source_name(&self) -> &'static str {
         match (self.source, &self.replay) {
@@ -417,8 +431,9 @@ impl Config {
             Source::Replay => {}
             Source::Kraken | Source::Binance | Source::Coinbase => self.validate_venue()?,
         }
-        let ranges: [(&'static str, usize, usize, usize); 10] = [
+        let ranges: [(&'static str, usize, usize, usize); 11] = [
             ("--history", self.history, 0, 100_000),
+            ("--fanout-threads", self.fanout_threads, 0, 64),
             ("--candle-history", self.candle_history, 1, 100_000),
             ("--max-connections", self.max_connections, 1, 1_000_000),
             ("--max-subscriptions", self.max_subscriptions, 1, 100_000),

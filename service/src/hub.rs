@@ -164,7 +164,13 @@ pub struct HubLimits {
     pub history: usize,
     /// Closed candles kept per candle stream for the REST API.
     pub candles: usize,
+    /// Threads one event's subscribers are written from at once (1: the publisher's alone).
+    pub fanout_threads: usize,
 }
+
+/// Subscribers each fan-out thread takes at least: below it, starting a thread (~20-40 µs)
+/// costs more than the writes it takes over (~5 µs each).
+pub const FANOUT_MIN_PER_THREAD: usize = 256;
 
 #[derive(Debug)]
 pub struct Hub {
@@ -361,32 +367,22 @@ impl Hub {
             st.closed_candles.push_back(c.clone());
         }
         st.latest = Some(event);
-        let metrics = &self.metrics;
-        let (mut frames, mut bytes) = (0, 0);
-        st.subscribers
-            .retain(|_, sub| match sub.offer(&frame, upcoming) {
-                Offer::Queued { first } => {
-                    if first {
-                        touched.push(sub.clone());
-                    }
-                    true
-                }
-                Offer::Sent {
-                    frames: f,
-                    bytes: b,
-                } => {
-                    frames += f;
-                    bytes += b;
-                    true
-                }
-                Offer::Skipped => true,
-                Offer::Full => {
-                    metrics.frames_dropped.inc();
-                    false
-                }
-                Offer::Closed => false,
-            });
-        (frames, bytes)
+        let parts = (st.subscribers.len() / FANOUT_MIN_PER_THREAD)
+            .clamp(1, self.limits.fanout_threads.max(1));
+        let offered = offer_all(
+            st.subscribers.as_slice(),
+            parts,
+            &Offering {
+                frame: &frame,
+                upcoming,
+                metrics: &self.metrics,
+            },
+            touched,
+        );
+        if !offered.gone.is_empty() {
+            st.subscribers.retain(|id, _| !offered.gone.contains(id));
+        }
+        (offered.frames, offered.bytes)
     }
 
     /// Registers `sub` on `stream`. With `resume`, the updates after that seq are returned for
@@ -518,6 +514,106 @@ impl Hub {
 
 /// What a snapshot of the stream whose latest event is `e` shows: the event itself, except
 /// that a book's update carries only what changed and its snapshot the whole view.
+/// One event, as offered to each subscriber.
+struct Offering<'a> {
+    frame: &'a Frame,
+    upcoming: Upcoming<'a>,
+    metrics: &'a Metrics,
+}
+
+/// What offering one event did: frames and bytes written, outlets to drop (full or closed).
+#[derive(Default)]
+struct Offered {
+    frames: usize,
+    bytes: usize,
+    gone: Vec<u64>,
+}
+
+impl Offered {
+    fn add(&mut self, other: Offered) {
+        self.frames += other.frames;
+        self.bytes += other.bytes;
+        self.gone.extend(other.gone);
+    }
+}
+
+/// Offers the event to `subs` from `parts` threads at once (this one and `parts - 1` scoped
+/// helpers, each on its own run of subscribers, so no outlet is offered twice and each sees its
+/// events in order). With thousands of subscribers on a stream, one thread's writes are the
+/// tick's latency: on two cores, two writers deliver a tick in about half the time, and the
+/// receivers wake less often (docs/benchmarks.md, "Two writers"). A helper that cannot be
+/// started leaves its run to this thread.
+fn offer_all(
+    subs: &indexmap::map::Slice<u64, Subscriber>,
+    parts: usize,
+    offering: &Offering<'_>,
+    touched: &mut Vec<Subscriber>,
+) -> Offered {
+    if parts <= 1 {
+        return offer_run(subs, offering, touched);
+    }
+    let size = subs.len().div_ceil(parts);
+    let (mine, mut rest) = subs.split_at(size);
+    std::thread::scope(|scope| {
+        let mut helpers = Vec::with_capacity(parts - 1);
+        let mut offered = Offered::default();
+        while !rest.is_empty() {
+            let (run, next) = rest.split_at(size.min(rest.len()));
+            rest = next;
+            let helper = std::thread::Builder::new()
+                .name("fanout".into())
+                .stack_size(256 * 1024)
+                .spawn_scoped(scope, move || {
+                    let mut touched = Vec::new();
+                    (offer_run(run, offering, &mut touched), touched)
+                });
+            match helper {
+                Ok(h) => helpers.push(h),
+                Err(_) => offered.add(offer_run(run, offering, touched)),
+            }
+        }
+        offered.add(offer_run(mine, offering, touched));
+        for h in helpers {
+            match h.join() {
+                Ok((o, t)) => {
+                    offered.add(o);
+                    touched.extend(t);
+                }
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        offered
+    })
+}
+
+fn offer_run(
+    subs: &indexmap::map::Slice<u64, Subscriber>,
+    offering: &Offering<'_>,
+    touched: &mut Vec<Subscriber>,
+) -> Offered {
+    let mut out = Offered::default();
+    for (id, sub) in subs {
+        match sub.offer(offering.frame, offering.upcoming) {
+            Offer::Queued { first } => {
+                if first {
+                    touched.push(sub.clone());
+                }
+            }
+            Offer::Sent { frames, bytes } => {
+                out.frames += frames;
+                out.bytes += bytes;
+            }
+            Offer::Skipped => {}
+            Offer::Full => {
+                offering.metrics.frames_dropped.inc();
+                out.gone.push(*id);
+            }
+            Offer::Closed => out.gone.push(*id),
+        }
+    }
+    out
+}
+
 fn as_snapshot(e: &Event) -> Event {
     match &e.payload {
         Payload::Book(b) => Event {
@@ -546,6 +642,8 @@ mod tests {
         writes: Mutex<Vec<Vec<u64>>>,
         flushed: Mutex<Vec<u64>>,
         interrupted: Mutex<bool>,
+        /// The thread of the last offer.
+        offered_on: Mutex<Option<std::thread::ThreadId>>,
     }
 
     impl Outlet for Probe {
@@ -553,6 +651,8 @@ mod tests {
             self.id
         }
         fn offer(&self, frame: &Frame, upcoming: Upcoming<'_>) -> Offer {
+            *self.offered_on.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(std::thread::current().id());
             let mut q = self.queued.lock().unwrap_or_else(|e| e.into_inner());
             if q.len() == self.cap {
                 return Offer::Full;
@@ -595,6 +695,7 @@ mod tests {
             writes: Mutex::default(),
             flushed: Mutex::default(),
             interrupted: Mutex::default(),
+            offered_on: Mutex::default(),
         })
     }
 
@@ -607,6 +708,7 @@ mod tests {
         let limits = HubLimits {
             history,
             candles: 10,
+            fanout_threads: 1,
         };
         Hub::new(
             vec!["AAA".into()],
@@ -745,6 +847,7 @@ mod tests {
         let limits = HubLimits {
             history: 0,
             candles: 10,
+            fanout_threads: 1,
         };
         let hub = Hub::new(
             vec!["AAA".into(), "BBB".into()],
@@ -770,5 +873,43 @@ mod tests {
         // A single event, as a replay publishes them, is written at once.
         hub.publish(on(0, 3));
         assert_eq!(*a.writes.lock().expect("lock"), vec![vec![1, 2], vec![3]]);
+    }
+
+    #[test]
+    fn many_subscribers_are_written_from_several_threads_each_once_and_in_order() {
+        let limits = HubLimits {
+            history: 0,
+            candles: 10,
+            fanout_threads: 3,
+        };
+        let hub = Hub::new(
+            vec!["AAA".into()],
+            "e".into(),
+            limits,
+            Arc::new(Metrics::new()),
+            json,
+        );
+        let stream = StreamId::new(Channel::Trades, 0);
+        let n = 3 * FANOUT_MIN_PER_THREAD + 50;
+        // Every hundredth holds two frames only, and is dropped at the third.
+        let probes: Vec<Arc<Probe>> = (0..n as u64)
+            .map(|i| probe(i, if i % 100 == 0 { 2 } else { 64 }))
+            .collect();
+        for p in &probes {
+            hub.subscribe(stream, p.clone(), None);
+        }
+        hub.publish_batch(&mut (1..=5).map(trade).collect(), &mut Batch::default());
+        let full = probes.iter().filter(|p| p.cap == 2).count();
+        assert_eq!(hub.subscriber_count(), n - full);
+        for p in probes.iter().filter(|p| p.cap != 2) {
+            assert_eq!(*p.flushed.lock().expect("lock"), vec![1, 2, 3, 4, 5]);
+        }
+        // The last event's offers (helpers are started per event).
+        let threads: std::collections::HashSet<_> = probes
+            .iter()
+            .filter(|p| p.cap != 2)
+            .filter_map(|p| *p.offered_on.lock().expect("lock"))
+            .collect();
+        assert_eq!(threads.len(), 3, "the publisher and two helpers");
     }
 }

@@ -189,6 +189,7 @@ fn hub_for(
     let limits = HubLimits {
         history: config.history,
         candles: config.candle_history,
+        fanout_threads: config.fanout_threads(),
     };
     let hub = Hub::new(
         symbols,

@@ -239,7 +239,7 @@ proptest! {
         history in 0usize..64,
         last in prop_oneof![any::<u64>(), 0u64..400],
     ) {
-        let hub = Hub::new(vec!["AAA".into()], "e".into(), HubLimits { history, candles: 4 }, Arc::new(Metrics::new()), tickstream::ws::protocol::data_frame);
+        let hub = Hub::new(vec!["AAA".into()], "e".into(), HubLimits { history, candles: 4, fanout_threads: 1 }, Arc::new(Metrics::new()), tickstream::ws::protocol::data_frame);
         hub.publish_batch(&mut (1..=published).map(trade).collect(), &mut Batch::default());
         let stream: StreamId = hub.stream(Channel::Trades, "AAA").ok_or_else(|| TestCaseError::fail("no stream"))?;
         let plausible = hub.plausible(stream, last);
