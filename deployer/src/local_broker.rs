@@ -91,7 +91,10 @@ impl BrokerState {
     /// What `status` says of it.
     pub fn describe(&self) -> String {
         match &self.replica {
-            None => format!("local {} pid {}", self.server, self.pid),
+            None => format!(
+                "local {} pid {} on 127.0.0.1:{}",
+                self.server, self.pid, self.port
+            ),
             Some(r) => format!(
                 "local {} cluster: primary pid {} on {}, replica pid {} on {}",
                 self.server, self.pid, self.port, r.pid, r.port
