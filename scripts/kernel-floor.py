@@ -3,11 +3,14 @@
 # pre-built WebSocket frame per client per tick (RATE ticks/s, default 100) with plain send()
 # calls from one thread, in connection order. Its system CPU time per million messages is what the
 # kernel charges for the TCP path on loopback, whatever the server; its latency is that of the
-# simplest possible fan-out.
-#   python3 scripts/kernel-floor.py 1000 18095 [RATE] &
+# simplest possible fan-out. With THREADS > 1 (default 1), each tick's sends are split into that
+# many contiguous runs sent at once from as many threads (send() releases the GIL): a floor for
+# servers that write from several threads (issue #18).
+#   python3 scripts/kernel-floor.py 1000 18095 [RATE [THREADS]] &
 #   target/release/tickstream-load run --url ws://127.0.0.1:18095/ws -c 1000 -d 20s --server-pid $!
-import socket, time, base64, hashlib, json, sys, select, os
+import socket, time, base64, hashlib, json, sys, select, os, threading
 N = int(sys.argv[1]); PORT = int(sys.argv[2]); RATE = int(sys.argv[3]) if len(sys.argv) > 3 else 100
+THREADS = int(sys.argv[4]) if len(sys.argv) > 4 else 1
 ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); ls.bind(("127.0.0.1", PORT)); ls.listen(4096)
 print("listening", flush=True)
 conns = []  # (sock, symbol)
@@ -24,6 +27,19 @@ while len(conns) < N:
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1); s.setblocking(False)
     conns.append((s, sym))
 print("all connected", flush=True)
+runs = [conns[i * N // THREADS:(i + 1) * N // THREADS] for i in range(THREADS)]
+def send_run(run, frames):
+    for s, sym in run:
+        try: s.send(frames[sym])
+        except BlockingIOError: pass
+# Helpers wait for a tick's frames, send their run, and meet the main thread at the barrier.
+ticks = [threading.Event() for _ in range(THREADS)]; sent = threading.Barrier(THREADS); current = {}
+def helper(i):
+    while True:
+        ticks[i].wait(); ticks[i].clear()
+        send_run(runs[i], current["frames"])
+        sent.wait()
+for i in range(1, THREADS): threading.Thread(target=helper, args=(i,), daemon=True).start()
 seq = 1; t = time.time()
 while True:
     t += 1.0 / RATE
@@ -34,6 +50,7 @@ while True:
     for sym in syms:
         p = json.dumps({"type":"update","channel":"ticker","symbol":sym,"seq":seq,"ts":ts,"data":{"bid":"192.20","ask":"192.22","last":"192.20","open":"189.54","change":"2.66","volume":"15039526"}}).encode()
         frames[sym] = bytes([0x81, 126]) + len(p).to_bytes(2, "big") + p
-    for s, sym in conns:
-        try: s.send(frames[sym])
-        except BlockingIOError: pass
+    current["frames"] = frames
+    for i in range(1, THREADS): ticks[i].set()
+    send_run(runs[0], frames)
+    if THREADS > 1: sent.wait()
