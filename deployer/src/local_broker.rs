@@ -11,7 +11,6 @@
 //! Local ports, from the environment's `port`: the two edges on `port` and `port + 1`, the
 //! ingest task on `port + 2`, the broker on `port + 3` (MemoryDB's replica on `port + 4`).
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -131,15 +130,7 @@ fn alive(server: &str, p: &Process) -> bool {
 
 /// Whether a broker answers PING on `port`.
 fn answers(port: u16) -> bool {
-    let Ok(mut s) = std::net::TcpStream::connect_timeout(
-        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_millis(500),
-    ) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    let mut reply = [0u8; 7];
-    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+    query::<String>(port, &["PING"], Duration::from_millis(500)).is_ok_and(|r| r == "PONG")
 }
 
 /// The server this machine has: Valkey's if installed, else Redis's.
@@ -336,21 +327,34 @@ async fn form_cluster(primary: u16, replica: u16) -> Result<(), DeployError> {
 
 /// One command to the local server on `port`.
 fn command<T: redis::FromRedisValue>(port: u16, args: &[&str]) -> Result<T, DeployError> {
+    query(port, args, Duration::from_secs(2))
+}
+
+/// [`command`], waiting at most `wait` to connect and for the answer.
+fn query<T: redis::FromRedisValue>(
+    port: u16,
+    args: &[&str],
+    wait: Duration,
+) -> Result<T, DeployError> {
     let failed = |e: redis::RedisError| {
         DeployError::Local(format!(
             "the local broker on 127.0.0.1:{port}: {args:?}: {e}"
         ))
     };
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).map_err(failed)?;
-    let mut conn = client
-        .get_connection_with_timeout(Duration::from_secs(2))
-        .map_err(failed)?;
-    conn.set_read_timeout(Some(Duration::from_secs(2)))
-        .map_err(failed)?;
+    let mut conn = client.get_connection_with_timeout(wait).map_err(failed)?;
+    conn.set_read_timeout(Some(wait)).map_err(failed)?;
     redis::cmd(args[0])
         .arg(&args[1..])
         .query(&mut conn)
         .map_err(failed)
+}
+
+/// Sends the signal `name` to `pid` (best effort: it may have gone already).
+fn signal(pid: u32, name: &str) {
+    let _ = Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status();
 }
 
 /// Whether the local broker runs (for `status`).
@@ -374,15 +378,13 @@ pub async fn stop(root: &Path, env: &str, report: &Reporter) -> bool {
         report.line(format!("{}: stopping", st.describe()));
     }
     for p in &running {
-        let _ = Command::new("kill").arg(p.pid.to_string()).status();
+        signal(p.pid, "TERM");
         let started = Instant::now();
         while alive(&st.server, p) && started.elapsed() < Duration::from_secs(5) {
             sleep(Duration::from_millis(20)).await;
         }
         if alive(&st.server, p) {
-            let _ = Command::new("kill")
-                .args(["-KILL", &p.pid.to_string()])
-                .status();
+            signal(p.pid, "KILL");
         }
     }
     let _ = std::fs::remove_file(file);
@@ -412,9 +414,7 @@ mod tests {
     impl Drop for Cleanup {
         fn drop(&mut self) {
             for p in state(self.0.path(), "t").map_or(Vec::new(), |s| s.processes()) {
-                let _ = Command::new("kill")
-                    .args(["-KILL", &p.pid.to_string()])
-                    .status();
+                signal(p.pid, "KILL");
             }
         }
     }

@@ -369,7 +369,11 @@ impl Hub {
         st.latest = Some(event);
         let parts = (st.subscribers.len() / FANOUT_MIN_PER_THREAD)
             .clamp(1, self.limits.fanout_threads.max(1));
-        let offered = offer_all(
+        let Offered {
+            frames,
+            bytes,
+            mut gone,
+        } = offer_all(
             st.subscribers.as_slice(),
             parts,
             &Offering {
@@ -379,7 +383,6 @@ impl Hub {
             },
             touched,
         );
-        let (frames, bytes, mut gone) = (offered.frames, offered.bytes, offered.gone);
         if !gone.is_empty() {
             // Sorted: thousands of slow clients leaving at once cost O(n log k), not O(n k).
             gone.sort_unstable();
@@ -709,13 +712,17 @@ mod tests {
     }
 
     fn hub(history: usize) -> Hub {
+        hub_of(&["AAA"], history, 1)
+    }
+
+    fn hub_of(symbols: &[&str], history: usize, fanout_threads: usize) -> Hub {
         let limits = HubLimits {
             history,
             candles: 10,
-            fanout_threads: 1,
+            fanout_threads,
         };
         Hub::new(
-            vec!["AAA".into()],
+            symbols.iter().map(|s| s.to_string()).collect(),
             "e".into(),
             limits,
             Arc::new(Metrics::new()),
@@ -848,18 +855,7 @@ mod tests {
 
     #[test]
     fn an_outlet_writes_as_soon_as_its_stream_has_nothing_more_in_the_batch() {
-        let limits = HubLimits {
-            history: 0,
-            candles: 10,
-            fanout_threads: 1,
-        };
-        let hub = Hub::new(
-            vec!["AAA".into(), "BBB".into()],
-            "e".into(),
-            limits,
-            Arc::new(Metrics::new()),
-            json,
-        );
+        let hub = hub_of(&["AAA", "BBB"], 0, 1);
         let (a, b) = (probe(1, 64), probe(2, 64));
         hub.subscribe(StreamId::new(Channel::Trades, 0), a.clone(), None);
         hub.subscribe(StreamId::new(Channel::Trades, 1), b.clone(), None);
@@ -881,18 +877,7 @@ mod tests {
 
     #[test]
     fn many_subscribers_are_written_from_several_threads_each_once_and_in_order() {
-        let limits = HubLimits {
-            history: 0,
-            candles: 10,
-            fanout_threads: 3,
-        };
-        let hub = Hub::new(
-            vec!["AAA".into()],
-            "e".into(),
-            limits,
-            Arc::new(Metrics::new()),
-            json,
-        );
+        let hub = hub_of(&["AAA"], 0, 3);
         let stream = StreamId::new(Channel::Trades, 0);
         let n = 3 * FANOUT_MIN_PER_THREAD + 50;
         // Every hundredth holds two frames only, and is dropped at the third.

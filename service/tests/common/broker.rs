@@ -219,6 +219,9 @@ impl Drop for Broker {
     }
 }
 
+/// How long a cluster may take to form or to fail over.
+const CLUSTER_WAIT: Duration = Duration::from_secs(10);
+
 /// A one-shard cluster of two nodes, a primary and its replica, as MemoryDB runs one (TLS only,
 /// with a password): the node a client first reaches may be the replica, which redirects every
 /// command on our keys with `MOVED`, and a failover swaps the two.
@@ -254,7 +257,7 @@ impl Cluster {
             .await;
         let id: String = primary.query(&["CLUSTER", "MYID"]).await;
         // The replica learns the primary's id by gossip; REPLICATE fails until it has.
-        until("the replica follows the primary", || async {
+        super::until("the replica follows the primary", CLUSTER_WAIT, || async {
             let known: String = replica.query(&["CLUSTER", "NODES"]).await;
             if !known.contains(&id) {
                 return false;
@@ -263,14 +266,18 @@ impl Cluster {
             true
         })
         .await;
-        until("the replica in sync and the cluster ok", || async {
-            replica
-                .info(&["INFO", "replication"], "master_link_status")
-                .await
-                == "up"
-                && primary.info(&["CLUSTER", "INFO"], "cluster_state").await == "ok"
-                && replica.info(&["CLUSTER", "INFO"], "cluster_state").await == "ok"
-        })
+        super::until(
+            "the replica in sync and the cluster ok",
+            CLUSTER_WAIT,
+            || async {
+                replica
+                    .info(&["INFO", "replication"], "master_link_status")
+                    .await
+                    == "up"
+                    && primary.info(&["CLUSTER", "INFO"], "cluster_state").await == "ok"
+                    && replica.info(&["CLUSTER", "INFO"], "cluster_state").await == "ok"
+            },
+        )
         .await;
         cluster
     }
@@ -281,23 +288,11 @@ impl Cluster {
     pub async fn failover(&self, to: usize) {
         let (new, old) = (&self.nodes[to], &self.nodes[1 - to]);
         let _: () = new.query(&["CLUSTER", "FAILOVER"]).await;
-        until("the failover", || async {
+        super::until("the failover", CLUSTER_WAIT, || async {
             new.info(&["INFO", "replication"], "role").await == "master"
                 && old.info(&["INFO", "replication"], "role").await == "slave"
         })
         .await;
-    }
-}
-
-/// Polls `done` until it holds; fails after 10 s, naming `what`.
-async fn until<F: std::future::Future<Output = bool>>(what: &str, mut done: impl FnMut() -> F) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !done().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not within 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -39,8 +39,17 @@ pub struct Server {
 
 /// Polls `done` every 10 ms until it holds; fails with `what` after `within`.
 pub async fn eventually(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    until(what, within, || std::future::ready(done())).await;
+}
+
+/// [`eventually`] for a check that has to wait itself (a query to a server).
+pub async fn until<F: std::future::Future<Output = bool>>(
+    what: &str,
+    within: Duration,
+    mut done: impl FnMut() -> F,
+) {
     let deadline = tokio::time::Instant::now() + within;
-    while !done() {
+    while !done().await {
         assert!(
             tokio::time::Instant::now() < deadline,
             "{what}: not within {within:?}"
